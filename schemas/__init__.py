@@ -1,0 +1,6 @@
+"""Event and record models shared by every ragstream process, and its settings."""
+
+from schemas.events import SCHEMA_VERSION, DocumentEvent, EventOp, InvalidEvent
+from schemas.settings import Settings
+
+__all__ = ["SCHEMA_VERSION", "DocumentEvent", "EventOp", "InvalidEvent", "Settings"]

@@ -1,0 +1,107 @@
+"""The document change event: what sources publish to ``docs.events``.
+
+Events are JSON (orjson) so that producers in any language can write them; the JSON Schema
+files in ``schemas/json/`` are generated from these models (``python -m schemas.export``).
+
+Compatibility rule: a reader accepts every ``schema_version`` up to its own. New fields are
+optional with defaults; a field is never renamed or given a new meaning within a major version.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+#: Metadata values must be flat scalars: Chroma stores nothing else.
+MetadataValue = str | int | float | bool
+
+#: Metadata keys the pipeline writes itself; a source may not set them.
+RESERVED_METADATA_KEYS = frozenset(
+    {"doc_id", "version", "chunk_index", "source", "content_type", "indexed_at"}
+)
+
+
+class EventOp(StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class InvalidEvent(ValueError):
+    """Raised when bytes from the topic are not a valid ``DocumentEvent``; carries the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _default_version() -> int:
+    """The current time in µs: monotonic enough per document for one source."""
+    return time.time_ns() // 1000
+
+
+class DocumentEvent(BaseModel):
+    """One change to one document: an upsert of its full text, or its deletion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    schema_version: Annotated[int, Field(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    event_id: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        default_factory=lambda: uuid.uuid4().hex
+    )
+    doc_id: Annotated[str, Field(min_length=1, max_length=1024)]
+    op: EventOp
+    content: str = ""
+    content_type: Annotated[str, Field(max_length=100)] = "text/plain"
+    source: Annotated[str, Field(max_length=200)] = ""
+    version: Annotated[int, Field(ge=0, description="Monotonic per document, e.g. a timestamp in µs")] = Field(
+        default_factory=_default_version
+    )
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("doc_id")
+    @classmethod
+    def _doc_id_is_printable(cls, value: str) -> str:
+        if value != value.strip() or any(ord(ch) < 32 for ch in value):
+            raise ValueError("doc_id must not contain control characters or surrounding spaces")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_keys_are_free(cls, value: dict[str, Any]) -> dict[str, Any]:
+        taken = RESERVED_METADATA_KEYS.intersection(value)
+        if taken:
+            raise ValueError(f"metadata keys reserved by the pipeline: {sorted(taken)}")
+        return value
+
+    @model_validator(mode="after")
+    def _upsert_has_content(self) -> DocumentEvent:
+        if self.op is EventOp.UPSERT and not self.content.strip():
+            raise ValueError("an upsert needs non-empty content")
+        return self
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> DocumentEvent:
+        """Decode and validate; any problem raises ``InvalidEvent`` with a readable reason."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent(f"not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidEvent(f"expected a JSON object, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}" for err in exc.errors()
+            )
+            raise InvalidEvent(f"schema violation: {problems}") from None
