@@ -1,0 +1,111 @@
+"""Ray actors that run the indexing consumers, and the group that starts, watches and stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from consumers.consumer import IndexingConsumer
+from consumers.embedder import Embedder
+from schemas import Settings
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "ragstream"
+
+
+@ray.remote
+class ConsumerActor:
+    """One group member in its own process; Ray restarts it (and its ``run``) if it dies."""
+
+    def __init__(self, settings: Settings, torch_threads: int) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._consumer = IndexingConsumer(
+            settings,
+            Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads),
+        )
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> dict[str, Any]:
+        """Consume until ``stop``; returns the final counters."""
+        if self._stopping.is_set():
+            return asdict(self._consumer.stats)
+        await self._consumer.start()
+        try:
+            await self._consumer.run()
+        finally:
+            await self._consumer.stop()
+        return dict(asdict(self._consumer.stats))
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._consumer.request_stop()
+
+    async def stats(self) -> dict[str, Any]:
+        return dict(asdict(self._consumer.stats))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def init_ray(consumers: int) -> None:
+    """Join the cluster named by ``RAY_ADDRESS``, or start a local one-node cluster."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=RAY_NAMESPACE)
+    else:
+        ray.init(
+            namespace=RAY_NAMESPACE,
+            num_cpus=max(os.cpu_count() or 1, consumers),
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
+
+
+class ConsumerGroup:
+    """N consumer actors in one Kafka consumer group (at most one per partition does work)."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self._settings = settings
+        self._count = count
+        self.actors: list[Any] = []
+        self._runs: list[Any] = []
+
+    def start(self) -> None:
+        init_ray(self._count)
+        cores = os.cpu_count() or 1
+        threads = self._settings.torch_threads or max(1, cores // self._count)
+        for _ in range(self._count):
+            actor = ConsumerActor.options(  # type: ignore[attr-defined]
+                num_cpus=1, max_restarts=-1, max_task_retries=-1
+            ).remote(self._settings, threads)
+            self.actors.append(actor)
+            self._runs.append(actor.run.remote())
+        log.info("started %d consumer actors (%d torch threads each)", self._count, threads)
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Block until every actor has loaded its model and answers."""
+        ray.get([actor.pid.remote() for actor in self.actors], timeout=timeout)
+
+    def stats(self) -> list[dict[str, Any]]:
+        return list(ray.get([actor.stats.remote() for actor in self.actors]))
+
+    def stop(self, timeout: float = 60) -> None:
+        """Let each actor finish and commit its batch in flight, then end them."""
+        if not self.actors:
+            return
+        ray.get([actor.stop.remote() for actor in self.actors], timeout=timeout)
+        try:
+            ray.get(self._runs, timeout=timeout)
+        finally:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors, self._runs = [], []

@@ -1,0 +1,113 @@
+"""The Chroma sink: the only place that writes chunks, so its writes are the ones to keep idempotent."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import chromadb
+import numpy as np
+from chromadb.api import AsyncClientAPI
+from chromadb.api.models.AsyncCollection import AsyncCollection
+
+log = logging.getLogger(__name__)
+
+Metadata = dict[str, str | int | float | bool | None]
+
+
+@dataclass
+class ChunkChanges:
+    """Everything one batch changes in the index, applied as upsert → update → delete."""
+
+    new_ids: list[str] = field(default_factory=list)
+    new_texts: list[str] = field(default_factory=list)
+    new_metadatas: list[Metadata] = field(default_factory=list)
+    new_embeddings: np.ndarray | None = None
+    updated_ids: list[str] = field(default_factory=list)
+    updated_metadatas: list[Metadata] = field(default_factory=list)
+    deleted_ids: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.new_ids or self.updated_ids or self.deleted_ids)
+
+
+async def open_collection(client: AsyncClientAPI, name: str) -> AsyncCollection:
+    """Get or create the collection the way every ragstream process expects it.
+
+    ``embedding_function=None`` because we always supply vectors (Chroma's default would try to
+    download a model); cosine space because the vectors are normalised sentence embeddings.
+    """
+    return await client.get_or_create_collection(
+        name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
+
+
+class ChromaSink:
+    def __init__(self, host: str, port: int, collection: str) -> None:
+        self._host, self._port, self._collection_name = host, port, collection
+        self._collection: AsyncCollection | None = None
+        self._max_batch = 1000
+
+    async def start(self) -> None:
+        if self._collection is not None:
+            return
+        client = await chromadb.AsyncHttpClient(host=self._host, port=self._port)
+        self._max_batch = min(await client.get_max_batch_size(), 5000)
+        self._collection = await open_collection(client, self._collection_name)
+
+    async def stop(self) -> None:
+        self._collection = None
+
+    async def __aenter__(self) -> ChromaSink:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def collection(self) -> AsyncCollection:
+        if self._collection is None:
+            raise RuntimeError("ChromaSink.start() was not called")
+        return self._collection
+
+    async def existing_chunks(self, doc_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """doc_id → {chunk id → metadata} for the chunks these documents have in the index now."""
+        found: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        if not doc_ids:
+            return found
+        where: Any = {"doc_id": doc_ids[0]} if len(doc_ids) == 1 else {"doc_id": {"$in": doc_ids}}
+        result = await self.collection.get(where=where, include=["metadatas"])
+        for chunk_id, metadata in zip(result["ids"], result["metadatas"] or [], strict=True):
+            found[str(metadata["doc_id"])][chunk_id] = dict(metadata)
+        return found
+
+    async def write(self, changes: ChunkChanges) -> None:
+        """Apply a batch's changes; returns only once Chroma acknowledged every request.
+
+        New chunks go in before stale ones go out, so a reader never sees a document vanish
+        during an edit, and a crash between the steps leaves work that a replay completes.
+        """
+        step = self._max_batch
+        for start in range(0, len(changes.new_ids), step):
+            end = start + step
+            assert changes.new_embeddings is not None
+            await self.collection.upsert(
+                ids=changes.new_ids[start:end],
+                embeddings=changes.new_embeddings[start:end],
+                documents=changes.new_texts[start:end],
+                metadatas=changes.new_metadatas[start:end],  # type: ignore[arg-type]
+            )
+        for start in range(0, len(changes.updated_ids), step):
+            end = start + step
+            await self.collection.update(
+                ids=changes.updated_ids[start:end],
+                metadatas=changes.updated_metadatas[start:end],  # type: ignore[arg-type]
+            )
+        for start in range(0, len(changes.deleted_ids), step):
+            await self.collection.delete(ids=changes.deleted_ids[start : start + step])
+
+    async def flush(self) -> None:
+        """Every write is acknowledged synchronously by the Chroma server; nothing is buffered."""

@@ -1,0 +1,159 @@
+"""Consumer-group lag per partition: the log end offset minus the group's committed offset.
+
+``LagReader`` keeps one admin client (committed offsets, topic metadata) and one group-less
+consumer (end offsets) open, so that a metrics scrape costs a few requests and no handshakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+__all__ = ["LagReader", "PartitionLag", "partition_lag"]
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """Lag of one consumer group on one partition; ``committed`` is None before its first commit."""
+
+    topic: str
+    partition: int
+    committed: int | None
+    end_offset: int
+    lag: int
+
+
+class LagReader:
+    """Reads a consumer group's lag; ``start()``/``stop()`` are idempotent, and it is an async context.
+
+    ``start()`` raises a ``KafkaError`` when no broker answers and may simply be called again later.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        request_timeout_ms: int = 10_000,
+        retry_timeout_s: float = 10.0,
+        client_id: str = "ragstream-lag",
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._request_timeout_ms = request_timeout_ms
+        self._retry_timeout_s = retry_timeout_s
+        self._client_id = client_id
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._admin is not None
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._admin is not None:
+                return
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._bootstrap_servers,
+                client_id=self._client_id,
+                request_timeout_ms=self._request_timeout_ms,
+            )
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap_servers,
+                client_id=self._client_id,
+                group_id=None,
+                enable_auto_commit=False,
+                request_timeout_ms=self._request_timeout_ms,
+            )
+            try:
+                await admin.start()
+                await consumer.start()
+            except BaseException:
+                # Each attempt builds fresh clients, so a failed start leaves nothing half-open.
+                await consumer.stop()
+                await admin.close()
+                raise
+            self._admin, self._consumer = admin, consumer
+
+    async def stop(self) -> None:
+        async with self._start_lock:
+            admin, consumer = self._admin, self._consumer
+            self._admin = self._consumer = None
+            if consumer is not None:
+                await consumer.stop()
+            if admin is not None:
+                await admin.close()
+
+    async def __aenter__(self) -> LagReader:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def ping(self) -> None:
+        """Send one metadata request; raises when the cluster does not answer."""
+        await self._started_admin().list_topics()
+
+    async def read(self, topic: str, group: str) -> list[PartitionLag]:
+        """Lag of ``group`` on every partition of ``topic``, by partition; [] when the topic does not exist."""
+        admin, consumer = self._started_admin(), self._consumer
+        assert consumer is not None
+        partitions = await self._partitions(admin, topic)
+        if not partitions:
+            return []
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        committed = await self._retrying(
+            lambda: admin.list_consumer_group_offsets(group, partitions=partitions)
+        )
+        lags = []
+        for tp in partitions:
+            end = ends[tp]
+            meta = committed.get(tp)
+            # The broker answers -1 for a partition the group never committed.
+            offset = meta.offset if meta is not None and meta.offset >= 0 else None
+            lag = end - offset if offset is not None else end
+            lags.append(PartitionLag(tp.topic, tp.partition, offset, end, max(lag, 0)))
+        return lags
+
+    def _started_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            raise RuntimeError("LagReader is not started")
+        return self._admin
+
+    async def _partitions(self, admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+        # Describing all topics, not just this one: a metadata request that names a topic asks the
+        # broker to create it when auto-creation is on, and reading lag must never create topics.
+        described: list[dict[str, Any]] = await admin.describe_topics()
+        for entry in described:
+            if entry["topic"] == topic and entry["error_code"] == 0:
+                return [TopicPartition(topic, p["partition"]) for p in sorted(
+                    entry["partitions"], key=lambda p: p["partition"]
+                )]
+        return []
+
+    async def _retrying(self, request: Any) -> Any:
+        """Run ``request()`` again on retriable errors, such as the coordinator still loading."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._retry_timeout_s
+        while True:
+            try:
+                return await request()
+            except KafkaError as exc:
+                if not exc.retriable or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.2)
+
+
+async def partition_lag(bootstrap_servers: str, topic: str, group: str) -> list[PartitionLag]:
+    """One-shot lag read with short-lived connections; see ``LagReader`` to keep them open."""
+    async with LagReader(bootstrap_servers) as reader:
+        return await reader.read(topic, group)

@@ -1,0 +1,54 @@
+"""The topics ragstream uses, created idempotently."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    # Documents may be up to max_document_bytes; the broker's default limit is 1 MB.
+    max_bytes = str(settings.max_document_bytes + 1024 * 1024)
+    return [
+        TopicSpec(settings.events_topic, settings.partitions, {"max.message.bytes": max_bytes}),
+        TopicSpec(settings.dlq_topic, 1, {"max.message.bytes": max_bytes}),
+        # One message per consumer incarnation, the latest one is all that matters.
+        TopicSpec(settings.stats_topic, 1, {"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create every missing topic; returns the names it created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
+        if not missing:
+            return []
+        new_topics = [
+            NewTopic(spec.name, spec.partitions, settings.replication_factor, topic_configs=spec.config)
+            for spec in missing
+        ]
+        try:
+            await admin.create_topics(new_topics)
+        except TopicAlreadyExistsError:
+            pass  # created concurrently by another process: that is the state we want
+        log.info("created topics %s", [spec.name for spec in missing])
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()
