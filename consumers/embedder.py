@@ -62,7 +62,7 @@ class Embedder:
         self._model = SentenceTransformer(resolve_model_path(model), device="cpu")
         if self.precision == "bf16":
             self._model = self._model.to(torch.bfloat16)
-        self.dimension = int(self._model.get_sentence_embedding_dimension() or 0)
+        self.dimension = int(self._model.get_embedding_dimension() or 0)
         log.info("embedding model %s loaded (%s, dim %d)", model, self.precision, self.dimension)
 
     def encode(self, texts: list[str]) -> np.ndarray:

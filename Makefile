@@ -1,0 +1,44 @@
+# The two commands that matter: `make up` runs the system, `make test` proves it.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install up down status test lint bench clean
+
+$(UV):
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The venv is rebuilt only when the lock file changes.
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	touch $@
+
+# Kafka's broker jars from Maven Central; a no-op once a complete copy is there.
+install: $(VENV)/.synced
+	@$(BIN)/python -c "from deploy import ensure_kafka_jars; ensure_kafka_jars()"
+
+up: install
+	$(BIN)/ragstream up
+
+down:
+	@if [ -x $(BIN)/ragstream ]; then $(BIN)/ragstream down; else echo "nothing installed, nothing running"; fi
+
+status: install
+	$(BIN)/ragstream status
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean: down
+	rm -rf .state

@@ -1,0 +1,184 @@
+"""The ``ragstream`` command: run the system, feed it, and look inside it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas import DocumentEvent, Settings
+
+app = typer.Typer(help="Real-time retrieval for RAG: Kafka → Ray consumers → Chroma → HTTP search.", no_args_is_help=True)
+console = Console()
+
+PUBLISH_BATCH = 200
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+async def _publish(settings: Settings, events: list[DocumentEvent], label: str) -> int:
+    from streams.publisher import EventPublisher
+    from streams.topics import ensure_topics
+
+    await ensure_topics(settings)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(label, total=len(events))
+            for start in range(0, len(events), PUBLISH_BATCH):
+                batch = events[start : start + PUBLISH_BATCH]
+                await publisher.publish_many(batch)
+                progress.advance(task, len(batch))
+    return len(events)
+
+
+async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
+    """Show the consumers' lag until it reaches zero."""
+    from streams.lag import LagReader
+
+    async with LagReader(settings.bootstrap_servers) as lag:
+        first: int | None = None
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("indexing", total=None)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                remaining = sum(p.lag for p in await lag.read(settings.events_topic, settings.consumer_group))
+                first = remaining if first is None else max(first, remaining)
+                progress.update(task, total=first, completed=first - remaining)
+                if remaining == 0:
+                    return
+                await asyncio.sleep(0.5)
+    raise TimeoutError(f"events were still waiting to be indexed after {timeout:.0f}s: see `ragstream status`")
+
+
+@app.command()
+def up(
+    sample_documents: Annotated[int, typer.Option(help="Wikipedia articles to ingest from the sample corpus")] = 300,
+    consumers: Annotated[int, typer.Option(help="consumer actors")] = 1,
+) -> None:
+    """Start Kafka, Chroma, the consumers and the API, ingest the sample corpus, say where to query."""
+    from ragstream.stack import LocalStack
+    from streams.corpus import wiki_events
+    from streams.topics import ensure_topics
+
+    settings = _settings()
+    stack = LocalStack(settings, consumers)
+    with console.status("starting Kafka and Chroma (the first run fetches Kafka from Maven Central)"):
+        stack.start_services()
+    asyncio.run(ensure_topics(settings))
+    with console.status("starting the consumers and the API (loading the embedding model)"):
+        stack.start_workers()
+    console.print(f"[green]up[/]: Kafka {settings.bootstrap_servers}, Chroma {settings.chroma_url}, API {stack.api_url}")
+    if sample_documents:
+        events = list(wiki_events(sample_documents))
+        asyncio.run(_publish(settings, events, f"publishing {len(events)} Wikipedia articles"))
+        asyncio.run(_wait_until_indexed(settings, timeout=900))
+    console.print(
+        f"\nSearch it:\n  curl -s {stack.api_url}/v1/search -H 'content-type: application/json' "
+        """-d '{"query": "who painted the Mona Lisa", "k": 3}'\n"""
+        f"API docs: {stack.api_url}/docs    Index status: ragstream status    Stop: make down"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `up` started (data stays under the state folder)."""
+    from ragstream.stack import LocalStack
+
+    stopped = LocalStack(_settings()).stop_all()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def publish(paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt .md .rst .html)")]) -> None:
+    """Publish files as upsert events; doc_id = path relative to the folder given."""
+    from streams.files import SkippedFile, find_documents, read_document
+
+    settings = _settings()
+    events: list[DocumentEvent] = []
+    for root, path in find_documents(paths):
+        read = read_document(root, path, settings.max_document_bytes)
+        if isinstance(read, SkippedFile):
+            console.print(f"[yellow]skipped[/] {read.path}: {read.reason}")
+        else:
+            events.append(read)
+    if not events:
+        console.print("[red]nothing to publish[/]: no readable .txt, .md, .rst or .html file in the paths given")
+        raise typer.Exit(code=1)
+    count = asyncio.run(_publish(settings, events, "publishing"))
+    console.print(f"published {count} documents to {settings.events_topic}")
+
+
+@app.command()
+def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the group")] = 1) -> None:
+    """Run the indexing consumers as Ray actors until interrupted."""
+    from consumers.actors import ConsumerGroup
+    from streams.topics import ensure_topics
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    asyncio.run(ensure_topics(settings))
+    group = ConsumerGroup(settings, consumers)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    group.start()
+    group.wait_ready()
+    console.print(f"{consumers} consumer(s) indexing {settings.events_topic} into {settings.collection}")
+    stop.wait()
+    console.print("stopping: finishing the batches in flight")
+    group.stop()
+
+
+@app.command()
+def serve() -> None:
+    """Run the query API."""
+    import uvicorn
+
+    from query_api import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+async def _status(settings: Settings) -> tuple[list, int, int]:
+    import chromadb
+
+    from consumers.sink import open_collection
+    from streams.lag import LagReader
+
+    async with LagReader(settings.bootstrap_servers) as lag:
+        partitions = await lag.read(settings.events_topic, settings.consumer_group)
+    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    collection = await open_collection(client, settings.collection)
+    chunks = await collection.count()
+    # Every indexed document has exactly one chunk with index 0.
+    documents = len((await collection.get(where={"chunk_index": 0}, include=[]))["ids"])
+    return partitions, documents, chunks
+
+
+@app.command()
+def status() -> None:
+    """Topics, partitions, committed offsets, lag, and what the index holds."""
+    settings = _settings()
+    partitions, documents, chunks = asyncio.run(_status(settings))
+    table = Table(title=f"{settings.events_topic} → group {settings.consumer_group}")
+    for column in ("partition", "committed", "end", "lag"):
+        table.add_column(column, justify="right")
+    for p in partitions:
+        table.add_row(str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end_offset), str(p.lag))
+    console.print(table)
+    console.print(f"lag in total: {sum(p.lag for p in partitions)}")
+    console.print(f"index {settings.collection!r}: {documents} documents, {chunks} chunks")
