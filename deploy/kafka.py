@@ -1,0 +1,230 @@
+"""Apache Kafka's own broker, from Maven Central jars, run in KRaft mode with the local Java."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from deploy._process import DeployError, ManagedProcess, ServiceStartError, free_port, tail
+
+__all__ = ["KafkaBroker", "ensure_kafka_jars"]
+
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+LIBS = KAFKA_DIR / "libs"
+# Written after a complete download; holds the pom's hash so a version change fetches again.
+_STAMP = LIBS / ".complete"
+
+_JAVA_OPTS = ["-Xmx512m", "-Xms256m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+
+_LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={path}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+"""
+
+
+def ensure_kafka_jars() -> Path:
+    """Fetch the broker's jars into deploy/kafka/libs unless a complete copy is there; return it."""
+    pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if _jars_complete(pom_hash):
+        return LIBS
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DeployError("mvn (Apache Maven) is not installed; it fetches the Kafka jars")
+    # Two test sessions starting at once must not download into the same folder together;
+    # locking the pom itself leaves no lock file behind.
+    with POM.open("rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _jars_complete(pom_hash):
+            return LIBS
+        shutil.rmtree(LIBS, ignore_errors=True)
+        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={LIBS}"]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()[-4000:]
+            raise DeployError(f"fetching the Kafka jars failed ({' '.join(cmd)}):\n{output}")
+        _STAMP.write_text(pom_hash)
+    return LIBS
+
+
+def _jars_complete(pom_hash: str) -> bool:
+    return _STAMP.is_file() and _STAMP.read_text() == pom_hash
+
+
+def _random_cluster_id() -> str:
+    # Kafka's own format (Uuid.randomUuid().toString()): url-safe base64 of 16 bytes, unpadded.
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _run_coroutine(coro: Coroutine[Any, Any, bool]) -> bool:
+    # A fresh thread has no running loop, so this works from sync code and from inside async tests.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _broker_answers(host: str, port: int) -> bool:
+    # A plain connect first: aiokafka logs an error for every refused connection.
+    try:
+        socket.create_connection((host, port), timeout=2.0).close()
+    except OSError:
+        return False
+    return _run_coroutine(_describe_cluster(f"{host}:{port}"))
+
+
+async def _describe_cluster(bootstrap_servers: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return bool(cluster["brokers"])
+    finally:
+        await admin.close()
+
+
+class KafkaBroker:
+    """One KRaft node acting as broker and controller, listening on 127.0.0.1 only.
+
+    Data lives in ``state_dir/kafka-<port>/``; starting again on an existing, formatted
+    directory keeps its topics and messages. For a multi-node cluster pass the same
+    `cluster_id` and `voters` (node id -> controller port) to every node.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int,
+        controller_port: int | None = None,
+        node_id: int = 1,
+        *,
+        cluster_id: str | None = None,
+        voters: Mapping[int, int] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        self.port = port
+        self.node_id = node_id
+        self.home = Path(state_dir) / f"kafka-{port}"
+        self.data_dir = self.home / "data"
+        self.properties_file = self.home / "server.properties"
+        self.server_log = self.home / "logs" / "server.log"
+        self.controller_port = controller_port or self._saved_controller_port() or free_port()
+        self.voters = dict(voters) if voters is not None else {node_id: self.controller_port}
+        self.cluster_id = cluster_id
+        self.overrides = dict(overrides or {})
+        self._process = ManagedProcess(
+            f"kafka broker {node_id} on port {port}",
+            [self._java(), *self._jvm_args(), "kafka.Kafka", str(self.properties_file)],
+            log_file=self.home / "kafka.out",
+            pid_file=self.home / "kafka.pid",
+            extra_logs=[self.server_log],
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Format the data dir on first use, start the broker and wait until it answers metadata."""
+        if not self._process.is_running():
+            ensure_kafka_jars()
+            self._write_config()
+            if not (self.data_dir / "meta.properties").exists():
+                self._format()
+            self._process.start()
+        self._process.wait_until(
+            lambda: _broker_answers("127.0.0.1", self.port),
+            timeout,
+            f"Kafka broker at {self.bootstrap_servers}",
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Shut the broker down cleanly (SIGTERM), killing it if it takes longer than `timeout`."""
+        self._process.stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would; its data stays for a later start()."""
+        self._process.kill()
+
+    def _java(self) -> str:
+        # Resolved lazily by the OS if missing, so that stop() works without Java.
+        return shutil.which("java") or "java"
+
+    def _jvm_args(self) -> list[str]:
+        log4j = self.home / "log4j.properties"
+        return [*_JAVA_OPTS, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{LIBS}/*"]
+
+    def _saved_controller_port(self) -> int | None:
+        # A restart from another process must keep the controller port the data was made with.
+        with contextlib.suppress(FileNotFoundError):
+            for line in self.properties_file.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key == "listeners":
+                    for listener in value.split(","):
+                        if listener.startswith("CONTROLLER://"):
+                            return int(listener.rsplit(":", 1)[1])
+        return None
+
+    def _write_config(self) -> None:
+        if shutil.which("java") is None:
+            raise DeployError("java is not installed; the Kafka broker needs Java 17")
+        self.server_log.parent.mkdir(parents=True, exist_ok=True)
+        (self.home / "log4j.properties").write_text(_LOG4J.format(path=self.server_log))
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{p}" for n, p in self.voters.items()),
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            # A broker restarted after a crash is refused registration until its old session
+            # expires (9 s by default); fault tests restart brokers often.
+            "broker.session.timeout.ms": "4000",
+            "broker.heartbeat.interval.ms": "1000",
+            # 50 partitions each (the defaults) cost seconds per start and first join on 2 cores.
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.num.partitions": "4",
+            **self.overrides,
+        }
+        self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+
+    def _format(self) -> None:
+        cluster_id = self.cluster_id or _random_cluster_id()
+        cmd = [self._java(), *self._jvm_args(), "kafka.tools.StorageTool", "format"]
+        cmd += ["-t", cluster_id, "-c", str(self.properties_file)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            raise ServiceStartError(
+                f"formatting Kafka storage in {self.data_dir}", output[-2000:], tail(self.server_log)
+            )
