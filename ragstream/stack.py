@@ -78,17 +78,20 @@ class LocalStack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"the API at {self.api_url} was not ready after {timeout:.0f}s; see {api.log_file}")
+        raise TimeoutError(
+            f"the API at {self.api_url} was not ready after {timeout:.0f}s; see {api.log_file}"
+        )
 
     def stop_all(self) -> list[str]:
         """Stop in reverse order of start; returns what was running."""
         stopped = []
-        for name, part in [
+        parts: list[tuple[str, ManagedProcess | KafkaBroker | ChromaServer]] = [
             ("API", self.api_process()),
             ("consumers", self.consumer_process()),
             ("Chroma", self.chroma()),
             ("Kafka", self.broker()),
-        ]:
+        ]
+        for name, part in parts:
             if part.pid is not None:
                 part.stop()
                 stopped.append(name)

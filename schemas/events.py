@@ -60,8 +60,8 @@ class DocumentEvent(BaseModel):
     content: str = ""
     content_type: Annotated[str, Field(max_length=100)] = "text/plain"
     source: Annotated[str, Field(max_length=200)] = ""
-    version: Annotated[int, Field(ge=0, description="Monotonic per document, e.g. a timestamp in µs")] = Field(
-        default_factory=_default_version
+    version: Annotated[int, Field(ge=0, description="Monotonic per document, e.g. a timestamp in µs")] = (
+        Field(default_factory=_default_version)
     )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 

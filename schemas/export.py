@@ -24,7 +24,9 @@ def event_json_schema() -> dict[str, Any]:
 
 def main() -> None:
     SCHEMA_FILE.parent.mkdir(exist_ok=True)
-    SCHEMA_FILE.write_bytes(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    SCHEMA_FILE.write_bytes(
+        orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
     print(f"wrote {SCHEMA_FILE}")
 
 

@@ -6,9 +6,9 @@ no download at run time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
-import importlib.util
 from pathlib import Path
 
 from schemas import DocumentEvent, EventOp
@@ -36,6 +36,9 @@ def wiki_events(limit: int | None = None) -> Iterator[DocumentEvent]:
             content=f"{article['title']}\n\n{article['extract']}",
             source="wikipedia",
             version=SAMPLE_VERSION,
-            metadata={"title": article["title"], "topic": article.get("topic", ""),
-                      "description": article.get("description", "")},
+            metadata={
+                "title": article["title"],
+                "topic": article.get("topic", ""),
+                "description": article.get("description", ""),
+            },
         )

@@ -33,7 +33,9 @@ class DeadLetter:
         ]
 
     @classmethod
-    def from_headers(cls, headers: list[tuple[str, bytes]], key: bytes | None, value: bytes | None) -> DeadLetter:
+    def from_headers(
+        cls, headers: list[tuple[str, bytes]], key: bytes | None, value: bytes | None
+    ) -> DeadLetter:
         found = {name.removeprefix("ragstream."): raw.decode() for name, raw in headers}
         return cls(
             reason=found.get("reason", ""),

@@ -74,6 +74,9 @@ class LagReader:
             try:
                 await admin.start()
                 await consumer.start()
+                # Let the group-less consumer's helper task begin: aiokafka's stop() re-raises that
+                # task's cancellation when it is stopped before the task ever ran.
+                await asyncio.sleep(0)
             except BaseException:
                 # Each attempt builds fresh clients, so a failed start leaves nothing half-open.
                 await consumer.stop()
@@ -104,7 +107,7 @@ class LagReader:
         await self._started_admin().list_topics()
 
     async def read(self, topic: str, group: str) -> list[PartitionLag]:
-        """Lag of ``group`` on every partition of ``topic``, by partition; [] when the topic does not exist."""
+        """Lag of ``group`` on each partition of ``topic``, in partition order; [] without the topic."""
         admin, consumer = self._started_admin(), self._consumer
         assert consumer is not None
         partitions = await self._partitions(admin, topic)
@@ -135,9 +138,10 @@ class LagReader:
         described: list[dict[str, Any]] = await admin.describe_topics()
         for entry in described:
             if entry["topic"] == topic and entry["error_code"] == 0:
-                return [TopicPartition(topic, p["partition"]) for p in sorted(
-                    entry["partitions"], key=lambda p: p["partition"]
-                )]
+                return [
+                    TopicPartition(topic, p["partition"])
+                    for p in sorted(entry["partitions"], key=lambda p: p["partition"])
+                ]
         return []
 
     async def _retrying(self, request: Any) -> Any:

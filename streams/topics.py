@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -44,10 +45,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
             NewTopic(spec.name, spec.partitions, settings.replication_factor, topic_configs=spec.config)
             for spec in missing
         ]
-        try:
+        # Created concurrently by another process: that is the state we want.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new_topics)
-        except TopicAlreadyExistsError:
-            pass  # created concurrently by another process: that is the state we want
         log.info("created topics %s", [spec.name for spec in missing])
         return [spec.name for spec in missing]
     finally:

@@ -41,8 +41,11 @@ class MemorySink:
             del self.chunks[chunk_id]
 
     def texts_of(self, doc_id: str) -> list[str]:
-        return [c["text"] for c in sorted(self.chunks.values(), key=lambda c: c["metadata"]["chunk_index"])
-                if c["metadata"]["doc_id"] == doc_id]
+        return [
+            c["text"]
+            for c in sorted(self.chunks.values(), key=lambda c: c["metadata"]["chunk_index"])
+            if c["metadata"]["doc_id"] == doc_id
+        ]
 
 
 @pytest.fixture

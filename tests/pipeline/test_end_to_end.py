@@ -104,7 +104,9 @@ async def test_a_deleted_document_is_no_longer_found(pipeline):
 
 
 async def test_committed_offsets_reach_the_end_offsets_once_drained(pipeline):
-    await pipeline.publisher.publish_many(upsert(unique("offsets"), f"Offset check document {i}.") for i in range(30))
+    await pipeline.publisher.publish_many(
+        upsert(unique("offsets"), f"Offset check document {i}.") for i in range(30)
+    )
     await pipeline.drain()
     partitions = await pipeline.lag()
     assert len(partitions) == pipeline.settings.partitions
@@ -115,8 +117,9 @@ async def test_committed_offsets_reach_the_end_offsets_once_drained(pipeline):
 
 async def test_bad_events_go_to_the_dead_letter_topic_and_their_neighbours_are_indexed(pipeline):
     run = unique("dlq")
-    before, after = upsert(f"{run}/before", "A valid event published before the bad ones."), upsert(
-        f"{run}/after", "A valid event published after the bad ones."
+    before, after = (
+        upsert(f"{run}/before", "A valid event published before the bad ones."),
+        upsert(f"{run}/after", "A valid event published after the bad ones."),
     )
     malformed = b'{"doc_id": "broken", "op": "upsert", "content": '
     violating = orjson.dumps({"doc_id": f"{run}/bad", "op": "rename", "content": "x"})

@@ -5,7 +5,9 @@ from schemas import SCHEMA_VERSION, DocumentEvent, EventOp, InvalidEvent
 
 
 def test_event_round_trips_through_json():
-    event = DocumentEvent(doc_id="wiki/Kafka", op=EventOp.UPSERT, content="A log.", metadata={"n": 1, "ok": True})
+    event = DocumentEvent(
+        doc_id="wiki/Kafka", op=EventOp.UPSERT, content="A log.", metadata={"n": 1, "ok": True}
+    )
     assert DocumentEvent.from_json(event.to_json()) == event
 
 

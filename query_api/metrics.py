@@ -1,0 +1,91 @@
+"""Prometheus metrics of the whole pipeline, served by the query API on ``/metrics``.
+
+Counters come from the consumers' stats messages and lag from the broker, both read when scraped;
+each app owns its registry, so several apps can live in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Iterable, Sequence
+
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from query_api.stats import StatsTail
+from streams.lag import LagReader, PartitionLag
+
+log = logging.getLogger(__name__)
+
+_COUNTERS = (
+    ("events_consumed", "Document events consumed from the events topic"),
+    ("events_dead_lettered", "Events sent to the dead-letter topic"),
+    ("chunks_embedded", "Chunks embedded and written to the index"),
+    ("chunks_skipped", "Chunks left as they were because they were already indexed"),
+    ("chunks_deleted", "Stale chunks deleted from the index"),
+)
+
+
+class PipelineCollector(Collector):
+    """Turns the summed consumer counters and the last lag reading into metric families."""
+
+    def __init__(self, stats: StatsTail) -> None:
+        self._stats = stats
+        self.lag: Sequence[PartitionLag] = ()
+
+    def collect(self) -> Iterable[Metric]:
+        totals = self._stats.totals()
+        for name, documentation in _COUNTERS:
+            yield CounterMetricFamily(f"ragstream_{name}", documentation, value=getattr(totals, name))
+
+        buckets = sorted(totals.batch_seconds_buckets.items(), key=lambda item: _bound(item[0]))
+        if not buckets or buckets[-1][0] != "+Inf":
+            buckets.append(("+Inf", totals.batches))
+        yield HistogramMetricFamily(
+            "ragstream_batch_seconds",
+            "Seconds a consumer spent on one batch, fetch to commit",
+            buckets=[(bound, float(count)) for bound, count in buckets],
+            sum_value=totals.batch_seconds_sum,
+        )
+
+        lag = GaugeMetricFamily(
+            "ragstream_consumer_lag", "Events not yet committed by the consumer group", labels=["partition"]
+        )
+        for partition in self.lag:
+            lag.add_metric([str(partition.partition)], partition.lag)
+        yield lag
+
+
+def _bound(text: str) -> float:
+    return math.inf if text == "+Inf" else float(text)
+
+
+class PipelineMetrics:
+    """An app's own registry; ``render()`` reads the lag, then formats every metric."""
+
+    def __init__(
+        self, stats: StatsTail, lag_reader: LagReader, topic: str, group: str, *, lag_timeout_s: float = 5.0
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._collector = PipelineCollector(stats)
+        self.registry.register(self._collector)
+        self._lag_reader = lag_reader
+        self._topic = topic
+        self._group = group
+        self._lag_timeout_s = lag_timeout_s
+
+    async def render(self) -> bytes:
+        try:
+            async with asyncio.timeout(self._lag_timeout_s):
+                await self._lag_reader.start()
+                self._collector.lag = await self._lag_reader.read(self._topic, self._group)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            # A scrape still reports the counters; a lag we cannot read is left out, not shown as 0.
+            log.warning("consumer lag of %s on %s not read: %r", self._group, self._topic, exc)
+            self._collector.lag = ()
+        # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
+        return generate_latest(self.registry)

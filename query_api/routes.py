@@ -1,0 +1,78 @@
+"""HTTP routes: search, document lookup, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from query_api.documents import document_info
+from query_api.models import DocumentInfo, SearchRequest, SearchResponse
+from query_api.search import vector_search
+from query_api.services import Services, get_services
+
+router = APIRouter()
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+#: How long readiness waits for each dependency before calling it unreachable.
+READINESS_TIMEOUT_S = 3.0
+
+
+@router.post("/v1/search")
+async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:
+    """The chunks most similar to the query, optionally filtered by metadata."""
+    return await vector_search(services.collection, services.embedder, body)
+
+
+@router.get("/v1/documents/{doc_id:path}", responses={404: {"description": "No chunk of the document"}})
+async def get_document(doc_id: str, services: ServicesDep) -> DocumentInfo:
+    """The indexed version of one document."""
+    info = await document_info(services.collection, doc_id)
+    if info is None:
+        raise HTTPException(status_code=404, detail=f"document {doc_id!r} is not in the index")
+    return info
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Kafka or Chroma is unreachable"}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """200 when both Kafka and Chroma answer, else 503 naming the one that did not."""
+
+    async def kafka() -> None:
+        await services.lag_reader.start()
+        await services.lag_reader.ping()
+
+    async def chroma() -> None:
+        await services.chroma.heartbeat()
+
+    kafka_check, chroma_check = await asyncio.gather(_check(kafka()), _check(chroma()))
+    checks = {"kafka": kafka_check, "chroma": chroma_check}
+    ready = all(result == "ok" for result in checks.values())
+    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _check(probe: Awaitable[None]) -> str:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_S):
+            await probe
+    except TimeoutError:
+        return f"unreachable: no answer within {READINESS_TIMEOUT_S:g} s"
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(services: ServicesDep) -> Response:
+    """Pipeline counters, batch durations and consumer lag in the Prometheus text format."""
+    return Response(await services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

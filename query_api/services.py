@@ -1,0 +1,38 @@
+"""What the routes need, opened once by the app's lifespan and found on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from query_api.metrics import PipelineMetrics
+from query_api.stats import StatsTail
+from schemas.settings import Settings
+from streams.lag import LagReader
+
+if TYPE_CHECKING:
+    from chromadb.api import AsyncClientAPI
+    from chromadb.api.models.AsyncCollection import AsyncCollection
+
+    from consumers.embedder import Embedder
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    chroma: AsyncClientAPI
+    collection: AsyncCollection
+    embedder: Embedder
+    lag_reader: LagReader
+    stats: StatsTail
+    metrics: PipelineMetrics
+
+
+def get_services(request: Request) -> Services:
+    """FastAPI dependency: the services of the app serving this request."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise RuntimeError("the app's lifespan has not run: its services are not open")
+    return services

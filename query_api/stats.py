@@ -1,0 +1,152 @@
+"""The consumers' counters, tailed from the stats topic and summed over consumer instances.
+
+Every consumer publishes its cumulative counters under its own id; a restarted consumer starts
+again from zero under a new id. The pipeline's totals are therefore the sum, over all ids, of
+each id's latest message, and they never go backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import Counter
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+class ConsumerStats(BaseModel):
+    """One consumer's cumulative counters, as published on the stats topic."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    consumer_id: str = ""
+    events_consumed: int = Field(default=0, ge=0)
+    events_dead_lettered: int = Field(default=0, ge=0)
+    chunks_embedded: int = Field(default=0, ge=0)
+    chunks_skipped: int = Field(default=0, ge=0)
+    chunks_deleted: int = Field(default=0, ge=0)
+    batches: int = Field(default=0, ge=0)
+    batch_seconds_sum: float = Field(default=0.0, ge=0)
+    #: Cumulative counts per upper bound (Prometheus ``le``), including "+Inf".
+    batch_seconds_buckets: dict[str, int] = Field(default_factory=dict)
+    updated_at: float = 0.0
+
+    def __add__(self, other: ConsumerStats) -> ConsumerStats:
+        buckets = Counter(self.batch_seconds_buckets)
+        buckets.update(other.batch_seconds_buckets)
+        return ConsumerStats(
+            consumer_id="",
+            events_consumed=self.events_consumed + other.events_consumed,
+            events_dead_lettered=self.events_dead_lettered + other.events_dead_lettered,
+            chunks_embedded=self.chunks_embedded + other.chunks_embedded,
+            chunks_skipped=self.chunks_skipped + other.chunks_skipped,
+            chunks_deleted=self.chunks_deleted + other.chunks_deleted,
+            batches=self.batches + other.batches,
+            batch_seconds_sum=self.batch_seconds_sum + other.batch_seconds_sum,
+            batch_seconds_buckets=dict(buckets),
+            updated_at=max(self.updated_at, other.updated_at),
+        )
+
+
+class StatsTail:
+    """Reads the stats topic from the beginning in a background task, keeping each consumer's latest.
+
+    ``start()``/``stop()`` are idempotent. While the broker or the topic is missing the task keeps
+    retrying, so the API can start before the rest of the pipeline.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        retry_backoff_s: float = 2.0,
+        metadata_max_age_ms: int = 5_000,
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+        self._retry_backoff_s = retry_backoff_s
+        self._metadata_max_age_ms = metadata_max_age_ms
+        self._latest: dict[str, ConsumerStats] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def consumers(self) -> dict[str, ConsumerStats]:
+        """Latest counters per consumer id."""
+        return dict(self._latest)
+
+    def totals(self) -> ConsumerStats:
+        total = ConsumerStats()
+        for stats in self._latest.values():
+            total += stats
+        return total
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"stats-tail:{self._topic}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> StatsTail:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Record one message from the stats topic; a malformed one is logged and skipped."""
+        if value is None:
+            # A tombstone would make the totals go backwards; counters only ever grow.
+            return
+        try:
+            stats = ConsumerStats.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("skipping malformed message on %s (key %r): %s", self._topic, key, exc)
+            return
+        consumer_id = key.decode("utf-8", errors="replace") if key else stats.consumer_id
+        self._latest[consumer_id] = stats
+
+    async def _run(self) -> None:
+        while True:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap_servers,
+                group_id=None,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                metadata_max_age_ms=self._metadata_max_age_ms,
+            )
+            # A pattern, not the topic's name: naming a missing topic in a metadata request asks the
+            # broker to create it, while a pattern just waits until the topic shows up.
+            consumer.subscribe(pattern=f"^{re.escape(self._topic)}$")
+            try:
+                await consumer.start()
+                # aiokafka's group-less consumer cannot be stopped before its helper task has run.
+                await asyncio.sleep(0)
+                # Without a group every restart reads from the beginning again; replaying the
+                # messages in order leaves the same latest value per key.
+                message: ConsumerRecord[bytes, bytes]
+                async for message in consumer:
+                    self.apply(message.key, message.value)
+            except KafkaError as exc:
+                log.warning("stats topic %s unavailable, retrying: %s", self._topic, exc)
+            except Exception:
+                # Frozen counters would look like an idle pipeline: report the bug and keep reading.
+                log.exception("reading stats topic %s failed, retrying", self._topic)
+            finally:
+                await consumer.stop()
+            await asyncio.sleep(self._retry_backoff_s)
