@@ -95,7 +95,7 @@ def up(
         asyncio.run(_wait_until_indexed(settings, timeout=900))
     console.print(
         f"\nSearch it:\n  curl -s {stack.api_url}/v1/search -H 'content-type: application/json' "
-        """-d '{"query": "who painted the Mona Lisa", "k": 3}'\n"""
+        """-d '{"query": "painting about the bombing of a Basque town", "k": 3}'\n"""
         f"API docs: {stack.api_url}/docs    Index status: ragstream status    Stop: make down"
     )
 
