@@ -87,7 +87,12 @@ class ConsumerGroup:
         threads = self._settings.torch_threads or max(1, cores // self._count)
         for _ in range(self._count):
             actor = ConsumerActor.options(  # type: ignore[attr-defined]
-                num_cpus=1, max_restarts=-1, max_task_retries=-1
+                num_cpus=1,
+                max_restarts=-1,
+                max_task_retries=-1,
+                # Ray sets OMP_NUM_THREADS=num_cpus in workers, which slows torch's CPU kernels
+                # even after torch.set_num_threads(); give OpenMP the threads torch is given.
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
             ).remote(self._settings, threads)
             self.actors.append(actor)
             self._runs.append(actor.run.remote())

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
@@ -14,12 +15,28 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from consumers.chunking import Chunker
 from consumers.embedder import Embedder
 from consumers.indexer import BatchResult, DocumentIndexer
-from consumers.sink import ChromaSink
+from consumers.sink import ChromaSink, ChunkChanges
 from consumers.stats import ConsumerStats
 from schemas import DocumentEvent, InvalidEvent, Settings
 from streams.dlq import DeadLetter, send_dead_letters
 
 log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_S = 0.5
+RETRY_BACKOFF_MAX_S = 30.0
+
+
+@dataclass
+class PlannedBatch:
+    """A fetched batch with its index changes computed (and embedded), not yet written."""
+
+    offsets: dict[TopicPartition, int]
+    records: int
+    dead: list[DeadLetter]
+    doc_ids: set[str]
+    changes: ChunkChanges
+    result: BatchResult
+    started: float
 
 
 def decode_records(
@@ -111,39 +128,95 @@ class IndexingConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Consume until ``request_stop``; a failed batch is retried from the last commit.
+
+        Nothing is skipped on failure: the partitions are rewound to their committed offsets
+        and fetched again after a capped exponential backoff.
+        """
+        backoff = RETRY_BACKOFF_S
+        while not self._stopping.is_set():
+            try:
+                await self._consume()
+                return
+            except Exception:
+                log.exception("batch failed; retrying from the committed offsets in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                await self._rewind_to_committed()
+
+    async def _consume(self) -> None:
+        """Fetch → plan (chunk, diff, embed) → write → commit, with the write and commit of one
+        batch overlapping the embedding of the next: the CPU keeps embedding while Chroma writes.
+        """
         assert self._consumer is not None, "start() first"
         s = self._settings
-        while not self._stopping.is_set():
-            batch = await self._consumer.getmany(
-                timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
-            )
-            if batch:
-                await self.process(batch)
+        writing: asyncio.Task[None] | None = None
+        writing_docs: set[str] = set()
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
+                )
+                if writing is not None and writing.done():
+                    await writing  # surfaces its error, if any
+                    writing = None
+                if not batch:
+                    continue
+                planned = await self._plan(
+                    batch, wait_for=writing if writing_docs else None, busy=writing_docs
+                )
+                if writing is not None:
+                    await writing  # commits stay in offset order
+                writing, writing_docs = asyncio.create_task(self._finish(planned)), planned.doc_ids
+        finally:
+            if writing is not None:
+                await writing
 
-    async def process(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> BatchResult:
-        assert self._consumer is not None and self._producer is not None
+    async def _plan(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        wait_for: asyncio.Task[None] | None,
+        busy: set[str],
+    ) -> PlannedBatch:
         started = time.perf_counter()
         records = [record for partition_records in batch.values() for record in partition_records]
         events, dead = decode_records(records, self._settings.max_document_bytes)
-        for letter in dead:
+        doc_ids = {event.doc_id for event in events}
+        if wait_for is not None and doc_ids & busy:
+            # Diffing reads the index: it must see the earlier batch's writes to these documents.
+            await wait_for
+        changes, result = await self._indexer.plan(events)
+        offsets = {tp: partition_records[-1].offset + 1 for tp, partition_records in batch.items()}
+        return PlannedBatch(offsets, len(records), dead, doc_ids, changes, result, started)
+
+    async def _finish(self, planned: PlannedBatch) -> None:
+        """Write, dead-letter, and only then commit."""
+        assert self._consumer is not None and self._producer is not None
+        await self._indexer.write(planned.changes)
+        for letter in planned.dead:
             log.warning(
                 "dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
             )
-        result = await self._indexer.apply(events)
-        await send_dead_letters(self._producer, self._settings.dlq_topic, dead)
-
-        offsets = {tp: partition_records[-1].offset + 1 for tp, partition_records in batch.items()}
+        await send_dead_letters(self._producer, self._settings.dlq_topic, planned.dead)
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit(planned.offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # The partitions moved to another member mid-batch. Our writes are done and
             # idempotent; the new owner replays from the last commit to the same state.
             log.warning("offsets not committed, the group rebalanced: %s", exc)
-
-        self.stats.record_batch(len(records), len(dead), result, time.perf_counter() - started)
+        seconds = time.perf_counter() - planned.started
+        self.stats.record_batch(planned.records, len(planned.dead), planned.result, seconds)
         with contextlib.suppress(Exception):
             # Stats are advisory: a lost stats message must never stop indexing.
             await self._producer.send(
                 self._settings.stats_topic, value=self.stats.to_json(), key=self.stats.consumer_id.encode()
             )
-        return result
+
+    async def _rewind_to_committed(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)

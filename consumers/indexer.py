@@ -84,6 +84,21 @@ class DocumentIndexer:
         self._clock = clock
 
     async def apply(self, events: Sequence[DocumentEvent]) -> BatchResult:
+        """Plan and write in one step."""
+        changes, result = await self.plan(events)
+        await self.write(changes)
+        return result
+
+    async def write(self, changes: ChunkChanges) -> None:
+        if changes:
+            await self._sink.write(changes)
+
+    async def plan(self, events: Sequence[DocumentEvent]) -> tuple[ChunkChanges, BatchResult]:
+        """The changes that bring these documents to their latest state, new chunks embedded.
+
+        Reads the index but writes nothing, so the caller may write an earlier batch meanwhile,
+        as long as that batch touches none of these documents.
+        """
         result = BatchResult()
         latest = latest_per_document(events)
         result.events_superseded = len(events) - len(latest)
@@ -127,6 +142,4 @@ class DocumentIndexer:
             changes.new_embeddings = await asyncio.to_thread(self._encoder.encode, changes.new_texts)
         result.chunks_embedded = len(changes.new_ids)
         result.chunks_deleted = len(changes.deleted_ids)
-        if changes:
-            await self._sink.write(changes)
-        return result
+        return changes, result
