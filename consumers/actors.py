@@ -69,6 +69,9 @@ def init_ray(consumers: int) -> None:
             include_dashboard=False,
             configure_logging=True,
             logging_level=logging.WARNING,
+            # Ray nices its workers (15) to keep its own daemons responsive; here the workers
+            # are the consumers, and the broker and Chroma beside them must not outrank them.
+            _system_config={"worker_niceness": 0},
         )
 
 

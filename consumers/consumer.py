@@ -37,6 +37,7 @@ class PlannedBatch:
     changes: ChunkChanges
     result: BatchResult
     started: float
+    planned_s: float
 
 
 def decode_records(
@@ -187,12 +188,15 @@ class IndexingConsumer:
             await wait_for
         changes, result = await self._indexer.plan(events)
         offsets = {tp: partition_records[-1].offset + 1 for tp, partition_records in batch.items()}
-        return PlannedBatch(offsets, len(records), dead, doc_ids, changes, result, started)
+        planned_s = time.perf_counter() - started
+        return PlannedBatch(offsets, len(records), dead, doc_ids, changes, result, started, planned_s)
 
     async def _finish(self, planned: PlannedBatch) -> None:
         """Write, dead-letter, and only then commit."""
         assert self._consumer is not None and self._producer is not None
+        write_started = time.perf_counter()
         await self._indexer.write(planned.changes)
+        written_s = time.perf_counter() - write_started
         for letter in planned.dead:
             log.warning(
                 "dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
@@ -205,6 +209,17 @@ class IndexingConsumer:
             # idempotent; the new owner replays from the last commit to the same state.
             log.warning("offsets not committed, the group rebalanced: %s", exc)
         seconds = time.perf_counter() - planned.started
+        log.info(
+            "batch of %d events: %d chunks embedded, %d unchanged, %d deleted; "
+            "plan %.2fs, write %.2fs, total %.2fs",
+            planned.records,
+            planned.result.chunks_embedded,
+            planned.result.chunks_skipped,
+            planned.result.chunks_deleted,
+            planned.planned_s,
+            written_s,
+            seconds,
+        )
         self.stats.record_batch(planned.records, len(planned.dead), planned.result, seconds)
         with contextlib.suppress(Exception):
             # Stats are advisory: a lost stats message must never stop indexing.
