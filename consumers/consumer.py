@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
+from consumers.chunk_log import publish_chunk_changes
 from consumers.chunking import Chunker
 from consumers.embedder import Embedder
 from consumers.indexer import BatchResult, DocumentIndexer
@@ -195,6 +196,8 @@ class IndexingConsumer:
         """Write, dead-letter, and only then commit."""
         assert self._consumer is not None and self._producer is not None
         write_started = time.perf_counter()
+        if planned.changes:
+            await publish_chunk_changes(self._producer, self._settings.chunks_topic, planned.changes)
         await self._indexer.write(planned.changes)
         written_s = time.perf_counter() - write_started
         for letter in planned.dead:

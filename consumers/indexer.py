@@ -133,6 +133,7 @@ class DocumentIndexer:
                     # Keys the new version dropped are removed by setting them to None.
                     dropped = {k: None for k in stored[chunk.id] if k not in metadata and k != "indexed_at"}
                     changes.updated_ids.append(chunk.id)
+                    changes.updated_texts.append(chunk.text)
                     changes.updated_metadatas.append({**dropped, **metadata, "indexed_at": now})
             changes.deleted_ids.extend(chunk_id for chunk_id in stored if chunk_id not in wanted_ids)
             result.documents_upserted += 1

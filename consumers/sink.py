@@ -26,6 +26,7 @@ class ChunkChanges:
     new_metadatas: list[Metadata] = field(default_factory=list)
     new_embeddings: np.ndarray | None = None
     updated_ids: list[str] = field(default_factory=list)
+    updated_texts: list[str] = field(default_factory=list)
     updated_metadatas: list[Metadata] = field(default_factory=list)
     deleted_ids: list[str] = field(default_factory=list)
 

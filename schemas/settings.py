@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     events_topic: str = "docs.events"
     dlq_topic: str = "docs.dlq"
     stats_topic: str = "ragstream.stats"
+    chunks_topic: str = "docs.chunks"
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "ragstream-indexer"

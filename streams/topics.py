@@ -27,6 +27,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.events_topic, settings.partitions, {"max.message.bytes": max_bytes}),
         TopicSpec(settings.dlq_topic, 1, {"max.message.bytes": max_bytes}),
+        # Every chunk as indexed (key = chunk id, tombstone on delete): the source that
+        # views of the index besides Chroma, such as the lexical index, are rebuilt from.
+        TopicSpec(
+            settings.chunks_topic,
+            settings.partitions,
+            {"cleanup.policy": "compact", "max.message.bytes": max_bytes},
+        ),
         # One message per consumer incarnation, the latest one is all that matters.
         TopicSpec(settings.stats_topic, 1, {"cleanup.policy": "compact"}),
     ]

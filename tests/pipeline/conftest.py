@@ -27,6 +27,7 @@ def pipeline_settings(kafka_broker, chroma_server) -> Settings:
         events_topic="e2e.events",
         dlq_topic="e2e.dlq",
         stats_topic="e2e.stats",
+        chunks_topic="e2e.chunks",
         consumer_group="e2e-indexer",
         collection="e2e",
         partitions=6,

@@ -6,7 +6,7 @@ import uuid
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import DocumentEvent, EventOp
 from streams.corpus import wiki_articles
@@ -153,5 +153,45 @@ async def read_dead_letters(settings, key_prefix: str) -> list[tuple[str, dict[s
                     headers = {name: raw.decode() for name, raw in record.headers}
                     found.append((key, headers, record.value))
         return found
+    finally:
+        await consumer.stop()
+
+
+async def test_the_chunk_log_mirrors_the_index(pipeline):
+    doc_id, kept = unique("log"), unique("log-kept")
+    await pipeline.publisher.publish_many(
+        [upsert(doc_id, long_document(6, "chunk log"), version=1), upsert(kept, "A document that stays.")]
+    )
+    await pipeline.publisher.publish(upsert(doc_id, long_document(3, "chunk log", edited=1), version=2))
+    await pipeline.drain()
+    indexed = {c["id"]: c["text"] for c in await pipeline.chunks_of(doc_id)}
+    assert len(indexed) == 3
+
+    logged = await read_chunk_log(pipeline.settings, doc_id)
+    assert logged == indexed
+
+    await pipeline.publisher.publish(DocumentEvent(doc_id=doc_id, op=EventOp.DELETE, version=3))
+    await pipeline.drain()
+    assert await read_chunk_log(pipeline.settings, doc_id) == {}
+    assert len(await read_chunk_log(pipeline.settings, kept)) == 1
+
+
+async def read_chunk_log(settings, doc_id: str) -> dict[str, str]:
+    """The latest record per chunk id of one document, tombstones applied, as a view would."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.chunks_topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        state: dict[str, dict] = {}
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for record in records:
+                    if record.value is None:
+                        state.pop(record.key.decode(), None)
+                    else:
+                        state[record.key.decode()] = orjson.loads(record.value)
+        return {key: chunk["text"] for key, chunk in state.items() if chunk["doc_id"] == doc_id}
     finally:
         await consumer.stop()
