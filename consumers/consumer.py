@@ -1,4 +1,10 @@
-"""One Kafka consumer of the indexing group: fetch a batch, index it, then commit its offsets."""
+"""One Kafka consumer of the indexing group: fetch, index, then commit.
+
+Three stages with bounded hand-offs: a fetch task fills a small queue and pauses the partitions
+while it is full (so memory stays bounded and Kafka is still polled however slow embedding is);
+the worker plans a batch (chunk, diff, embed) while the previous batch is written to Chroma;
+offsets are committed only after every write of their batch was acknowledged.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,20 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from consumers.chunk_log import publish_chunk_changes
 from consumers.chunking import Chunker
 from consumers.embedder import Embedder
+from consumers.errors import is_retriable
+from consumers.fetch_queue import FetchQueue
 from consumers.indexer import BatchResult, DocumentIndexer
 from consumers.sink import ChromaSink, ChunkChanges
 from consumers.stats import ConsumerStats
@@ -31,14 +45,17 @@ RETRY_BACKOFF_MAX_S = 30.0
 class PlannedBatch:
     """A fetched batch with its index changes computed (and embedded), not yet written."""
 
+    generation: int
     offsets: dict[TopicPartition, int]
-    records: int
+    records: list[ConsumerRecord]
     dead: list[DeadLetter]
     doc_ids: set[str]
     changes: ChunkChanges
     result: BatchResult
     started: float
     planned_s: float
+    #: Set when planning the batch as a whole failed for a reason a retry cannot fix.
+    failure: Exception | None = None
 
 
 def decode_records(
@@ -56,17 +73,7 @@ def decode_records(
                 raise InvalidEvent(f"event of {len(value)} bytes is above the limit of {max_bytes} bytes")
             events.append(DocumentEvent.from_json(value))
         except InvalidEvent as exc:
-            dead.append(
-                DeadLetter(
-                    reason=exc.reason,
-                    error_class=type(exc).__name__,
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=value,
-                )
-            )
+            dead.append(DeadLetter.for_record(record, exc.reason, type(exc).__name__))
     return events, dead
 
 
@@ -80,12 +87,16 @@ class IndexingConsumer:
 
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self._settings = settings
-        self._embedder = embedder
         self._sink = ChromaSink(settings.chroma_host, settings.chroma_port, settings.collection)
         self._indexer = DocumentIndexer(
             Chunker(settings.chunk_size, settings.chunk_overlap), embedder, self._sink
         )
         self.stats = ConsumerStats()
+        self._queue = FetchQueue(settings.max_queued_batches, settings.max_queued_bytes)
+        # Bumped whenever fetched-but-unwritten work must be dropped (rebalance, retry):
+        # a batch planned under an older generation is never written or committed.
+        self._generation = 0
+        self._writing: asyncio.Task[None] | None = None
         self._stack: AsyncExitStack | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -105,17 +116,14 @@ class IndexingConsumer:
         )
         await stack.enter_async_context(self._producer)
         self._consumer = AIOKafkaConsumer(
-            s.events_topic,
             bootstrap_servers=s.bootstrap_servers,
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=s.max_document_bytes + 1024 * 1024,
             fetch_max_bytes=max(52428800, s.max_document_bytes + 1024 * 1024),
-            # Embedding a batch can take minutes on a small CPU; heartbeats run in the
-            # background, and this bounds the time between two fetches.
-            max_poll_interval_ms=600_000,
         )
+        self._consumer.subscribe([s.events_topic], listener=_FinishOrAbandon(self))
         await stack.enter_async_context(self._consumer)
         self._stack = stack
 
@@ -130,75 +138,116 @@ class IndexingConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Consume until ``request_stop``; a failed batch is retried from the last commit.
+        """Consume until ``request_stop``.
 
-        Nothing is skipped on failure: the partitions are rewound to their committed offsets
-        and fetched again after a capped exponential backoff.
+        A failure that a retry can fix (Chroma or Kafka unreachable) rewinds to the committed
+        offsets and tries again after a capped exponential backoff; nothing is skipped.
         """
+        fetcher = asyncio.create_task(self._fetch_loop())
         backoff = RETRY_BACKOFF_S
-        while not self._stopping.is_set():
-            try:
-                await self._consume()
-                return
-            except Exception:
-                log.exception("batch failed; retrying from the committed offsets in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-                await self._rewind_to_committed()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._work_loop()
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        raise
+                    log.warning(
+                        "indexing failed (%s: %s); retrying from the committed offsets in %.1fs",
+                        type(exc).__name__,
+                        exc,
+                        backoff,
+                    )
+                    await self._abandon_uncommitted()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                    await self._rewind_to_committed()
+                else:
+                    backoff = RETRY_BACKOFF_S
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
 
-    async def _consume(self) -> None:
-        """Fetch → plan (chunk, diff, embed) → write → commit, with the write and commit of one
-        batch overlapping the embedding of the next: the CPU keeps embedding while Chroma writes.
-        """
-        assert self._consumer is not None, "start() first"
+    async def _fetch_loop(self) -> None:
+        """Poll Kafka continuously; while the queue is full, poll with every partition paused."""
+        assert self._consumer is not None
         s = self._settings
-        writing: asyncio.Task[None] | None = None
+        while not self._stopping.is_set():
+            assigned = self._consumer.assignment()
+            if self._queue.full():
+                self._consumer.pause(*assigned)
+            elif self._consumer.paused():
+                self._consumer.resume(*self._consumer.paused())
+            generation = self._generation
+            batch = await self._consumer.getmany(
+                timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
+            )
+            if batch and generation == self._generation:
+                self._queue.put(generation, batch)
+
+    async def _work_loop(self) -> None:
+        """Plan each queued batch while the previous one is written; commits stay in offset order."""
         writing_docs: set[str] = set()
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(
-                    timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
-                )
-                if writing is not None and writing.done():
-                    await writing  # surfaces its error, if any
-                    writing = None
-                if not batch:
+                fetched = await self._queue.get(timeout=0.2)
+                if self._writing is not None and self._writing.done():
+                    await self._writing  # surfaces its error, if any
+                    self._writing = None
+                if fetched is None or fetched.generation != self._generation:
                     continue
-                planned = await self._plan(
-                    batch, wait_for=writing if writing_docs else None, busy=writing_docs
-                )
-                if writing is not None:
-                    await writing  # commits stay in offset order
-                writing, writing_docs = asyncio.create_task(self._finish(planned)), planned.doc_ids
+                planned = await self._plan(fetched.generation, fetched.batch, writing_docs)
+                if self._writing is not None:
+                    await self._writing
+                    self._writing = None
+                if planned.generation != self._generation:
+                    log.info("dropping a planned batch: its partitions were revoked or rewound")
+                    continue
+                self._writing = asyncio.create_task(self._finish(planned))
+                writing_docs = planned.doc_ids
         finally:
-            if writing is not None:
-                await writing
+            if self._writing is not None:
+                await self._writing
+                self._writing = None
 
     async def _plan(
-        self,
-        batch: dict[TopicPartition, list[ConsumerRecord]],
-        wait_for: asyncio.Task[None] | None,
-        busy: set[str],
+        self, generation: int, batch: dict[TopicPartition, list[ConsumerRecord]], busy: set[str]
     ) -> PlannedBatch:
         started = time.perf_counter()
         records = [record for partition_records in batch.values() for record in partition_records]
         events, dead = decode_records(records, self._settings.max_document_bytes)
         doc_ids = {event.doc_id for event in events}
-        if wait_for is not None and doc_ids & busy:
+        if self._writing is not None and doc_ids & busy:
             # Diffing reads the index: it must see the earlier batch's writes to these documents.
-            await wait_for
-        changes, result = await self._indexer.plan(events)
+            await self._writing
+            self._writing = None
         offsets = {tp: partition_records[-1].offset + 1 for tp, partition_records in batch.items()}
+        failure: Exception | None = None
+        try:
+            changes, result = await self._indexer.plan(events)
+        except Exception as exc:
+            if is_retriable(exc):
+                raise
+            changes, result, failure = ChunkChanges(), BatchResult(), exc
         planned_s = time.perf_counter() - started
-        return PlannedBatch(offsets, len(records), dead, doc_ids, changes, result, started, planned_s)
+        return PlannedBatch(
+            generation, offsets, records, dead, doc_ids, changes, result, started, planned_s, failure
+        )
 
     async def _finish(self, planned: PlannedBatch) -> None:
-        """Write, dead-letter, and only then commit."""
+        """Write the chunk log, Chroma and the dead letters, and only then commit."""
         assert self._consumer is not None and self._producer is not None
         write_started = time.perf_counter()
-        if planned.changes:
-            await publish_chunk_changes(self._producer, self._settings.chunks_topic, planned.changes)
-        await self._indexer.write(planned.changes)
+        try:
+            if planned.failure is not None:
+                raise planned.failure
+            await self._write(planned.changes)
+        except Exception as exc:
+            if is_retriable(exc):
+                raise
+            log.warning("batch failed (%s: %s); applying its events one by one", type(exc).__name__, exc)
+            planned.dead.extend(await self._apply_one_by_one(planned.records))
         written_s = time.perf_counter() - write_started
         for letter in planned.dead:
             log.warning(
@@ -208,14 +257,14 @@ class IndexingConsumer:
         try:
             await self._consumer.commit(planned.offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-            # The partitions moved to another member mid-batch. Our writes are done and
-            # idempotent; the new owner replays from the last commit to the same state.
+            # The partitions moved to another member. Our writes are done and idempotent;
+            # the new owner replays from the last commit to the same state.
             log.warning("offsets not committed, the group rebalanced: %s", exc)
         seconds = time.perf_counter() - planned.started
         log.info(
             "batch of %d events: %d chunks embedded, %d unchanged, %d deleted; "
             "plan %.2fs, write %.2fs, total %.2fs",
-            planned.records,
+            len(planned.records),
             planned.result.chunks_embedded,
             planned.result.chunks_skipped,
             planned.result.chunks_deleted,
@@ -223,12 +272,44 @@ class IndexingConsumer:
             written_s,
             seconds,
         )
-        self.stats.record_batch(planned.records, len(planned.dead), planned.result, seconds)
+        self.stats.record_batch(len(planned.records), len(planned.dead), planned.result, seconds)
         with contextlib.suppress(Exception):
             # Stats are advisory: a lost stats message must never stop indexing.
             await self._producer.send(
                 self._settings.stats_topic, value=self.stats.to_json(), key=self.stats.consumer_id.encode()
             )
+
+    async def _write(self, changes: ChunkChanges) -> None:
+        assert self._producer is not None
+        if changes:
+            await publish_chunk_changes(self._producer, self._settings.chunks_topic, changes)
+        await self._indexer.write(changes)
+
+    async def _apply_one_by_one(self, records: list[ConsumerRecord]) -> list[DeadLetter]:
+        """Find the event that cannot be indexed: apply each alone, dead-letter those that fail
+        for a reason a retry cannot fix. Returns those dead letters."""
+        dead: list[DeadLetter] = []
+        for record in records:
+            events, _ = decode_records([record], self._settings.max_document_bytes)
+            if not events:
+                continue  # already dead-lettered by the batch decode
+            try:
+                changes, _result = await self._indexer.plan(events)
+                await self._write(changes)
+            except Exception as exc:
+                if is_retriable(exc):
+                    raise
+                dead.append(DeadLetter.for_record(record, f"cannot be indexed: {exc}", type(exc).__name__))
+        return dead
+
+    async def _abandon_uncommitted(self) -> None:
+        """Drop every fetched batch not yet being written; let a write in progress finish."""
+        self._generation += 1
+        self._queue.clear()
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            with contextlib.suppress(Exception):
+                await writing
 
     async def _rewind_to_committed(self) -> None:
         assert self._consumer is not None
@@ -238,3 +319,18 @@ class IndexingConsumer:
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, committed)
+
+
+class _FinishOrAbandon(ConsumerRebalanceListener):
+    """On revocation, the batch being written finishes (and commits); every other fetched batch
+    is abandoned, so the next owner never races this member on the same documents."""
+
+    def __init__(self, owner: IndexingConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            await self._owner._abandon_uncommitted()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Positions start from the committed offsets: nothing to do."""

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     fetch_max_records: int = Field(default=256, ge=1)
     fetch_timeout_ms: int = Field(default=200, ge=1)
     max_document_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_queued_batches: int = Field(default=2, ge=1, description="fetched batches waiting to be indexed")
+    max_queued_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="bytes of events waiting")
 
     # Query API
     api_host: str = "127.0.0.1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -31,6 +32,13 @@ class DeadLetter:
             ("ragstream.offset", str(self.offset).encode()),
             ("ragstream.failed_at", f"{time.time():.3f}".encode()),
         ]
+
+    @classmethod
+    def for_record(cls, record: Any, reason: str, error_class: str) -> DeadLetter:
+        """The dead letter of a consumed record (an aiokafka ``ConsumerRecord``)."""
+        return cls(
+            reason, error_class, record.topic, record.partition, record.offset, record.key, record.value
+        )
 
     @classmethod
     def from_headers(
