@@ -86,20 +86,33 @@ class ConsumerGroup:
 
     def start(self) -> None:
         init_ray(self._count)
-        cores = os.cpu_count() or 1
-        threads = self._settings.torch_threads or max(1, cores // self._count)
         for _ in range(self._count):
-            actor = ConsumerActor.options(  # type: ignore[attr-defined]
-                num_cpus=1,
-                max_restarts=-1,
-                max_task_retries=-1,
-                # Ray sets OMP_NUM_THREADS=num_cpus in workers, which slows torch's CPU kernels
-                # even after torch.set_num_threads(); give OpenMP the threads torch is given.
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
-            ).remote(self._settings, threads)
-            self.actors.append(actor)
-            self._runs.append(actor.run.remote())
-        log.info("started %d consumer actors (%d torch threads each)", self._count, threads)
+            self.add()
+        log.info("started %d consumer actors", self._count)
+
+    def add(self) -> Any:
+        """One more member: the group rebalances to share the partitions with it."""
+        threads = self._settings.torch_threads or max(1, (os.cpu_count() or 1) // self._count)
+        actor = ConsumerActor.options(  # type: ignore[attr-defined]
+            num_cpus=self._settings.consumer_num_cpus,
+            max_restarts=-1,
+            max_task_retries=-1,
+            # Ray sets OMP_NUM_THREADS=num_cpus in workers, which slows torch's CPU kernels
+            # even after torch.set_num_threads(); give OpenMP the threads torch is given.
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
+        ).remote(self._settings, threads)
+        self.actors.append(actor)
+        self._runs.append(actor.run.remote())
+        return actor
+
+    def remove(self, timeout: float = 60) -> None:
+        """Retire the newest member cleanly: it finishes its batch in flight and leaves the group."""
+        actor, run = self.actors.pop(), self._runs.pop()
+        ray.get(actor.stop.remote(), timeout=timeout)
+        try:
+            ray.get(run, timeout=timeout)
+        finally:
+            ray.kill(actor, no_restart=True)
 
     def wait_ready(self, timeout: float = 300) -> None:
         """Block until every actor has loaded its model and answers."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import random
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -249,6 +251,9 @@ class IndexingConsumer:
             log.warning("batch failed (%s: %s); applying its events one by one", type(exc).__name__, exc)
             planned.dead.extend(await self._apply_one_by_one(planned.records))
         written_s = time.perf_counter() - write_started
+        if random.random() < self._settings.crash_before_commit_probability:
+            log.warning("chaos: dying between the write and the commit")
+            os._exit(137)
         for letter in planned.dead:
             log.warning(
                 "dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason

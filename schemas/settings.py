@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     # Consumers
     consumers: int = Field(default=1, ge=1)
+    consumer_num_cpus: float = Field(default=1.0, ge=0, description="Ray CPUs reserved per consumer actor")
+    #: Chaos testing only: probability that a consumer process dies right after its Chroma
+    #: write and before its offset commit, the worst moment for exactly-once.
+    crash_before_commit_probability: float = Field(default=0.0, ge=0, le=1)
     fetch_max_records: int = Field(default=256, ge=1)
     fetch_timeout_ms: int = Field(default=200, ge=1)
     max_document_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
@@ -53,6 +57,23 @@ class Settings(BaseSettings):
     # Query API
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+
+    # Retrieval
+    hybrid_vector_weight: float = Field(default=1.0, ge=0, description="RRF weight of vector ranks")
+    hybrid_lexical_weight: float = Field(default=1.0, ge=0, description="RRF weight of BM25 ranks")
+    hybrid_candidates: int = Field(
+        default=100, ge=1, le=2000, description="hits each retriever contributes; bounds k + offset"
+    )
+    rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant")
+    lexical_index_dir: Path | None = Field(
+        default=None, description="parent of each replica's own BM25 index directory; None = in memory"
+    )
+    lexical_startup_timeout_s: float = Field(
+        default=120.0, ge=0, description="how long startup waits for the BM25 index to replay the chunk log"
+    )
+    rerank: bool = Field(default=False, description="rerank when a search request does not say")
+    rerank_model: str | None = Field(default=None, description="CrossEncoder name or local path")
+    rerank_depth: int = Field(default=30, ge=1, le=2000, description="top hits the reranker reorders")
 
     # Local stack
     state_dir: Path = Path(".state")

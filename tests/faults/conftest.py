@@ -1,0 +1,113 @@
+"""Fault-injection scenarios: a consumer group on its own topics, an event stream, an oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import chromadb
+import pytest
+from aiokafka.errors import KafkaError
+from fault_oracle import differences, expected_index
+
+from consumers.actors import ConsumerGroup
+from consumers.chunking import Chunker
+from consumers.sink import open_collection
+from schemas import DocumentEvent, Settings
+from streams.lag import LagReader
+from streams.publisher import EventPublisher
+from streams.topics import ensure_topics
+
+
+@dataclass
+class Scenario:
+    """Runs an event stream through a consumer group while a test does damage."""
+
+    settings: Settings
+    group: ConsumerGroup | None = None
+    published: list[DocumentEvent] = field(default_factory=list)
+
+    async def start_consumers(self, count: int) -> ConsumerGroup:
+        await ensure_topics(self.settings)
+        self.group = ConsumerGroup(self.settings, count)
+        await asyncio.to_thread(self.group.start)
+        await asyncio.to_thread(self.group.wait_ready)
+        return self.group
+
+    async def publish(self, events: list[DocumentEvent], slice_size: int = 50, pause: float = 0.1) -> None:
+        """Publish in slices; a slice that fails (broker down) is sent again until acknowledged."""
+        async with EventPublisher(self.settings.bootstrap_servers, self.settings.events_topic) as publisher:
+            for start in range(0, len(events), slice_size):
+                part = events[start : start + slice_size]
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        await publisher.publish_many(part)
+                        break
+                    except KafkaError:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(1)
+                self.published.extend(part)
+                await asyncio.sleep(pause)
+
+    async def drain(self, timeout: float = 420) -> None:
+        deadline = time.monotonic() + timeout
+        partitions: list = []
+        while time.monotonic() < deadline:
+            try:
+                async with LagReader(self.settings.bootstrap_servers) as reader:
+                    partitions = await reader.read(self.settings.events_topic, self.settings.consumer_group)
+                if partitions and all((p.committed or 0) == p.end_offset for p in partitions):
+                    return
+            except KafkaError:
+                pass  # the broker may be restarting
+            await asyncio.sleep(1)
+        raise TimeoutError(f"not drained after {timeout}s: {partitions}")
+
+    async def index_content(self) -> dict[str, dict]:
+        client = await chromadb.AsyncHttpClient(
+            host=self.settings.chroma_host, port=self.settings.chroma_port
+        )
+        collection = await open_collection(client, self.settings.collection)
+        content: dict[str, dict] = {}
+        offset = 0
+        while True:
+            page = await collection.get(include=["documents", "metadatas"], limit=1000, offset=offset)
+            for chunk_id, text, metadata in zip(
+                page["ids"], page["documents"], page["metadatas"], strict=True
+            ):
+                assert chunk_id not in content, f"duplicate chunk id {chunk_id}"
+                content[chunk_id] = {"text": text, "metadata": metadata}
+            if len(page["ids"]) < 1000:
+                return content
+            offset += 1000
+
+    async def assert_index_matches_oracle(self) -> None:
+        await self.drain()
+        expected = expected_index(
+            self.published, Chunker(self.settings.chunk_size, self.settings.chunk_overlap)
+        )
+        problems = differences(expected, await self.index_content())
+        assert not problems, "\n".join(problems)
+        async with LagReader(self.settings.bootstrap_servers) as reader:
+            for p in await reader.read(self.settings.events_topic, self.settings.consumer_group):
+                assert (p.committed or 0) == p.end_offset, p
+
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop(timeout=120)
+
+
+@pytest.fixture
+async def scenario_factory():
+    made: list[Scenario] = []
+
+    def make(settings: Settings) -> Scenario:
+        made.append(Scenario(settings))
+        return made[-1]
+
+    yield make
+    for scenario in made:
+        await asyncio.to_thread(scenario.stop)

@@ -1,0 +1,95 @@
+"""Whatever crashes, the index ends up as if every event had been applied once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+
+import pytest
+import ray
+from fault_oracle import event_stream
+from fault_settings import fault_settings
+
+from deploy import ChromaServer, KafkaBroker, free_port
+
+pytestmark = pytest.mark.integration
+
+DOCUMENTS, EVENTS = 150, 1500
+
+
+async def kill_an_actor(group, rng: random.Random) -> int:
+    actor = rng.choice(group.actors)
+    pid = await asyncio.to_thread(ray.get, actor.pid.remote(), timeout=180)
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+async def test_killed_consumers_leave_the_index_exactly_as_the_oracle(
+    kafka_broker, chroma_server, scenario_factory
+):
+    settings = fault_settings(
+        kafka_broker.bootstrap_servers, chroma_server.port, crash_before_commit_probability=0.03
+    )
+    scenario = scenario_factory(settings)
+    group = await scenario.start_consumers(2)
+    rng = random.Random(7)
+    publishing = asyncio.create_task(scenario.publish(event_stream(1, DOCUMENTS, EVENTS, "kill")))
+    killed = []
+    for _ in range(3):
+        await asyncio.sleep(rng.uniform(2, 6))
+        killed.append(await kill_an_actor(group, rng))
+    await publishing
+    await scenario.assert_index_matches_oracle()
+    assert len(set(killed)) == 3
+
+
+async def test_a_rebalance_mid_stream_leaves_the_index_exactly_as_the_oracle(
+    kafka_broker, chroma_server, scenario_factory
+):
+    scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma_server.port))
+    group = await scenario.start_consumers(1)
+    publishing = asyncio.create_task(scenario.publish(event_stream(2, DOCUMENTS, EVENTS, "rebalance")))
+    await asyncio.sleep(3)
+    await asyncio.to_thread(group.add)
+    await asyncio.sleep(6)
+    await asyncio.to_thread(group.add)
+    await asyncio.sleep(6)
+    await asyncio.to_thread(group.remove)
+    await publishing
+    await scenario.assert_index_matches_oracle()
+
+
+async def test_a_chroma_restart_mid_stream_skips_nothing(kafka_broker, tmp_path, scenario_factory):
+    chroma = ChromaServer(tmp_path, free_port())
+    chroma.start()
+    try:
+        scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma.port))
+        await scenario.start_consumers(1)
+        publishing = asyncio.create_task(scenario.publish(event_stream(3, DOCUMENTS, 800, "chroma")))
+        await asyncio.sleep(4)
+        await asyncio.to_thread(chroma.kill)
+        await asyncio.sleep(5)
+        await asyncio.to_thread(chroma.start)
+        await publishing
+        await scenario.assert_index_matches_oracle()
+    finally:
+        await asyncio.to_thread(chroma.stop)
+
+
+async def test_a_broker_restart_mid_stream_skips_nothing(chroma_server, tmp_path, scenario_factory):
+    broker = KafkaBroker(tmp_path, free_port())
+    broker.start()
+    try:
+        scenario = scenario_factory(fault_settings(broker.bootstrap_servers, chroma_server.port))
+        await scenario.start_consumers(1)
+        publishing = asyncio.create_task(scenario.publish(event_stream(4, DOCUMENTS, 800, "broker")))
+        await asyncio.sleep(4)
+        await asyncio.to_thread(broker.kill)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(broker.start)
+        await publishing
+        await scenario.assert_index_matches_oracle()
+    finally:
+        await asyncio.to_thread(broker.stop)
