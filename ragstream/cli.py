@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ragstream.dlq_cli import dlq_app
 from schemas import DocumentEvent, Settings
 
 app = typer.Typer(
     help="Real-time retrieval for RAG: Kafka → Ray consumers → Chroma → HTTP search.", no_args_is_help=True
 )
+app.add_typer(dlq_app, name="dlq")
 console = Console()
 
 PUBLISH_BATCH = 200
@@ -131,6 +133,44 @@ def publish(
         raise typer.Exit(code=1)
     count = asyncio.run(_publish(settings, events, "publishing"))
     console.print(f"published {count} documents to {settings.events_topic}")
+
+
+@app.command()
+def watch(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="folder to watch (.txt .md .rst .html .pdf)", metavar="DIR", file_okay=False, exists=True
+        ),
+    ],
+    namespace: Annotated[
+        str | None, typer.Option(help="doc_id prefix: NAMESPACE/relative/path (default: none)")
+    ] = None,
+) -> None:
+    """Publish a folder's documents, then every change to them, until interrupted.
+
+    doc_id = path relative to DIR, as with `publish`.
+
+    Left out: hidden files, .git, editor temp files, and what DIR/.ragstreamignore (gitignore syntax) says.
+    """
+    from aiokafka.errors import KafkaConnectionError
+
+    from streams.watch_state import WatchStateError
+    from streams.watcher import watch_folder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The watcher logs what each change led to; watchfiles' own "N changes detected" is noise.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    settings = _settings()
+    try:
+        stats = asyncio.run(watch_folder(settings, folder, namespace))
+    except (WatchStateError, ValueError, KafkaConnectionError) as exc:
+        console.print(f"[red]cannot watch {folder}[/]: {exc}")
+        raise typer.Exit(code=1) from None
+    console.print(
+        f"stopped: {stats.upserts} upserts and {stats.deletes} deletes published to "
+        f"{settings.events_topic}, {stats.skipped} files skipped"
+    )
 
 
 @app.command()

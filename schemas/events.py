@@ -80,6 +80,13 @@ class DocumentEvent(BaseModel):
             raise ValueError(f"metadata keys reserved by the pipeline: {sorted(taken)}")
         return value
 
+    @field_validator("content")
+    @classmethod
+    def _content_is_text(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("content looks binary (it contains NUL characters); send extracted text")
+        return value
+
     @model_validator(mode="after")
     def _upsert_has_content(self) -> DocumentEvent:
         if self.op is EventOp.UPSERT and not self.content.strip():

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     rerank_model: str | None = Field(default=None, description="CrossEncoder name or local path")
     rerank_depth: int = Field(default=30, ge=1, le=2000, description="top hits the reranker reorders")
 
+    # Filesystem watcher
+    watch_settle_ms: int = Field(
+        default=300, ge=0, description="quiet time a changed path waits for, so one save is one event"
+    )
+    watch_max_delay_ms: int = Field(
+        default=5000, ge=0, description="longest a path that keeps changing waits before it is read"
+    )
+
     # Local stack
     state_dir: Path = Path(".state")
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +64,65 @@ async def send_dead_letters(producer: AIOKafkaProducer, topic: str, letters: lis
     ]
     for delivery in pending:
         await delivery
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    letter: DeadLetter
+
+
+async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[StoredDeadLetter]:
+    """Every record of the dead-letter topic, oldest first (reads to the end offsets, then stops)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            await consumer.topics()  # refresh metadata once: the topic may be new to this client
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+            ]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[StoredDeadLetter] = []
+        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    letter = DeadLetter.from_headers(list(r.headers), r.key, r.value)
+                    found.append(StoredDeadLetter(r.partition, r.offset, r.timestamp, letter))
+        return sorted(found, key=lambda s: (s.timestamp_ms, s.partition, s.offset))
+    finally:
+        await consumer.stop()
+
+
+def matches(letter: DeadLetter, conditions: list[str]) -> bool:
+    """``field=value`` (exact) or ``field~text`` (contains) on reason, error_class, key, topic,
+    partition or offset; every condition must hold."""
+    for condition in conditions:
+        field_name, op, wanted = _parse_condition(condition)
+        value = getattr(letter, field_name)
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        actual = "" if value is None else str(value)
+        if (op == "=" and actual != wanted) or (op == "~" and wanted not in actual):
+            return False
+    return True
+
+
+_FIELDS = ("reason", "error_class", "key", "topic", "partition", "offset")
+
+
+def _parse_condition(condition: str) -> tuple[str, str, str]:
+    for op in ("~", "="):
+        name, sep, wanted = condition.partition(op)
+        if sep and name.strip() in _FIELDS:
+            return name.strip(), op, wanted
+    raise ValueError(
+        f"cannot read condition {condition!r}: use FIELD=VALUE or FIELD~TEXT with FIELD in {_FIELDS}"
+    )

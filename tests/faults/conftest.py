@@ -97,7 +97,8 @@ class Scenario:
 
     def stop(self) -> None:
         if self.group is not None:
-            self.group.stop(timeout=120)
+            group, self.group = self.group, None
+            group.stop(timeout=120)
 
 
 @pytest.fixture

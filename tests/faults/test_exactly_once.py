@@ -64,8 +64,8 @@ async def test_a_rebalance_mid_stream_leaves_the_index_exactly_as_the_oracle(
 async def test_a_chroma_restart_mid_stream_skips_nothing(kafka_broker, tmp_path, scenario_factory):
     chroma = ChromaServer(tmp_path, free_port())
     chroma.start()
+    scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma.port))
     try:
-        scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma.port))
         await scenario.start_consumers(1)
         publishing = asyncio.create_task(scenario.publish(event_stream(3, DOCUMENTS, 800, "chroma")))
         await asyncio.sleep(4)
@@ -75,14 +75,15 @@ async def test_a_chroma_restart_mid_stream_skips_nothing(kafka_broker, tmp_path,
         await publishing
         await scenario.assert_index_matches_oracle()
     finally:
+        await asyncio.to_thread(scenario.stop)  # consumers go before the service they talk to
         await asyncio.to_thread(chroma.stop)
 
 
 async def test_a_broker_restart_mid_stream_skips_nothing(chroma_server, tmp_path, scenario_factory):
     broker = KafkaBroker(tmp_path, free_port())
     broker.start()
+    scenario = scenario_factory(fault_settings(broker.bootstrap_servers, chroma_server.port))
     try:
-        scenario = scenario_factory(fault_settings(broker.bootstrap_servers, chroma_server.port))
         await scenario.start_consumers(1)
         publishing = asyncio.create_task(scenario.publish(event_stream(4, DOCUMENTS, 800, "broker")))
         await asyncio.sleep(4)
@@ -92,4 +93,5 @@ async def test_a_broker_restart_mid_stream_skips_nothing(chroma_server, tmp_path
         await publishing
         await scenario.assert_index_matches_oracle()
     finally:
+        await asyncio.to_thread(scenario.stop)  # consumers go before the service they talk to
         await asyncio.to_thread(broker.stop)
