@@ -1,0 +1,55 @@
+"""Chroma under churn: after many upserts and deletes over a small id space, every live record
+must still be found first by its own embedding (users report records becoming unreachable)."""
+
+from __future__ import annotations
+
+import os
+
+import chromadb
+import numpy as np
+import pytest
+
+from consumers.sink import open_collection
+
+pytestmark = pytest.mark.integration
+
+# RAGSTREAM_LONG_TESTS=1 runs the full 100k-operation version.
+OPERATIONS = 100_000 if os.environ.get("RAGSTREAM_LONG_TESTS") == "1" else 20_000
+ID_SPACE, DIMENSION, BATCH = 1_000, 384, 500
+
+
+def unit_vectors(rng: np.random.Generator, count: int) -> np.ndarray:
+    vectors = rng.standard_normal((count, DIMENSION)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+async def test_every_live_record_is_found_by_its_own_embedding_after_churn(chroma_server):
+    client = await chromadb.AsyncHttpClient(host="127.0.0.1", port=chroma_server.port)
+    collection = await open_collection(client, f"churn-{OPERATIONS}")
+    rng = np.random.default_rng(11)
+    live: dict[str, np.ndarray] = {}
+
+    for _ in range(OPERATIONS // BATCH):
+        ids = [f"chunk-{i}" for i in rng.choice(ID_SPACE, size=BATCH, replace=False)]
+        deleting = rng.random(BATCH) < 0.4
+        upserts = [chunk_id for chunk_id, gone in zip(ids, deleting, strict=True) if not gone]
+        deletes = [chunk_id for chunk_id, gone in zip(ids, deleting, strict=True) if gone]
+        vectors = unit_vectors(rng, len(upserts))
+        await collection.upsert(ids=upserts, embeddings=vectors, documents=upserts)
+        await collection.delete(ids=deletes)
+        live.update(zip(upserts, vectors, strict=True))
+        for chunk_id in deletes:
+            live.pop(chunk_id, None)
+
+    assert await collection.count() == len(live)
+    ids = sorted(live)
+    unreachable = []
+    for start in range(0, len(ids), 200):
+        part = ids[start : start + 200]
+        found = await collection.query(
+            query_embeddings=np.stack([live[i] for i in part]), n_results=1, include=[]
+        )
+        unreachable += [want for want, got in zip(part, found["ids"], strict=True) if got[:1] != [want]]
+    assert not unreachable, (
+        f"{len(unreachable)} of {len(ids)} live records not found first: {unreachable[:5]}"
+    )
