@@ -1,13 +1,15 @@
-"""Reading files and folders into upsert events (``ragstream publish PATH…``)."""
+"""Reading files and folders into upsert events (``ragstream publish PATH…``, ``ragstream watch``)."""
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas import DocumentEvent, EventOp
+from schemas.events import MetadataValue
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +21,37 @@ CONTENT_TYPES = {
     ".html": "text/html",
     ".htm": "text/html",
 }
+PDF_SUFFIX = ".pdf"
+DOCUMENT_SUFFIXES = frozenset([*CONTENT_TYPES, PDF_SUFFIX])
+
+# Enough to tell text from binary: text files essentially never contain a NUL byte.
+_BINARY_SNIFF_BYTES = 8192
 
 
 @dataclass(frozen=True, slots=True)
 class SkippedFile:
     path: Path
     reason: str
+
+
+class UnreadableFile(Exception):
+    """A file whose bytes hold no text we can index; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedText:
+    text: str
+    content_type: str
+    metadata: dict[str, MetadataValue] = field(default_factory=dict)
+
+
+def is_document(path: Path) -> bool:
+    """Whether the file's suffix is one ragstream reads (.txt .md .rst .html .pdf)."""
+    return path.suffix.lower() in DOCUMENT_SUFFIXES
 
 
 def find_documents(paths: list[Path]) -> Iterator[tuple[Path, Path]]:
@@ -39,8 +66,44 @@ def find_documents(paths: list[Path]) -> Iterator[tuple[Path, Path]]:
             relative = path.relative_to(given)
             if any(part.startswith(".") for part in relative.parts):
                 continue
-            if path.is_file() and path.suffix.lower() in CONTENT_TYPES:
+            if path.is_file() and is_document(path):
                 yield given, path
+
+
+def extract_text(path: Path, data: bytes) -> ExtractedText:
+    """The indexable text of a file's bytes; raises ``UnreadableFile`` with the reason."""
+    suffix = path.suffix.lower()
+    if suffix == PDF_SUFFIX:
+        return _pdf_text(data)
+    if b"\x00" in data[:_BINARY_SNIFF_BYTES]:
+        raise UnreadableFile("binary content (NUL bytes), not text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnreadableFile(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        raise UnreadableFile("empty file")
+    return ExtractedText(text, CONTENT_TYPES.get(suffix, "text/plain"))
+
+
+def _pdf_text(data: bytes) -> ExtractedText:
+    from pypdf import PdfReader
+
+    # A PDF is untrusted input parsed by a third-party library: any failure means "unreadable".
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise UnreadableFile("encrypted PDF")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except UnreadableFile:
+        raise
+    except Exception as exc:
+        raise UnreadableFile(f"not a readable PDF ({type(exc).__name__}: {exc})") from None
+    text = "\n\n".join(page.strip() for page in pages if page.strip()).replace("\x00", "")
+    if not text.strip():
+        raise UnreadableFile(f"no extractable text in {len(pages)} PDF page(s) (a scan?)")
+    # The event carries the extracted text, so it is plain text; the metadata says where it came from.
+    return ExtractedText(text, "text/plain", {"file_type": "application/pdf", "pages": len(pages)})
 
 
 def read_document(root: Path, path: Path, max_bytes: int) -> DocumentEvent | SkippedFile:
@@ -49,17 +112,15 @@ def read_document(root: Path, path: Path, max_bytes: int) -> DocumentEvent | Ski
     if size > max_bytes:
         return SkippedFile(path, f"{size} bytes is above the limit of {max_bytes}")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return SkippedFile(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-    if not text.strip():
-        return SkippedFile(path, "empty file")
+        extracted = extract_text(path, path.read_bytes())
+    except UnreadableFile as exc:
+        return SkippedFile(path, exc.reason)
     return DocumentEvent(
         doc_id=path.relative_to(root).as_posix(),
         op=EventOp.UPSERT,
-        content=text,
-        content_type=CONTENT_TYPES[path.suffix.lower()],
+        content=extracted.text,
+        content_type=extracted.content_type,
         source="file",
         version=path.stat().st_mtime_ns // 1000,
-        metadata={"path": str(path.resolve())},
+        metadata={"path": str(path.resolve()), **extracted.metadata},
     )

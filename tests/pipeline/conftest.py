@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from schemas import Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
 from streams.topics import ensure_topics
+from streams.watcher import FolderWatcher
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +115,84 @@ class Pipeline:
 @pytest.fixture(scope="session")
 async def pipeline(pipeline_settings, api, publisher) -> Pipeline:
     return Pipeline(pipeline_settings, api, publisher)
+
+
+class WatchedFolder:
+    """A folder watcher on a temporary folder, run as a task of the test's event loop and publishing
+    through the pipeline's publisher; it can be stopped and started again like the CLI."""
+
+    def __init__(self, root, settings: Settings, publisher: EventPublisher, namespace: str) -> None:
+        self.root = root
+        self.settings = settings
+        self.publisher = publisher
+        self.namespace = namespace
+        self.watcher: FolderWatcher | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def doc_id(self, relative: str) -> str:
+        return f"{self.namespace}/{relative}"
+
+    async def start(self) -> FolderWatcher:
+        self._stop = asyncio.Event()
+        self.watcher = FolderWatcher(self.root, self.publisher, self.settings, self.namespace)
+        self._task = asyncio.create_task(self.watcher.run(self._stop))
+        ready = asyncio.create_task(self.watcher.ready.wait())
+        await asyncio.wait({self._task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            self._task.result()
+        assert self.watcher.ready.is_set(), "the watcher did not finish its start-up pass in 60 s"
+        return self.watcher
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._stop.set()
+            await asyncio.wait_for(self._task, timeout=60)
+            self._task = None
+
+    async def published(self, count: int, timeout: float = 30) -> None:
+        """Wait until the running watcher has published ``count`` events since it started."""
+        deadline = time.monotonic() + timeout
+        while self.watcher is None or self.watcher.stats.published < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the watcher published {self.watcher and self.watcher.stats}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def watched_folder(tmp_path, pipeline_settings, pipeline):
+    root = tmp_path / "watched"
+    root.mkdir()
+    settings = pipeline_settings.model_copy(update={"state_dir": tmp_path / "state", "watch_settle_ms": 100})
+    folder = WatchedFolder(root, settings, pipeline.publisher, namespace=f"watch-{uuid.uuid4().hex[:8]}")
+    yield folder
+    await folder.stop()
+
+
+class ApiInstance:
+    """One more instance of the query API on the running pipeline: a replica, or the API restarted.
+
+    ``async with`` starts its lifespan (the BM25 index replays the chunk log) and gives a client.
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self._app = create_app(settings, embedder=embedder)
+        self._lifespan = self._app.router.lifespan_context(self._app)
+        self._client: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        await self._lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=self._app)
+        self._client = httpx.AsyncClient(transport=transport, base_url="http://replica")
+        return self._client
+
+    async def __aexit__(self, *exc_info) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        await self._lifespan.__aexit__(*exc_info)
+
+
+@pytest.fixture
+def api_instance(pipeline_settings, query_embedder):
+    """Factory: ``async with api_instance() as client`` runs another query API instance."""
+    return lambda: ApiInstance(pipeline_settings, query_embedder)
