@@ -117,6 +117,16 @@ class ConsumerGroup:
     def wait_ready(self, timeout: float = 300) -> None:
         """Block until every actor has loaded its model and answers."""
         ray.get([actor.pid.remote() for actor in self.actors], timeout=timeout)
+        self.check()
+
+    def check(self) -> None:
+        """Raise the error of any consumer that stopped on its own (a crash is restarted by Ray;
+        this is an error that a restart cannot fix, such as a wrong setting)."""
+        finished, _ = ray.wait(self._runs, num_returns=len(self._runs), timeout=0)
+        for run in finished:
+            ray.get(run)  # raises the consumer's error
+        if finished:
+            raise RuntimeError("a consumer stopped without being asked to")
 
     def stats(self) -> list[dict[str, Any]]:
         return list(ray.get([actor.stats.remote() for actor in self.actors]))

@@ -113,7 +113,7 @@ def down() -> None:
 
 @app.command()
 def publish(
-    paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt .md .rst .html)")],
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt .md .rst .html .pdf)")],
 ) -> None:
     """Publish files as upsert events; doc_id = path relative to the folder given."""
     from streams.files import SkippedFile, find_documents, read_document
@@ -128,7 +128,7 @@ def publish(
             events.append(read)
     if not events:
         console.print(
-            "[red]nothing to publish[/]: no readable .txt, .md, .rst or .html file in the paths given"
+            "[red]nothing to publish[/]: no readable .txt, .md, .rst, .html or .pdf file in the paths given"
         )
         raise typer.Exit(code=1)
     count = asyncio.run(_publish(settings, events, "publishing"))
@@ -189,7 +189,8 @@ def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the 
     group.start()
     group.wait_ready()
     console.print(f"{consumers} consumer(s) indexing {settings.events_topic} into {settings.collection}")
-    stop.wait()
+    while not stop.wait(timeout=2):
+        group.check()
     console.print("stopping: finishing the batches in flight")
     group.stop()
 

