@@ -90,7 +90,7 @@ def main() -> None:
         broker.start()
         chroma.start()
         settings = Settings(
-            bootstrap_servers=broker.bootstrap_servers, chroma_port=chroma.port, collection="bp"
+            bootstrap_servers=broker.bootstrap_servers, chroma_port=chroma.port, collection="backpressure"
         )
         group = ConsumerGroup(settings, args.consumers)
         try:

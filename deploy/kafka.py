@@ -72,7 +72,11 @@ def _jars_complete(pom_hash: str) -> bool:
 
 def _random_cluster_id() -> str:
     # Kafka's own format (Uuid.randomUuid().toString()): url-safe base64 of 16 bytes, unpadded.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Like Kafka, never start with "-": the storage tool would read the id as an option.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, bool]) -> bool:
