@@ -99,7 +99,16 @@ class ConsumerGroup:
             max_task_retries=-1,
             # Ray sets OMP_NUM_THREADS=num_cpus in workers, which slows torch's CPU kernels
             # even after torch.set_num_threads(); give OpenMP the threads torch is given.
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(threads)}},
+            # oneDNN caches a compiled kernel per input shape (1024 by default), and every batch
+            # of sentences pads to a new length: the cache, not the backlog, made RSS creep up
+            # batch after batch. Two malloc arenas also keep fragmentation down.
+            runtime_env={
+                "env_vars": {
+                    "OMP_NUM_THREADS": str(threads),
+                    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0",
+                    "MALLOC_ARENA_MAX": "2",
+                }
+            },
         ).remote(self._settings, threads)
         self.actors.append(actor)
         self._runs.append(actor.run.remote())

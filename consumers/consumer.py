@@ -61,13 +61,19 @@ class PlannedBatch:
 
 
 def decode_records(
-    records: list[ConsumerRecord], max_bytes: int
+    records: list[ConsumerRecord], max_bytes: int, skip_tombstones: bool = False
 ) -> tuple[list[DocumentEvent], list[DeadLetter]]:
-    """Split a batch into valid events and dead letters that say why each one was refused."""
+    """Split a batch into valid events and dead letters that say why each one was refused.
+
+    With ``skip_tombstones`` (reading the compacted changes topic) a record without a value is a
+    tombstone that follows a delete event already in the batch or before it: nothing to do.
+    """
     events: list[DocumentEvent] = []
     dead: list[DeadLetter] = []
     for record in records:
         value: bytes | None = record.value
+        if value is None and skip_tombstones:
+            continue
         try:
             if value is None:
                 raise InvalidEvent("empty record (no value)")
@@ -103,6 +109,7 @@ class IndexingConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._stopping = asyncio.Event()
+        self._skip_tombstones = settings.consumer_input == "changes"
 
     async def start(self) -> None:
         if self._stack is not None:
@@ -125,7 +132,7 @@ class IndexingConsumer:
             max_partition_fetch_bytes=s.max_document_bytes + 1024 * 1024,
             fetch_max_bytes=max(52428800, s.max_document_bytes + 1024 * 1024),
         )
-        self._consumer.subscribe([s.events_topic], listener=_FinishOrAbandon(self))
+        self._consumer.subscribe([s.input_topic], listener=_FinishOrAbandon(self))
         await stack.enter_async_context(self._consumer)
         self._stack = stack
 
@@ -218,7 +225,7 @@ class IndexingConsumer:
     ) -> PlannedBatch:
         started = time.perf_counter()
         records = [record for partition_records in batch.values() for record in partition_records]
-        events, dead = decode_records(records, self._settings.max_document_bytes)
+        events, dead = decode_records(records, self._settings.max_document_bytes, self._skip_tombstones)
         doc_ids = {event.doc_id for event in events}
         if self._writing is not None and doc_ids & busy:
             # Diffing reads the index: it must see the earlier batch's writes to these documents.
@@ -295,7 +302,7 @@ class IndexingConsumer:
         for a reason a retry cannot fix. Returns those dead letters."""
         dead: list[DeadLetter] = []
         for record in records:
-            events, _ = decode_records([record], self._settings.max_document_bytes)
+            events, _ = decode_records([record], self._settings.max_document_bytes, self._skip_tombstones)
             if not events:
                 continue  # already dead-lettered by the batch decode
             try:

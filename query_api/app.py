@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -15,7 +16,11 @@ from fastapi.responses import JSONResponse
 
 from consumers.embedder import Embedder
 from consumers.sink import open_collection
+from query_api.answers import router as answers_router
+from query_api.chunk_log_view import ChunkLogView
+from query_api.lexical import LexicalIndex
 from query_api.metrics import PipelineMetrics
+from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
 from query_api.stats import StatsTail
@@ -25,12 +30,28 @@ from streams.lag import LagReader
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
-    """Build the query API; ``embedder`` may be shared (tests), else the lifespan loads the model."""
+def create_app(
+    settings: Settings, embedder: Embedder | None = None, reranker: Reranker | None = None
+) -> FastAPI:
+    """Build the query API; ``embedder`` and ``reranker`` may be given (tests), else the lifespan
+    loads the configured models."""
+    if settings.hybrid_vector_weight == 0 and settings.hybrid_lexical_weight == 0:
+        raise ValueError("hybrid_vector_weight and hybrid_lexical_weight cannot both be 0")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # Started first, so that replaying the chunk log overlaps loading the models.
+            lexical_index = LexicalIndex(settings.lexical_index_dir)
+            stack.callback(lexical_index.close)
+            lexical = await stack.enter_async_context(
+                ChunkLogView(
+                    lexical_index,
+                    settings.bootstrap_servers,
+                    settings.chunks_topic,
+                    max_record_bytes=settings.max_document_bytes + 1024 * 1024,
+                )
+            )
             # The default client settings on purpose: chromadb allows one settings object per
             # server address in a process, and the sink in the consumers uses the default.
             chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
@@ -46,6 +67,11 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                     settings.torch_threads,
                 )
             )
+
+            active_reranker = (
+                reranker if reranker is not None else await asyncio.to_thread(load_reranker, settings)
+            )
+            await _wait_for_lexical(lexical, settings.lexical_startup_timeout_s)
 
             lag_reader = LagReader(settings.bootstrap_servers)
             stack.push_async_callback(lag_reader.stop)
@@ -66,6 +92,8 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
                 lag_reader=lag_reader,
                 stats=stats,
                 metrics=PipelineMetrics(stats, lag_reader, settings.events_topic, settings.consumer_group),
+                lexical=lexical,
+                reranker=active_reranker,
             )
             stack.callback(delattr, app.state, "services")
             yield
@@ -76,8 +104,23 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(answers_router)
     app.add_exception_handler(httpx.TransportError, _index_unreachable)
     return app
+
+
+async def _wait_for_lexical(view: ChunkLogView, timeout: float) -> None:
+    # Serving before the replay ends would answer lexical queries from part of the log.
+    started = time.monotonic()
+    if await view.wait_caught_up(timeout):
+        log.info("BM25 index ready after %.1f s", time.monotonic() - started)
+    else:
+        log.warning(
+            "BM25 index has not replayed %s after %.1f s; lexical search answers 503 and hybrid "
+            "search uses what it has until it has",
+            view.topic,
+            time.monotonic() - started,
+        )
 
 
 async def _index_unreachable(request: Request, exc: Exception) -> JSONResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -13,6 +13,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_validator,
 )
 
 #: A metadata value as stored in Chroma; strict, so that "3" never silently matches 3.
@@ -26,6 +27,37 @@ OPERATORS = COMPARISON_OPERATORS + MEMBERSHIP_OPERATORS
 #: ``{"key": value}`` or ``{"key": {"$op": operand}}``, one operator per key.
 MetadataFilter = dict[str, Scalar | dict[str, Scalar | list[Scalar]]]
 
+#: Which retrievers answer a search: Chroma's vectors, the BM25 index, or both fused.
+SearchMode = Literal["vector", "lexical", "hybrid"]
+
+Number = StrictInt | StrictFloat
+
+
+class NumericRange(BaseModel):
+    """Bounds on a numeric metadata value; at most one lower and one upper bound."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gt: Number | None = None
+    gte: Number | None = None
+    lt: Number | None = None
+    lte: Number | None = None
+
+    @model_validator(mode="after")
+    def _bounds_make_sense(self) -> NumericRange:
+        if self.gt is None and self.gte is None and self.lt is None and self.lte is None:
+            raise ValueError("a range needs at least one of gt, gte, lt, lte")
+        if self.gt is not None and self.gte is not None:
+            raise ValueError("a range takes gt or gte, not both")
+        if self.lt is not None and self.lte is not None:
+            raise ValueError("a range takes lt or lte, not both")
+        return self
+
+    def bounds(self) -> list[tuple[str, int | float]]:
+        """The bounds as filter operators, e.g. ``[("$gte", 2)]``."""
+        named = (("$gt", self.gt), ("$gte", self.gte), ("$lt", self.lt), ("$lte", self.lte))
+        return [(operator, value) for operator, value in named if value is not None]
+
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +70,21 @@ class SearchRequest(BaseModel):
         + ", ".join(OPERATORS)
         + ' per key, e.g. {"lang": "en", "year": {"$gte": 2020}}',
     )
+    mode: SearchMode = Field(
+        default="hybrid", description="vector, lexical (BM25) or hybrid (both, reciprocal rank fusion)"
+    )
+    offset: Annotated[int, Field(ge=0, description="hits to skip, for pagination")] = 0
+    source: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="only chunks of documents from this source"
+    )
+    doc_id_prefix: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description='only documents whose id starts with this, e.g. "handbook/"'
+    )
+    version: NumericRange | None = Field(default=None, description="bounds on the document version")
+    indexed_at: NumericRange | None = Field(
+        default=None, description="bounds on when the chunk was indexed, unix seconds"
+    )
+    rerank: bool | None = Field(default=None, description="rerank the top hits; the server decides if unset")
 
     @field_validator("query")
     @classmethod
@@ -94,18 +141,39 @@ def _check_operator(key: str, condition: dict[str, Any]) -> None:
         raise ValueError(f"filter[{key!r}]: {operator} compares numbers only, got {operand!r}")
 
 
+class RetrieverHit(BaseModel):
+    """Where one retriever placed a hit among its candidates."""
+
+    rank: int = Field(description="1 = the retriever's best candidate")
+    score: float = Field(description="cosine similarity (vector) or BM25 score (lexical)")
+
+
 class SearchHit(BaseModel):
     id: str
     doc_id: str
     text: str
-    score: float = Field(description="Cosine similarity, 1 - cosine distance")
+    score: float = Field(
+        description="What the hits are ordered by: cosine similarity (vector), BM25 (lexical), "
+        "fused score (hybrid), or the reranker's score when reranked"
+    )
     metadata: dict[str, Any]
     indexed_at: float
+    retrievers: dict[str, RetrieverHit] = Field(
+        default_factory=dict, description="each retriever that found this chunk, with its rank there"
+    )
+    fused_score: float | None = Field(
+        default=None,
+        description="Weighted reciprocal rank fusion, scaled so that 1.0 = first for every retriever",
+    )
+    rerank_score: float | None = None
 
 
 class SearchResponse(BaseModel):
     query: str
     k: int
+    offset: int
+    mode: SearchMode
+    reranked: bool
     hits: list[SearchHit]
     took_ms: float
 

@@ -7,12 +7,14 @@ from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from query_api import retrieval
 from query_api.documents import document_info
 from query_api.models import DocumentInfo, SearchRequest, SearchResponse
-from query_api.search import vector_search
+from query_api.rerank import RerankerUnavailable
 from query_api.services import Services, get_services
 
 router = APIRouter()
@@ -23,10 +25,35 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 READINESS_TIMEOUT_S = 3.0
 
 
-@router.post("/v1/search")
+@router.post(
+    "/v1/search",
+    responses={
+        400: {"description": "Reranking was asked for but no reranker is configured"},
+        503: {"description": "The index is unreachable, or the BM25 index is still replaying"},
+    },
+)
 async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:
-    """The chunks most similar to the query, optionally filtered by metadata."""
-    return await vector_search(services.collection, services.embedder, body)
+    """The chunks that best match the query by vector, BM25 or both fused, optionally filtered,
+    reranked and paged."""
+    depth = services.settings.hybrid_candidates
+    if body.k + body.offset > depth:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "offset"),
+                    "msg": f"k + offset must be at most {depth}, the candidate depth "
+                    f"(RAGSTREAM_HYBRID_CANDIDATES); got k={body.k} + offset={body.offset}",
+                    "input": body.offset,
+                }
+            ]
+        )
+    try:
+        return await retrieval.search(services, body)
+    except RerankerUnavailable as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    except retrieval.LexicalIndexNotReady as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from exc
 
 
 @router.get("/v1/documents/{doc_id:path}", responses={404: {"description": "No chunk of the document"}})

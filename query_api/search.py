@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from query_api.models import MetadataFilter, SearchHit, SearchRequest, SearchResponse
+from query_api.filters import SearchFilter
+from query_api.models import RetrieverHit, SearchHit
 
 if TYPE_CHECKING:
     from chromadb.api.models.AsyncCollection import AsyncCollection
@@ -14,27 +15,66 @@ if TYPE_CHECKING:
 
     from consumers.embedder import Embedder
 
+__all__ = ["PREFIX_IN_LIMIT", "PREFIX_OVERFETCH_MAX", "vector_candidates"]
 
-def to_where(metadata_filter: MetadataFilter | None) -> Where | None:
-    """Turn ``{"a": 1, "b": {"$gt": 2}}`` into Chroma's ``{"$and": [{"a": 1}, {"b": {"$gt": 2}}]}``."""
-    if not metadata_filter:
-        return None
-    clauses: list[dict[str, Any]] = [{key: value} for key, value in metadata_filter.items()]
-    where = clauses[0] if len(clauses) == 1 else {"$and": clauses}
-    return cast("Where", where)
+#: Most document ids a doc_id prefix is expanded to for Chroma's ``$in``; beyond, we over-fetch.
+PREFIX_IN_LIMIT = 1000
+#: Most chunks asked of Chroma when over-fetching to filter by doc_id prefix afterwards.
+PREFIX_OVERFETCH_MAX = 5000
+
+#: ``(prefix, limit)`` → the document ids with that prefix, or None when there are over ``limit``.
+DocIdsWithPrefix = Callable[[str, int], list[str] | None]
 
 
-async def vector_search(
-    collection: AsyncCollection, embedder: Embedder, request: SearchRequest
-) -> SearchResponse:
-    """The ``k`` chunks nearest to the query, best first, scored by cosine similarity."""
-    started = time.perf_counter()
+async def vector_candidates(
+    collection: AsyncCollection,
+    embedder: Embedder,
+    query: str,
+    limit: int,
+    search_filter: SearchFilter,
+    doc_ids_with_prefix: DocIdsWithPrefix | None = None,
+) -> list[SearchHit]:
+    """The ``limit`` chunks nearest to the query that pass the filter, best first, ranked.
+
+    Chroma cannot match a doc_id prefix. ``doc_ids_with_prefix`` (from an index that knows every
+    document id) turns it into a list of ids; without it, or for too many ids, we ask Chroma for
+    more chunks than needed and filter them, up to ``PREFIX_OVERFETCH_MAX``: past that a very
+    selective prefix may return fewer hits than exist.
+    """
     # Encoding takes tens of milliseconds of CPU: off the event loop, so other requests proceed.
-    vectors = await asyncio.to_thread(embedder.encode, [request.query])
+    vectors = await asyncio.to_thread(embedder.encode, [query])
+    prefix = search_filter.doc_id_prefix
+    if prefix is None:
+        return _ranked(await _query(collection, vectors, limit, search_filter.to_where()))
+    doc_ids = doc_ids_with_prefix(prefix, PREFIX_IN_LIMIT) if doc_ids_with_prefix else None
+    if doc_ids is not None:
+        if not doc_ids:
+            return []
+        where = search_filter.restricted_to(doc_ids).to_where()
+        found = await _query(collection, vectors, limit, where)
+        return _ranked([hit for hit in found if hit.doc_id.startswith(prefix)])
+    fetch, where = limit, search_filter.to_where()
+    while True:
+        found = await _query(collection, vectors, fetch, where)
+        kept = [hit for hit in found if hit.doc_id.startswith(prefix)]
+        if len(kept) >= limit or len(found) < fetch or fetch >= PREFIX_OVERFETCH_MAX:
+            return _ranked(kept[:limit])
+        fetch = min(fetch * 4, PREFIX_OVERFETCH_MAX)
+
+
+def _ranked(hits: list[SearchHit]) -> list[SearchHit]:
+    for rank, hit in enumerate(hits, start=1):
+        hit.retrievers["vector"] = RetrieverHit(rank=rank, score=hit.score)
+    return hits
+
+
+async def _query(
+    collection: AsyncCollection, vectors: Any, n_results: int, where: Where | None
+) -> list[SearchHit]:
     result = await collection.query(
         query_embeddings=vectors,
-        n_results=request.k,
-        where=to_where(request.filter),
+        n_results=n_results,
+        where=where,
         include=["documents", "metadatas", "distances"],
     )
     ids = result["ids"][0]
@@ -54,5 +94,4 @@ async def vector_search(
                 indexed_at=float(cast(float, meta.get("indexed_at", 0.0))),
             )
         )
-    took_ms = (time.perf_counter() - started) * 1000
-    return SearchResponse(query=request.query, k=request.k, hits=hits, took_ms=took_ms)
+    return hits

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from query_api.chunk_log_view import ChunkLogView
 from query_api.metrics import PipelineMetrics
+from query_api.rerank import Reranker
 from query_api.stats import StatsTail
 from schemas.settings import Settings
 from streams.lag import LagReader
@@ -28,6 +30,9 @@ class Services:
     lag_reader: LagReader
     stats: StatsTail
     metrics: PipelineMetrics
+    #: The BM25 index, kept as a view of the chunk log.
+    lexical: ChunkLogView
+    reranker: Reranker | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -196,6 +196,17 @@ def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the 
 
 
 @app.command()
+def streams() -> None:
+    """Run the changes stage (faust): validate, normalise and deduplicate events into the changes topic."""
+    from streams.changes import run_stage
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings()
+    console.print(f"changes stage: {settings.events_topic} → {settings.changes_topic}")
+    run_stage(settings)
+
+
+@app.command()
 def serve() -> None:
     """Run the query API."""
     import uvicorn

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     dlq_topic: str = "docs.dlq"
     stats_topic: str = "ragstream.stats"
     chunks_topic: str = "docs.chunks"
+    changes_topic: str = Field(
+        default="docs.changes", description="compacted, key = doc_id: validated, normalised, deduplicated"
+    )
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     consumer_group: str = "ragstream-indexer"
@@ -46,7 +49,18 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=1000, ge=50, description="characters per chunk")
     chunk_overlap: int = Field(default=100, ge=0)
 
+    # Changes stage (faust)
+    streams_app_id: str = Field(
+        default="ragstream-changes", description="faust app id: its consumer group and table topic prefix"
+    )
+    streams_session_timeout_s: float = Field(
+        default=10.0, gt=0, description="how soon a stage that died is noticed and its partitions reassigned"
+    )
+
     # Consumers
+    consumer_input: Literal["events", "changes"] = Field(
+        default="events", description="what the indexing consumers read: raw events, or the stage's output"
+    )
     consumers: int = Field(default=1, ge=1)
     consumer_num_cpus: float = Field(default=1.0, ge=0, description="Ray CPUs reserved per consumer actor")
     #: Chaos testing only: probability that a consumer process dies right after its Chroma
@@ -109,6 +123,11 @@ class Settings(BaseSettings):
     answer_extractive_sentences: int = Field(
         default=2, ge=1, le=10, description="sentences an extractive answer quotes"
     )
+
+    @property
+    def input_topic(self) -> str:
+        """The topic the indexing consumers subscribe to."""
+        return self.changes_topic if self.consumer_input == "changes" else self.events_topic
 
     @property
     def chroma_url(self) -> str:

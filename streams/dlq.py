@@ -91,7 +91,7 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[StoredDe
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         found: list[StoredDeadLetter] = []
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     letter = DeadLetter.from_headers(list(r.headers), r.key, r.value)

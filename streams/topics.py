@@ -13,6 +13,8 @@ from schemas import Settings
 
 log = logging.getLogger(__name__)
 
+DAY_MS = 24 * 60 * 60 * 1000
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -33,6 +35,19 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             settings.chunks_topic,
             settings.partitions,
             {"cleanup.policy": "compact", "max.message.bytes": max_bytes},
+        ),
+        # The changes stage's output (key = doc_id): the replayable source of truth. A deleted
+        # document's delete event and tombstone are kept a day before compaction may drop them,
+        # so a consumer up to a day behind still sees the delete.
+        TopicSpec(
+            settings.changes_topic,
+            settings.partitions,
+            {
+                "cleanup.policy": "compact",
+                "max.message.bytes": max_bytes,
+                "min.compaction.lag.ms": str(DAY_MS),
+                "delete.retention.ms": str(DAY_MS),
+            },
         ),
         # One message per consumer incarnation, the latest one is all that matters.
         TopicSpec(settings.stats_topic, 1, {"cleanup.policy": "compact"}),

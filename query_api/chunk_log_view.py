@@ -1,0 +1,237 @@
+"""The BM25 index as a view of the chunk log: replayed from the beginning on start, then followed.
+
+The chunk log is compacted and keyed by chunk id, so applying it in order (upsert = replace the
+chunk, tombstone = delete it) from any point at or before a position gives the index as of that
+position. Every replica does this on its own: no replica state needs to survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from query_api.lexical import LexicalIndex
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ChunkLogView"]
+
+
+class ChunkLogView:
+    """Keeps ``index`` equal to the chunk log ``topic``; ``start()``/``stop()`` are idempotent.
+
+    Each poll's records are applied in one commit, so a change is searchable within one fetch and
+    one commit of reaching the broker. While the broker or the topic is missing it keeps retrying;
+    a missing topic counts as an empty log.
+    """
+
+    def __init__(
+        self,
+        index: LexicalIndex,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        max_records: int = 5000,
+        max_record_bytes: int = 1024 * 1024,
+        fetch_max_wait_ms: int = 100,
+        retry_backoff_s: float = 2.0,
+        progress_interval_s: float = 5.0,
+        partition_check_s: float = 30.0,
+    ) -> None:
+        self.index = index
+        self.topic = topic
+        self._bootstrap_servers = bootstrap_servers
+        self._max_records = max_records
+        self._max_record_bytes = max_record_bytes
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._retry_backoff_s = retry_backoff_s
+        self._progress_interval_s = progress_interval_s
+        self._partition_check_s = partition_check_s
+        self._applied: dict[int, int] = {}
+        self._caught_up = asyncio.Event()
+        self._start_failed = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    # --- what readers ask ------------------------------------------------------------------------
+
+    @property
+    def caught_up(self) -> bool:
+        """True once the log has been applied up to its end offsets as of the start."""
+        return self._caught_up.is_set()
+
+    def applied_offsets(self) -> dict[int, int]:
+        """Per partition, the offset below which every record is applied and searchable."""
+        return dict(self._applied)
+
+    def has_applied(self, offsets: Mapping[int, int]) -> bool:
+        """True when every record before ``offsets`` (partition → offset) is searchable."""
+        return all(self._applied.get(partition, 0) >= offset for partition, offset in offsets.items())
+
+    async def wait_for(self, offsets: Mapping[int, int], timeout: float) -> bool:
+        """Wait until ``has_applied(offsets)``; False if ``timeout`` seconds pass first."""
+        async with self._progress:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._progress.wait_for(lambda: self.has_applied(offsets))
+            except TimeoutError:
+                return False
+        return True
+
+    async def wait_caught_up(self, timeout: float) -> bool:
+        """Wait for the replay; returns early, False, when the first connection to Kafka fails."""
+        waits = {
+            asyncio.ensure_future(self._caught_up.wait()),
+            asyncio.ensure_future(self._start_failed.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return self.caught_up
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"chunk-log-view:{self.topic}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> ChunkLogView:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- following the log -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except KafkaError as exc:
+                log.warning("chunk log %s unavailable, retrying: %s", self.topic, exc)
+            except Exception:
+                # A frozen view would serve stale text silently: report the bug and keep following.
+                log.exception("following chunk log %s failed, retrying", self.topic)
+            if not self.caught_up:
+                self._start_failed.set()
+            await asyncio.sleep(self._retry_backoff_s)
+
+    async def _follow(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            max_partition_fetch_bytes=self._max_record_bytes,
+        )
+        try:
+            await admin.start()
+            await consumer.start()
+            # aiokafka's group-less consumer cannot be stopped before its helper task has run.
+            await asyncio.sleep(0)
+            partitions = await self._wait_for_topic(admin)
+            targets = await self._assign(consumer, partitions)
+            started, last_progress, last_check = time.monotonic(), time.monotonic(), time.monotonic()
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
+                if batch:
+                    await self._apply(consumer, batch)
+                now = time.monotonic()
+                if not self.caught_up:
+                    if self.has_applied(targets):
+                        self._caught_up.set()
+                        log.info(
+                            "BM25 index caught up with %s: %d chunks in %.1f s",
+                            self.topic,
+                            self.index.num_chunks,
+                            now - started,
+                        )
+                    elif now - last_progress >= self._progress_interval_s:
+                        last_progress = now
+                        log.info(
+                            "BM25 index replaying %s: %d of %d records",
+                            self.topic,
+                            sum(self._applied.values()),
+                            sum(targets.values()),
+                        )
+                if now - last_check >= self._partition_check_s:
+                    last_check = now
+                    grown = await self._topic_partitions(admin)
+                    if grown is not None and len(grown) > len(partitions):
+                        partitions = grown
+                        await self._assign(consumer, partitions)
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def _wait_for_topic(self, admin: AIOKafkaAdminClient) -> list[int]:
+        while True:
+            partitions = await self._topic_partitions(admin)
+            if partitions:
+                return partitions
+            # Nothing was ever logged: the empty index is the whole view.
+            if not self.caught_up:
+                log.info("chunk log %s does not exist yet; the BM25 index starts empty", self.topic)
+                self._caught_up.set()
+            await asyncio.sleep(self._retry_backoff_s)
+
+    async def _topic_partitions(self, admin: AIOKafkaAdminClient) -> list[int] | None:
+        # Describing every topic: naming a missing one in a metadata request may create it, with
+        # the broker's defaults instead of compaction.
+        described: list[dict[str, Any]] = await admin.describe_topics()
+        for entry in described:
+            if entry["topic"] == self.topic and entry["error_code"] == 0:
+                return sorted(p["partition"] for p in entry["partitions"])
+        return None
+
+    async def _assign(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int]:
+        """Assign every partition, resuming where this view left off; returns the end offsets."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        consumer.assign(tps)
+        for tp in tps:
+            if tp.partition in self._applied:
+                consumer.seek(tp, self._applied[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+                self._applied[tp.partition] = await consumer.position(tp)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return {tp.partition: end for tp, end in ends.items()}
+
+    async def _apply(
+        self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> None:
+        changes = [
+            (record.key.decode(), record.value)
+            for records in batch.values()
+            for record in records
+            if record.key is not None
+        ]
+        # Committing takes milliseconds of CPU in tantivy (which releases the GIL): off the loop.
+        await asyncio.to_thread(self.index.apply, changes)
+        for tp in batch:
+            self._applied[tp.partition] = await consumer.position(tp)
+        async with self._progress:
+            self._progress.notify_all()

@@ -1,0 +1,264 @@
+"""A BM25 index of chunks (tantivy), changed one chunk at a time and searchable after each change.
+
+Each chunk is one tantivy document: its text for BM25, its id for deletes, its doc_id for prefix
+matching, its metadata as a JSON fast field for filters, and the chunk record as it came (stored)
+so that a hit carries exactly what the chunk log said.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import tantivy
+from tantivy import Filter, Occur, Query, TextAnalyzerBuilder, Tokenizer
+
+from query_api.filters import Condition, SearchFilter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LexicalHit", "LexicalIndex"]
+
+_ANALYZER = "ragstream_en"
+#: Keys the query parser can address in a range; ranges on other keys are checked in Python.
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Most candidates one search reads to fill a page past rejected or tied candidates.
+_FETCH_MAX = 10_000
+#: The writer's indexing budget; tantivy needs at least 15 MB per indexing thread.
+_WRITER_HEAP_BYTES = 64_000_000
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    id: str
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float
+
+
+def _analyzer() -> tantivy.TextAnalyzer:
+    # English stemming, so that "baking" finds "bake"; words over 40 bytes are noise, not terms.
+    return (
+        TextAnalyzerBuilder(Tokenizer.simple())
+        .filter(Filter.remove_long(40))
+        .filter(Filter.lowercase())
+        .filter(Filter.stemmer("english"))
+        .build()
+    )
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_text_field("id", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("doc_id", tokenizer_name="raw", index_option="basic")
+    # One term in every document: its document frequency counts the deleted ones too, as BM25 does.
+    builder.add_text_field("every", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("text", tokenizer_name=_ANALYZER, index_option="freq")
+    builder.add_json_field("meta", tokenizer_name="raw", fast=True, index_option="basic")
+    builder.add_bytes_field("record", stored=True)
+    return builder.build()
+
+
+def _idf(documents: int, with_term: int) -> float:
+    """BM25's inverse document frequency, as tantivy computes it."""
+    return math.log(1 + (documents - with_term + 0.5) / (with_term + 0.5))
+
+
+def _regex_literal(text: str) -> str:
+    # Every character but ASCII letters and digits as \x{..}: always a literal in tantivy's regexes.
+    return "".join(ch if ch.isascii() and ch.isalnum() else f"\\x{{{ord(ch):X}}}" for ch in text)
+
+
+class LexicalIndex:
+    """Chunks searchable by BM25; ``apply`` is meant for one writer, ``search`` for any thread.
+
+    ``parent_dir`` None keeps the index in memory; otherwise it lives in a fresh directory
+    under ``parent_dir`` (one per instance, removed by ``close``).
+    """
+
+    def __init__(self, parent_dir: Path | None = None) -> None:
+        self._schema = _schema()
+        self._dir: str | None = None
+        if parent_dir is not None:
+            parent_dir.mkdir(parents=True, exist_ok=True)
+            self._dir = tempfile.mkdtemp(prefix="lexical-", dir=parent_dir)
+        self._index = tantivy.Index(self._schema, path=self._dir)
+        self._analyzer = _analyzer()
+        self._index.register_tokenizer(_ANALYZER, self._analyzer)
+        self._writer = self._index.writer(heap_size=_WRITER_HEAP_BYTES, num_threads=1)
+        self._write_lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop the writer's merge threads and remove the index directory; safe to call twice."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.wait_merging_threads()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    @property
+    def num_chunks(self) -> int:
+        return int(self._index.searcher().num_docs)
+
+    def apply(self, changes: Iterable[tuple[str, bytes | None]]) -> int:
+        """Upsert (value = chunk record JSON) or delete (value None) chunks by id, then commit.
+
+        Returns how many chunks changed. Searches see all of the changes or none of them.
+        """
+        latest = dict(changes)  # the last change of a chunk wins, as in the compacted log
+        if not latest:
+            return 0
+        with self._write_lock:
+            if self._closed:
+                raise RuntimeError("the lexical index is closed")
+            for chunk_id, value in latest.items():
+                self._writer.delete_documents_by_term("id", chunk_id)
+                if value is None:
+                    continue
+                try:
+                    self._writer.add_document(self._document(chunk_id, value))
+                except (KeyError, TypeError, ValueError) as exc:
+                    # Its previous version is deleted all the same: stale text must not be found.
+                    log.warning("chunk %s: malformed record left out of the BM25 index: %s", chunk_id, exc)
+            self._writer.commit()
+            # Reload now rather than on tantivy's delayed schedule, so the change is visible on return.
+            self._index.reload()
+        return len(latest)
+
+    def _document(self, chunk_id: str, value: bytes) -> tantivy.Document:
+        record = orjson.loads(value)
+        text, metadata = str(record["text"]), dict(record["metadata"])
+        document = tantivy.Document()
+        document.add_text("id", chunk_id)
+        document.add_text("doc_id", str(record.get("doc_id", metadata.get("doc_id", ""))))
+        document.add_text("every", "1")
+        document.add_text("text", text)
+        document.add_json("meta", metadata)
+        document.add_bytes("record", value)
+        return document
+
+    def search(self, query: str, limit: int, search_filter: SearchFilter | None = None) -> list[LexicalHit]:
+        """The ``limit`` best chunks for ``query`` by BM25 that pass ``search_filter``, best first."""
+        terms = list(dict.fromkeys(self._analyzer.analyze(query)))
+        if not terms or limit < 1:
+            return []
+        searcher = self._index.searcher()
+        term_queries = self._term_queries(searcher, terms)
+        if not term_queries:
+            return []
+        text_query = Query.boolean_query([(Occur.Should, query) for query in term_queries])
+        clauses, residual = self._filter_clauses(search_filter or SearchFilter())
+        tantivy_query = Query.boolean_query([(Occur.Must, text_query), *clauses]) if clauses else text_query
+        # One more than needed, to see whether the next candidate ties with the last one kept; and
+        # more when conditions tantivy cannot evaluate are checked here and reject some.
+        fetch = limit * (4 if residual else 1) + 1
+        while True:
+            found = searcher.search(tantivy_query, fetch, count=False).hits
+            hits = []
+            for score, address in found:
+                record = orjson.loads(searcher.doc(address)["record"][0])
+                metadata = record["metadata"]
+                if all(condition.matches(metadata) for condition in residual):
+                    hits.append(
+                        LexicalHit(record["id"], record["doc_id"], record["text"], metadata, float(score))
+                    )
+            settled = len(hits) > limit and hits[limit].score < hits[limit - 1].score
+            if settled or len(found) < fetch or fetch >= _FETCH_MAX:
+                break
+            fetch *= 4
+        # Tantivy orders equal scores by where documents sit in its segments, which differs between
+        # replicas that applied the log in other batches: the chunk id decides instead.
+        hits.sort(key=lambda hit: (-hit.score, hit.id))
+        return hits[:limit]
+
+    def _term_queries(self, searcher: tantivy.Searcher, terms: list[str]) -> list[Query]:
+        """One BM25 query per term, weighted as if deleted chunks were gone.
+
+        Tantivy counts a deleted chunk in BM25's statistics until a merge drops it, so a replica
+        that has followed many edits would rank unlike one that just replayed the log. Boosting
+        each term by live IDF / tantivy's IDF removes that difference (but for a slight one in the
+        average chunk length).
+        """
+        queries = [Query.term_query(self._schema, "text", term) for term in terms]
+        with_deleted, live = searcher.doc_freq("every", "1"), searcher.num_docs
+        if with_deleted == live:
+            return queries
+        boosted = []
+        for term, query in zip(terms, queries, strict=True):
+            term_with_deleted = searcher.doc_freq("text", term)
+            counted = searcher.search(Query.const_score_query(query, 1.0), 1, count=True)
+            term_live = int(counted.count)  # type: ignore[attr-defined]  # missing from tantivy's stub
+            if term_live == 0:
+                continue
+            boost = _idf(live, term_live) / _idf(with_deleted, term_with_deleted)
+            boosted.append(Query.boost_query(query, boost))
+        return boosted
+
+    def doc_ids_with_prefix(self, prefix: str, limit: int) -> list[str] | None:
+        """Document ids starting with ``prefix``, or None when there are more than ``limit``.
+
+        May name a few documents deleted since the last merge: a superset, fine for filtering.
+        """
+        terms = self._index.searcher().terms_with_prefix("doc_id", prefix, limit=limit + 1)
+        if len(terms) > limit:
+            return None
+        return [term for term, _ in terms]
+
+    def _filter_clauses(
+        self, search_filter: SearchFilter
+    ) -> tuple[list[tuple[Occur, Query]], list[Condition]]:
+        """Tantivy clauses for what it can evaluate; the conditions left for Python."""
+        clauses: list[tuple[Occur, Query]] = []
+        residual: list[Condition] = []
+        if search_filter.doc_id_prefix is not None:
+            pattern = _regex_literal(search_filter.doc_id_prefix) + ".*"
+            clauses.append(
+                (Occur.Must, self._filter_only(Query.regex_query(self._schema, "doc_id", pattern)))
+            )
+        for condition in search_filter.conditions:
+            clause = self._condition_clause(condition)
+            if clause is None:
+                residual.append(condition)
+            else:
+                clauses.append(clause)
+        return clauses, residual
+
+    def _condition_clause(self, condition: Condition) -> tuple[Occur, Query] | None:
+        key, operator, operand = condition.key, condition.operator, condition.operand
+        if "\\" in key:
+            return None
+        # A dot inside a key is escaped: it is part of the key, not a step into nested JSON.
+        path = "meta." + key.replace(".", "\\.")
+        if operator in ("$eq", "$ne"):
+            query = Query.term_query(self._schema, path, operand)
+        elif operator in ("$in", "$nin"):
+            query = Query.term_set_query(self._schema, path, operand)
+        elif _PLAIN_KEY.fullmatch(key) and math.isfinite(operand):
+            # The query parser is the only way to a range over a JSON subpath in tantivy's Python API.
+            symbol = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[operator]
+            try:
+                query = self._index.parse_query(f"meta.{key}:{symbol}{operand!r}", ["meta"])
+            except ValueError:
+                return None  # e.g. an integer beyond 64 bits
+        else:
+            return None
+        occur = Occur.MustNot if operator in ("$ne", "$nin") else Occur.Must
+        return occur, self._filter_only(query)
+
+    @staticmethod
+    def _filter_only(query: Query) -> Query:
+        # Filters select; they must not add to the BM25 score that ranks the hits.
+        return Query.const_score_query(query, 0.0)

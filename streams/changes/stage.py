@@ -1,0 +1,143 @@
+"""The faust app between ``docs.events`` and the compacted ``docs.changes``.
+
+Per event: validate (invalid → ``docs.dlq``, original bytes and the reason in headers),
+normalise, then ask the table whether it changes the document. Output is acknowledged by the
+broker *before* the table is updated: a crash in between re-emits the event on replay (a
+duplicate the idempotent consumers absorb) instead of remembering an event that was never
+emitted (a lost change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+
+from schemas import DocumentEvent, EventOp, InvalidEvent, Settings
+from streams.changes.dedupe import Decision, DocumentState, decide, next_state
+from streams.changes.normalise import normalise_event
+from streams.dlq import DeadLetter
+
+log = logging.getLogger(__name__)
+
+#: Name of the faust table; its changelog topic is ``{app id}-documents-changelog``.
+TABLE_NAME = "documents"
+
+
+def _broker_urls(bootstrap_servers: str) -> list[str]:
+    return [f"kafka://{address.strip()}" for address in bootstrap_servers.split(",") if address.strip()]
+
+
+class ChangesStage:
+    """Validates, normalises and deduplicates document events into the changes topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = s = settings
+        max_bytes = s.max_document_bytes + 1024 * 1024
+        datadir = s.state_dir.resolve() / "streams" / s.streams_app_id
+        datadir.mkdir(parents=True, exist_ok=True)
+        self.app = faust.App(
+            s.streams_app_id,
+            broker=_broker_urls(s.bootstrap_servers),
+            # The table is rebuilt from its changelog at start: no local files to lose or corrupt.
+            store="memory://",
+            processing_guarantee="at_least_once",
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            web_enabled=False,
+            autodiscover=False,
+            datadir=str(datadir),
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.streams_session_timeout_s,
+            broker_heartbeat_interval=max(1.0, s.streams_session_timeout_s / 4),
+            broker_commit_interval=1.0,
+            producer_acks=-1,
+            producer_max_request_size=max_bytes,
+            consumer_max_fetch_size=max_bytes,
+        )
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        raw |= {"key_serializer": "raw", "value_serializer": "raw"}
+        self.events_topic = self.app.topic(s.events_topic, **raw)
+        self.changes_topic = self.app.topic(s.changes_topic, **raw)
+        self.dlq_topic = self.app.topic(s.dlq_topic, **raw)
+        self.documents = self.app.Table(
+            TABLE_NAME,
+            default=None,
+            partitions=s.partitions,
+            schema=faust.Schema(key_type=str, key_serializer="json", value_serializer="json"),
+            help="doc_id → hash of the content last emitted (null once deleted) and newest version seen",
+        )
+        self.counts: Counter[str] = Counter()
+        self.app.agent(self.events_topic, name="ragstream.changes")(self._process)
+        self.app.timer(30.0)(self._log_counts)
+
+    async def _process(self, stream: faust.StreamT) -> AsyncIterator[None]:
+        async for event in stream.events():
+            await self.handle(event.message)
+            yield None
+
+    async def handle(self, message: faust.types.tuples.Message) -> Decision | None:
+        """Process one source record; returns the decision, or None if it was dead-lettered."""
+        try:
+            document = self._decode(message.value)
+        except InvalidEvent as exc:
+            await self._dead_letter(message, exc.reason)
+            return None
+        state = DocumentState.from_dict(self.documents.get(document.doc_id))
+        decision = decide(state, document)
+        self.counts[decision.value] += 1
+        if decision is Decision.EMIT:
+            await self._emit(document)
+        else:
+            log.debug("skipping %s v%d: %s", document.doc_id, document.version, decision.value)
+        updated = next_state(state, document, decision)
+        if updated != state:
+            self.documents[document.doc_id] = updated.to_dict()
+        return decision
+
+    def _decode(self, value: bytes | None) -> DocumentEvent:
+        if value is None:
+            raise InvalidEvent("empty record (no value)")
+        limit = self.settings.max_document_bytes
+        if len(value) > limit:
+            raise InvalidEvent(f"event of {len(value)} bytes is above the limit of {limit} bytes")
+        document = normalise_event(DocumentEvent.from_json(value))
+        if document.op is EventOp.UPSERT and not document.content:
+            raise InvalidEvent(f"no text left after normalising its {document.content_type} content")
+        return document
+
+    async def _emit(self, document: DocumentEvent) -> None:
+        key = document.doc_id.encode()
+        await (await self.changes_topic.send(key=key, value=document.to_json()))
+        if document.op is EventOp.DELETE:
+            # The tombstone lets compaction forget the document. Sent only once the delete is
+            # acknowledged, so that a retried send can never put it before the delete.
+            await (await self.changes_topic.send(key=key, value=None))
+
+    async def _dead_letter(self, message: faust.types.tuples.Message, reason: str) -> None:
+        letter = DeadLetter(
+            reason, InvalidEvent.__name__, message.topic, message.partition, message.offset,
+            message.key, message.value,
+        )  # fmt: skip
+        log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
+        self.counts["dead_lettered"] += 1
+        await (await self.dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers()))
+
+    async def _log_counts(self) -> None:
+        if self.counts:
+            log.info("events so far: %s", dict(sorted(self.counts.items())))
+
+
+def run_stage(settings: Settings, loglevel: str = "INFO") -> None:
+    """Create the topics, then run the stage as a faust worker until SIGINT or SIGTERM."""
+    from streams.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    # faust's worker drives the current event loop; asyncio.run left none behind.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    stage = ChangesStage(settings)
+    faust.Worker(stage.app, loglevel=loglevel).execute_from_commandline()

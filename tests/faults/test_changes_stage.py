@@ -1,0 +1,245 @@
+"""The changes stage on the real broker: run as `python -m ragstream streams`, killed and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from fault_oracle import differences, event_stream, expected_index
+from fault_settings import fault_settings
+
+from consumers.chunking import Chunker
+from schemas import DocumentEvent, EventOp, Settings
+from streams.changes import normalise_event
+from streams.dlq import DeadLetter
+from streams.lag import LagReader
+from streams.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class StageProcess:
+    """`python -m ragstream streams` with the test's settings in its environment."""
+
+    def __init__(self, settings: Settings, log_file: Path) -> None:
+        self.settings = settings
+        self.log_file = log_file
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
+        for name, value in self.settings.model_dump().items():
+            if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
+                env[f"RAGSTREAM_{name.upper()}"] = str(value)
+        return env
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ragstream", "streams"],
+                cwd=REPO,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def assert_running(self) -> None:
+        assert self.process is not None and self.process.poll() is None, self.log_file.read_text()[-4000:]
+
+
+def stage_settings(bootstrap_servers: str, tmp_path: Path, chroma_port: int = 8000, **overrides) -> Settings:
+    name = f"faults-{uuid.uuid4().hex[:8]}"
+    return fault_settings(
+        bootstrap_servers,
+        chroma_port,
+        changes_topic=f"{name}.changes",
+        streams_app_id=f"{name}-stage",
+        consumer_input="changes",
+        state_dir=tmp_path / "state",
+        **overrides,
+    )
+
+
+async def wait_drained(settings: Settings, topic: str, group: str, timeout: float) -> None:
+    """Until the group's committed offsets reach the topic's end offsets."""
+    deadline = time.monotonic() + timeout
+    partitions: list = []
+    while time.monotonic() < deadline:
+        try:
+            async with LagReader(settings.bootstrap_servers) as reader:
+                partitions = await reader.read(topic, group)
+            if partitions and all((p.committed or 0) == p.end_offset for p in partitions):
+                return
+        except KafkaError:
+            pass
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"{group} has not drained {topic} after {timeout}s: {partitions}")
+
+
+async def read_topic(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
+    """Every record of a topic, in offset order per partition."""
+    async with LagReader(bootstrap_servers) as reader:
+        partitions = [TopicPartition(topic, p.partition) for p in await reader.read(topic, "nobody")]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[ConsumerRecord] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                found.extend(records)
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()
+
+
+async def publish_raw(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
+    async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all") as producer:
+        for key, value in records:
+            await producer.send_and_wait(settings.events_topic, value=value, key=key)
+
+
+def published(events: list[DocumentEvent]) -> list[tuple[bytes, bytes | None]]:
+    return [(event.doc_id.encode(), event.to_json()) for event in events]
+
+
+def changes_by_doc(records: list[ConsumerRecord]) -> dict[str, list[dict | None]]:
+    """doc_id → what docs.changes says about it, in order (None = tombstone)."""
+    found: dict[str, list[dict | None]] = {}
+    for record in records:
+        value = None if record.value is None else orjson.loads(record.value)
+        found.setdefault(record.key.decode(), []).append(value)
+    return found
+
+
+@pytest.fixture
+async def running_stage(kafka_broker, tmp_path):
+    settings = stage_settings(kafka_broker.bootstrap_servers, tmp_path, partitions=3)
+    await ensure_topics(settings)
+    stage = StageProcess(settings, tmp_path / "stage.log")
+    stage.start()
+    yield stage
+    await asyncio.to_thread(stage.stop)
+
+
+async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(running_stage):
+    stage = running_stage
+    s = stage.settings
+    html = DocumentEvent(
+        doc_id="page.html", op=EventOp.UPSERT, content="<h1>Title</h1><p>Body  text</p>",
+        content_type="text/html", version=1,
+    )  # fmt: skip
+    same_text = DocumentEvent(doc_id="page.html", op=EventOp.UPSERT, content="Title\n\nBody text", version=2)
+    edited = DocumentEvent(doc_id="page.html", op=EventOp.UPSERT, content="Title\n\nNew body", version=3)
+    stale = DocumentEvent(doc_id="page.html", op=EventOp.UPSERT, content="an old draft", version=2)
+    gone = DocumentEvent(
+        doc_id="gone.md", op=EventOp.UPSERT, content="# Bye", content_type="text/markdown", version=1
+    )
+    deleted = DocumentEvent(doc_id="gone.md", op=EventOp.DELETE, version=2)
+    deleted_again = DocumentEvent(doc_id="gone.md", op=EventOp.DELETE, version=3)
+    valid = [html, same_text, edited, stale, gone, deleted, deleted_again]
+    invalid = [
+        (b"junk", b"not json at all"),
+        (b"no-op", orjson.dumps({"doc_id": "no-op", "op": "rename", "content": "x"})),
+        (b"blank", orjson.dumps({"doc_id": "blank", "op": "upsert", "content": "<script>x()</script>",
+                                 "content_type": "text/html"})),
+        (b"empty", None),
+    ]  # fmt: skip
+    await publish_raw(s, published(valid) + invalid)
+    await wait_drained(s, s.events_topic, s.streams_app_id, timeout=90)
+    stage.assert_running()
+
+    changes = changes_by_doc(await read_topic(s.bootstrap_servers, s.changes_topic))
+    assert set(changes) == {"page.html", "gone.md"}
+    page = changes["page.html"]
+    assert [(c["content"], c["content_type"], c["version"]) for c in page if c] == [
+        ("Title\n\nBody text", "text/plain", 1),
+        ("Title\n\nNew body", "text/plain", 3),
+    ]
+    assert [None if c is None else (c["op"], c["version"]) for c in changes["gone.md"]] == [
+        ("upsert", 1),
+        ("delete", 2),
+        None,
+    ]
+
+    letters = [
+        DeadLetter.from_headers(list(r.headers), r.key, r.value)
+        for r in await read_topic(s.bootstrap_servers, s.dlq_topic)
+    ]
+    reasons = {letter.key: letter.reason for letter in letters}
+    assert set(reasons) == {b"junk", b"no-op", b"blank", b"empty"}
+    assert "not valid JSON" in reasons[b"junk"]
+    assert "op" in reasons[b"no-op"]
+    assert "no text left" in reasons[b"blank"]
+    assert "empty record" in reasons[b"empty"]
+    by_key = {letter.key: letter for letter in letters}
+    assert by_key[b"junk"].value == b"not json at all"
+    assert by_key[b"junk"].topic == s.events_topic
+
+    # Republishing the same documents (new event ids, same versions and content) adds nothing.
+    before = len(await read_topic(s.bootstrap_servers, s.changes_topic))
+    await publish_raw(s, published([edited, deleted_again]))
+    await publish_raw(s, published([edited.model_copy(update={"event_id": "again", "version": 4})]))
+    await wait_drained(s, s.events_topic, s.streams_app_id, timeout=60)
+    assert len(await read_topic(s.bootstrap_servers, s.changes_topic)) == before
+
+
+async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
+    kafka_broker, chroma_server, scenario_factory, tmp_path
+):
+    settings = stage_settings(kafka_broker.bootstrap_servers, tmp_path, chroma_server.port)
+    scenario = scenario_factory(settings)
+    stage = StageProcess(settings, tmp_path / "stage.log")
+    await ensure_topics(settings)
+    stage.start()
+    await scenario.start_consumers(1)
+    events = event_stream(11, 60, 500, "stage-kill")
+    # Every document once more, unchanged: the stage must drop all of these.
+    latest = {e.doc_id: e for e in events}
+    repeats = [e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in latest.values()]
+    publishing = asyncio.create_task(scenario.publish(events + repeats, slice_size=25, pause=0.2))
+    for kill in range(2):
+        await asyncio.sleep(3)
+        if kill == 0:
+            assert not publishing.done(), "the first kill must land mid-stream"
+        await asyncio.to_thread(stage.kill)
+        stage.start()
+    await publishing
+    await wait_drained(settings, settings.events_topic, settings.streams_app_id, timeout=150)
+    stage.assert_running()
+    await wait_drained(settings, settings.changes_topic, settings.consumer_group, timeout=300)
+
+    expected = expected_index(
+        [normalise_event(e) for e in scenario.published],
+        Chunker(settings.chunk_size, settings.chunk_overlap),
+    )
+    problems = differences(expected, await scenario.index_content())
+    assert not problems, "\n".join(problems)
