@@ -8,17 +8,16 @@ position. Every replica does this on its own: no replica state needs to survive 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from query_api.background import BackgroundLoop
 from query_api.lexical import LexicalIndex
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ChunkLogView"]
 
 
-class ChunkLogView:
+class ChunkLogView(BackgroundLoop):
     """Keeps ``index`` equal to the chunk log ``topic``; ``start()``/``stop()`` are idempotent.
 
     Each poll's records are applied in one commit, so a change is searchable within one fetch and
@@ -101,26 +100,6 @@ class ChunkLogView:
         return self.caught_up
 
     # --- lifecycle ---------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"chunk-log-view:{self.topic}")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def __aenter__(self) -> ChunkLogView:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # --- following the log -----------------------------------------------------------------------
 

@@ -8,15 +8,15 @@ each id's latest message, and they never go backwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections import Counter
-from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from query_api.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ConsumerStats(BaseModel):
         )
 
 
-class StatsTail:
+class StatsTail(BackgroundLoop):
     """Reads the stats topic from the beginning in a background task, keeping each consumer's latest.
 
     ``start()``/``stop()`` are idempotent. While the broker or the topic is missing the task keeps
@@ -87,26 +87,6 @@ class StatsTail:
         for stats in self._latest.values():
             total += stats
         return total
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"stats-tail:{self._topic}")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def __aenter__(self) -> StatsTail:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Record one message from the stats topic; a malformed one is logged and skipped."""

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     partitions: int = Field(default=6, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(
+        default=1, ge=1, description="with acks=all: replicas that must have a write"
+    )
     consumer_group: str = "ragstream-indexer"
 
     # Chroma
@@ -75,6 +78,9 @@ class Settings(BaseSettings):
     # Query API
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    read_your_writes_timeout_s: float = Field(
+        default=5.0, ge=0, description="longest a search with consistent_with waits for the index"
+    )
 
     # Retrieval
     hybrid_vector_weight: float = Field(default=1.0, ge=0, description="RRF weight of vector ranks")

@@ -63,8 +63,15 @@ async def ensure_topics(settings: Settings) -> list[str]:
         missing = [spec for spec in topic_specs(settings) if spec.name not in existing]
         if not missing:
             return []
+        # With acks=all, a write is acknowledged once min.insync.replicas replicas have it.
+        durability = {"min.insync.replicas": str(settings.min_insync_replicas)}
         new_topics = [
-            NewTopic(spec.name, spec.partitions, settings.replication_factor, topic_configs=spec.config)
+            NewTopic(
+                spec.name,
+                spec.partitions,
+                settings.replication_factor,
+                topic_configs={**durability, **spec.config},
+            )
             for spec in missing
         ]
         # Created concurrently by another process: that is the state we want.

@@ -12,7 +12,7 @@ import ray
 from fault_oracle import event_stream
 from fault_settings import fault_settings
 
-from deploy import ChromaServer, KafkaBroker, free_port
+from deploy import ChromaServer, KafkaBroker, KafkaCluster, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +95,25 @@ async def test_a_broker_restart_mid_stream_skips_nothing(chroma_server, tmp_path
     finally:
         await asyncio.to_thread(scenario.stop)  # consumers go before the service they talk to
         await asyncio.to_thread(broker.stop)
+
+
+async def test_losing_one_of_three_brokers_for_good_loses_no_acknowledged_event(
+    chroma_server, tmp_path, scenario_factory
+):
+    cluster = KafkaCluster(tmp_path, size=3)
+    await asyncio.to_thread(cluster.start)
+    settings = fault_settings(
+        cluster.bootstrap_servers, chroma_server.port, replication_factor=3, min_insync_replicas=2
+    )
+    scenario = scenario_factory(settings)
+    try:
+        await scenario.start_consumers(1)
+        publishing = asyncio.create_task(scenario.publish(event_stream(5, DOCUMENTS, 800, "replicated")))
+        await asyncio.sleep(5)
+        await asyncio.to_thread(cluster.brokers[1].kill)
+        await publishing
+        # Every event the brokers acknowledged (the oracle's input) is in the index.
+        await scenario.assert_index_matches_oracle()
+    finally:
+        await asyncio.to_thread(scenario.stop)
+        await asyncio.to_thread(cluster.stop)
