@@ -114,7 +114,7 @@ class ConsumerGroup:
         self._runs.append(actor.run.remote())
         return actor
 
-    def remove(self, timeout: float = 60) -> None:
+    def remove(self, timeout: float = 300) -> None:
         """Retire the newest member cleanly: it finishes its batch in flight and leaves the group."""
         actor, run = self.actors.pop(), self._runs.pop()
         ray.get(actor.stop.remote(), timeout=timeout)

@@ -18,6 +18,8 @@ from consumers.embedder import Embedder
 from consumers.sink import open_collection
 from query_api.answers import router as answers_router
 from query_api.chunk_log_view import ChunkLogView
+from query_api.freshness import router as freshness_router
+from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
 from query_api.metrics import PipelineMetrics
 from query_api.rerank import Reranker, load_reranker
@@ -26,6 +28,7 @@ from query_api.services import Services
 from query_api.stats import StatsTail
 from schemas.settings import Settings
 from streams.lag import LagReader
+from streams.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,17 @@ def create_app(
             except KafkaError as exc:
                 # Search needs only Chroma; lag and readiness connect again when asked.
                 log.warning("Kafka at %s unreachable at startup: %s", settings.bootstrap_servers, exc)
+            publisher = EventPublisher(
+                settings.bootstrap_servers,
+                settings.events_topic,
+                max_event_bytes=settings.max_document_bytes + 1024 * 1024,
+            )
+            stack.push_async_callback(publisher.stop)
+            try:
+                await publisher.start()
+            except KafkaError as exc:
+                # Writes try again to connect when they come.
+                log.warning("no producer for writes, Kafka unreachable: %s", exc)
             stats = await stack.enter_async_context(
                 StatsTail(settings.bootstrap_servers, settings.stats_topic)
             )
@@ -94,6 +108,7 @@ def create_app(
                 metrics=PipelineMetrics(stats, lag_reader, settings.events_topic, settings.consumer_group),
                 lexical=lexical,
                 reranker=active_reranker,
+                publisher=publisher,
             )
             stack.callback(delattr, app.state, "services")
             yield
@@ -105,6 +120,8 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(answers_router)
+    app.include_router(ingest_router)
+    app.include_router(freshness_router)
     app.add_exception_handler(httpx.TransportError, _index_unreachable)
     return app
 

@@ -85,6 +85,10 @@ class SearchRequest(BaseModel):
         default=None, description="bounds on when the chunk was indexed, unix seconds"
     )
     rerank: bool | None = Field(default=None, description="rerank the top hits; the server decides if unset")
+    consistent_with: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description="the token a write returned: answer only once the index includes that write",
+    )
 
     @field_validator("query")
     @classmethod
@@ -183,3 +187,58 @@ class DocumentInfo(BaseModel):
     version: int = Field(description="The highest version among the document's chunks")
     chunk_count: int
     indexed_at: float = Field(description="When its most recent chunk was written, unix seconds")
+
+
+class DocumentWrite(BaseModel):
+    """The body of ``PUT /v1/documents/{doc_id}``: the document's full new text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(description="the full text; an edit sends all of it again")
+    content_type: Annotated[str, Field(max_length=100)] = "text/plain"
+    source: Annotated[str, Field(max_length=200)] = ""
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+    version: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="monotonic per document; the time in µs when unset"
+    )
+
+    @field_validator("content")
+    @classmethod
+    def _content_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("content must not be empty; to remove a document, send DELETE")
+        return value
+
+
+class WriteReceipt(BaseModel):
+    """A write accepted by Kafka; ``token`` makes a later search wait until the index has it."""
+
+    doc_id: str
+    event_id: str
+    version: int
+    partition: int
+    offset: int
+    token: str = Field(description="pass as consistent_with to /v1/search to read this write")
+
+
+class PartitionFreshness(BaseModel):
+    partition: int
+    committed: int | None = Field(description="the indexer group's committed offset; null before any")
+    end_offset: int
+    lag: int = Field(description="events published but not yet indexed")
+    oldest_unindexed_age_s: float | None = Field(
+        default=None, description="age of the oldest event not yet indexed; null when lag is 0"
+    )
+
+
+class FreshnessResponse(BaseModel):
+    topic: str
+    consumer_group: str
+    lag: int = Field(description="sum over the partitions")
+    oldest_unindexed_age_s: float | None = Field(description="over all partitions; null when lag is 0")
+    oldest_unindexed_note: str | None = Field(
+        default=None, description="why an age is missing although events are waiting"
+    )
+    last_indexed_at: float | None = Field(description="unix seconds of the consumers' latest batch")
+    last_indexed_age_s: float | None
+    partitions: list[PartitionFreshness]

@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from query_api import retrieval
+from query_api.consistency import ConsistencyToken, IndexBehind, InvalidToken, wait_until_indexed
 from query_api.documents import document_info
 from query_api.models import DocumentInfo, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
@@ -28,13 +30,20 @@ READINESS_TIMEOUT_S = 3.0
 @router.post(
     "/v1/search",
     responses={
-        400: {"description": "Reranking was asked for but no reranker is configured"},
+        400: {"description": "Reranking was asked for but no reranker is configured, or a bad token"},
         503: {"description": "The index is unreachable, or the BM25 index is still replaying"},
+        504: {"description": "The index did not include the write named by consistent_with in time"},
     },
 )
-async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:
+async def search(
+    body: SearchRequest,
+    services: ServicesDep,
+    consistent_with: Annotated[
+        str | None, Query(max_length=2048, description="the same as the body's consistent_with")
+    ] = None,
+) -> SearchResponse:
     """The chunks that best match the query by vector, BM25 or both fused, optionally filtered,
-    reranked and paged."""
+    reranked and paged; with ``consistent_with``, only once the index includes that write."""
     depth = services.settings.hybrid_candidates
     if body.k + body.offset > depth:
         raise RequestValidationError(
@@ -48,12 +57,32 @@ async def search(body: SearchRequest, services: ServicesDep) -> SearchResponse:
                 }
             ]
         )
+    await _wait_for_write(services, body, consistent_with)
     try:
         return await retrieval.search(services, body)
     except RerankerUnavailable as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     except retrieval.LexicalIndexNotReady as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
+
+
+async def _wait_for_write(services: Services, body: SearchRequest, from_query: str | None) -> None:
+    if body.consistent_with and from_query and body.consistent_with != from_query:
+        raise HTTPException(status_code=400, detail="consistent_with differs between the query and the body")
+    raw = body.consistent_with or from_query
+    if raw is None:
+        return
+    try:
+        token = ConsistencyToken.decode(raw)
+        await wait_until_indexed(services, token, lexical=body.mode != "vector")
+    except InvalidToken as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    except IndexBehind as exc:
+        raise HTTPException(status_code=504, detail=str(exc)) from exc
+    except KafkaError as exc:
+        raise HTTPException(
+            status_code=503, detail=f"Kafka is unreachable, cannot check consistent_with: {exc}"
+        ) from exc
 
 
 @router.get("/v1/documents/{doc_id:path}", responses={404: {"description": "No chunk of the document"}})

@@ -13,6 +13,7 @@ from query_api.rerank import Reranker
 from query_api.stats import StatsTail
 from schemas.settings import Settings
 from streams.lag import LagReader
+from streams.publisher import EventPublisher
 
 if TYPE_CHECKING:
     from chromadb.api import AsyncClientAPI
@@ -33,6 +34,8 @@ class Services:
     #: The BM25 index, kept as a view of the chunk log.
     lexical: ChunkLogView
     reranker: Reranker | None = None
+    #: Publishes the documents written through the API; None = this instance accepts no writes.
+    publisher: EventPublisher | None = None
 
 
 def get_services(request: Request) -> Services:

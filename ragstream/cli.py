@@ -248,3 +248,34 @@ def status() -> None:
     console.print(table)
     console.print(f"lag in total: {sum(p.lag for p in partitions)}")
     console.print(f"index {settings.collection!r}: {documents} documents, {chunks} chunks")
+
+
+@app.command(name="eval")
+def evaluate(
+    articles: Annotated[
+        int | None, typer.Option(help="Wikipedia articles to index (default: all, about 10k)")
+    ] = None,
+    queries: Annotated[
+        int | None, typer.Option(help="cases to sample, with a fixed seed (default: all)")
+    ] = None,
+    sweep: Annotated[
+        bool, typer.Option(help="also sweep chunk size (300/600/1000) and the hybrid fusion settings")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="seed of the case sample")] = 0,
+    results_dir: Annotated[Path, typer.Option(help="where the JSON report goes")] = Path("bench/results"),
+) -> None:
+    """Retrieval evaluation: Wikipedia short descriptions as queries, their article the relevant
+    document, indexed through the pipeline on a private broker and Chroma, searched through the API."""
+    import ray
+
+    from query_api.evaluation import EvaluationOptions, print_report, run_evaluation
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = EvaluationOptions(
+        articles=articles, queries=queries, seed=seed, sweep=sweep, results_dir=results_dir
+    )
+    try:
+        report = run_evaluation(options, _settings(), say=lambda line: console.print(f"[dim]{line}[/]"))
+    finally:
+        ray.shutdown()
+    print_report(report, console)

@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.lag import topic_partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +79,17 @@ class StoredDeadLetter:
 
 async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[StoredDeadLetter]:
     """Every record of the dead-letter topic, oldest first (reads to the end offsets, then stops)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        partitions = await topic_partitions(admin, topic)
+    finally:
+        await admin.close()
+    if not partitions:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            await consumer.topics()  # refresh metadata once: the topic may be new to this client
-            partitions = [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
-            ]
-        if not partitions:
-            return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -133,16 +133,7 @@ class LagReader:
         return self._admin
 
     async def _partitions(self, admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
-        # Describing all topics, not just this one: a metadata request that names a topic asks the
-        # broker to create it when auto-creation is on, and reading lag must never create topics.
-        described: list[dict[str, Any]] = await admin.describe_topics()
-        for entry in described:
-            if entry["topic"] == topic and entry["error_code"] == 0:
-                return [
-                    TopicPartition(topic, p["partition"])
-                    for p in sorted(entry["partitions"], key=lambda p: p["partition"])
-                ]
-        return []
+        return await topic_partitions(admin, topic)
 
     async def _retrying(self, request: Any) -> Any:
         """Run ``request()`` again on retriable errors, such as the coordinator still loading."""
@@ -161,3 +152,17 @@ async def partition_lag(bootstrap_servers: str, topic: str, group: str) -> list[
     """One-shot lag read with short-lived connections; see ``LagReader`` to keep them open."""
     async with LagReader(bootstrap_servers) as reader:
         return await reader.read(topic, group)
+
+
+async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, or [] if it does not exist."""
+    # Describing all topics, not just this one: a metadata request that names a topic asks the
+    # broker to create it when auto-creation is on, and reading must never create topics.
+    described: list[dict[str, Any]] = await admin.describe_topics()
+    for entry in described:
+        if entry["topic"] == topic and entry["error_code"] == 0:
+            return [
+                TopicPartition(topic, p["partition"])
+                for p in sorted(entry["partitions"], key=lambda p: p["partition"])
+            ]
+    return []

@@ -55,7 +55,8 @@ async def test_a_rebalance_mid_stream_leaves_the_index_exactly_as_the_oracle(
     await asyncio.to_thread(group.add)
     await asyncio.sleep(6)
     await asyncio.to_thread(group.add)
-    await asyncio.sleep(6)
+    await asyncio.to_thread(group.wait_ready)  # the member to remove must have joined first
+    await asyncio.sleep(3)
     await asyncio.to_thread(group.remove)
     await publishing
     await scenario.assert_index_matches_oracle()

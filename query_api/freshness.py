@@ -1,0 +1,102 @@
+"""How fresh the index is: lag per partition, age of the oldest event waiting, last indexed time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Annotated
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends
+
+from query_api.models import FreshnessResponse, PartitionFreshness
+from query_api.services import Services, get_services
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read_freshness", "router"]
+
+#: The longest the oldest-event lookup may take; past it the ages are left out, with a note.
+OLDEST_EVENT_TIMEOUT_S = 2.0
+
+router = APIRouter()
+
+
+@router.get("/v1/freshness", responses={503: {"description": "Kafka is unreachable"}})
+async def freshness(services: Annotated[Services, Depends(get_services)]) -> FreshnessResponse:
+    """Lag of the indexer per partition, age of the oldest event not indexed yet, last indexed time."""
+    return await read_freshness(services)
+
+
+async def read_freshness(services: Services) -> FreshnessResponse:
+    settings = services.settings
+    topic, group = settings.input_topic, settings.consumer_group
+    await services.lag_reader.start()
+    lags = await services.lag_reader.read(topic, group)
+    waiting = {lag.partition: lag.committed or 0 for lag in lags if lag.lag > 0}
+    ages: dict[int, float] = {}
+    note = None
+    if waiting:
+        try:
+            async with asyncio.timeout(OLDEST_EVENT_TIMEOUT_S):
+                stamps = await _timestamps_at(settings.bootstrap_servers, topic, waiting)
+            now = time.time()
+            ages = {partition: max(now - stamp, 0.0) for partition, stamp in stamps.items()}
+        except (TimeoutError, KafkaError) as exc:
+            note = f"reading the oldest waiting events failed: {type(exc).__name__}: {exc}"
+            log.warning("freshness: %s", note)
+        if len(ages) < len(waiting) and note is None:
+            note = "the oldest waiting event of some partitions could not be read (removed by retention?)"
+    last = services.stats.totals().updated_at or None
+    return FreshnessResponse(
+        topic=topic,
+        consumer_group=group,
+        lag=sum(lag.lag for lag in lags),
+        oldest_unindexed_age_s=max(ages.values(), default=None),
+        oldest_unindexed_note=note,
+        last_indexed_at=last,
+        last_indexed_age_s=None if last is None else max(time.time() - last, 0.0),
+        partitions=[
+            PartitionFreshness(
+                partition=lag.partition,
+                committed=lag.committed,
+                end_offset=lag.end_offset,
+                lag=lag.lag,
+                oldest_unindexed_age_s=ages.get(lag.partition),
+            )
+            for lag in lags
+        ],
+    )
+
+
+async def _timestamps_at(bootstrap_servers: str, topic: str, offsets: dict[int, int]) -> dict[int, float]:
+    """Unix seconds of the record at each partition's offset, read by a short-lived consumer."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        # One record per partition is all this reads; a small fetch keeps big documents cheap.
+        max_partition_fetch_bytes=64 * 1024,
+        fetch_max_wait_ms=50,
+    )
+    found: dict[int, float] = {}
+    try:
+        await consumer.start()
+        # aiokafka's group-less consumer cannot be stopped before its helper task has run.
+        await asyncio.sleep(0)
+        tps = [TopicPartition(topic, partition) for partition in offsets]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, offsets[tp.partition])
+        while len(found) < len(offsets):
+            batch = await consumer.getmany(timeout_ms=200, max_records=len(offsets))
+            for tp, records in batch.items():
+                if records and tp.partition not in found:
+                    found[tp.partition] = records[0].timestamp / 1000
+                    consumer.pause(tp)
+    finally:
+        await consumer.stop()
+    return found

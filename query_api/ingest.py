@@ -1,0 +1,134 @@
+"""HTTP ingest: ``PUT`` and ``DELETE /v1/documents/{doc_id}`` publish document events.
+
+A write is accepted (202) once Kafka acknowledged it; the receipt's token, passed to a search as
+``consistent_with``, makes that search wait until the index includes the write.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from query_api.consistency import ConsistencyToken
+from query_api.models import DocumentWrite, WriteReceipt
+from query_api.services import Services, get_services
+from schemas import DocumentEvent, EventOp
+
+__all__ = ["router"]
+
+#: Room for the JSON around the document (field names, metadata, escapes) in a PUT body.
+ENVELOPE_BYTES = 64 * 1024
+
+router = APIRouter()
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The document is larger than RAGSTREAM_MAX_DOCUMENT_BYTES"},
+    422: {"description": "The document id or body is invalid"},
+    503: {"description": "Kafka is unreachable; the write was not accepted"},
+}
+
+
+@router.put(
+    "/v1/documents/{doc_id:path}",
+    status_code=202,
+    responses=_WRITE_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": DocumentWrite.model_json_schema()}},
+        }
+    },
+)
+async def put_document(doc_id: str, request: Request, services: ServicesDep) -> WriteReceipt:
+    """Create or replace a document; answered once Kafka has the event, before it is indexed."""
+    limit = services.settings.max_document_bytes
+    raw = await _read_body(request, limit + ENVELOPE_BYTES, limit)
+    try:
+        write = DocumentWrite.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid(exc, "body") from None
+    size = len(write.content.encode("utf-8"))
+    if size > limit:
+        raise _too_large(size, limit)
+    fields = write.model_dump(exclude_none=True)
+    return await _publish(services, _event(doc_id, op=EventOp.UPSERT, **fields))
+
+
+@router.delete("/v1/documents/{doc_id:path}", status_code=202, responses=_WRITE_RESPONSES)
+async def delete_document(
+    doc_id: str,
+    services: ServicesDep,
+    version: Annotated[int | None, Query(ge=0, description="the time in µs when unset")] = None,
+) -> WriteReceipt:
+    """Remove a document; answered once Kafka has the event, before it is indexed."""
+    fields = {} if version is None else {"version": version}
+    return await _publish(services, _event(doc_id, op=EventOp.DELETE, **fields))
+
+
+def _event(doc_id: str, **fields: Any) -> DocumentEvent:
+    try:
+        return DocumentEvent(doc_id=doc_id, **fields)
+    except ValidationError as exc:
+        raise _invalid(exc, "body", path_fields=frozenset({"doc_id"})) from None
+
+
+async def _publish(services: Services, event: DocumentEvent) -> WriteReceipt:
+    publisher = services.publisher
+    if publisher is None:
+        raise HTTPException(status_code=503, detail="this API instance does not accept writes")
+    try:
+        await publisher.start()
+        receipt = await publisher.publish(event)
+    except KafkaError as exc:
+        raise HTTPException(
+            status_code=503, detail=f"Kafka did not accept the write: {type(exc).__name__}: {exc}"
+        ) from exc
+    token = ConsistencyToken(receipt.topic, receipt.partition, receipt.offset)
+    return WriteReceipt(
+        doc_id=event.doc_id,
+        event_id=event.event_id,
+        version=event.version,
+        partition=receipt.partition,
+        offset=receipt.offset,
+        token=token.encode(),
+    )
+
+
+async def _read_body(request: Request, max_body: int, max_document: int) -> bytes:
+    # Counted while it streams in, so an oversized body is refused before it is all in memory.
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body:
+        raise _too_large(int(declared), max_document)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > max_body:
+            raise _too_large(len(body), max_document)
+    return bytes(body)
+
+
+def _too_large(size: int, limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=413,
+        detail=f"the document is too large: {size} bytes, the limit is {limit} bytes of content "
+        "(RAGSTREAM_MAX_DOCUMENT_BYTES)",
+    )
+
+
+def _invalid(exc: ValidationError, where: str, path_fields: frozenset[str] = frozenset()) -> Exception:
+    # The input is left out of the answer: it may be megabytes of document.
+    errors = [
+        {
+            "type": error["type"],
+            "loc": ("path" if error["loc"][:1] and error["loc"][0] in path_fields else where, *error["loc"]),
+            "msg": error["msg"],
+        }
+        for error in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+    return RequestValidationError(errors)
