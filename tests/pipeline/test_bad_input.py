@@ -52,8 +52,10 @@ async def test_bad_input_is_dead_lettered_and_its_neighbours_are_indexed(pipelin
         for s in await read_dead_letters(pipeline.settings.bootstrap_servers, pipeline.settings.dlq_topic)
         if s.letter.key == f"{run}/bad".encode()
     ]
-    assert len(letters) == 1
-    assert reason in letters[0].reason and letters[0].value == raw
+    # A group rebalance may replay a batch before its commit: the same dead letter may then be
+    # sent again (at least once), always for the same event.
+    assert letters and {(x.offset, x.value) for x in letters} == {(letters[0].offset, raw)}
+    assert reason in letters[0].reason
     assert letters[0].topic == pipeline.settings.events_topic and letters[0].offset >= 0
 
 
@@ -82,12 +84,17 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
     # The CLI runs its own event loop: call it from a thread, as a shell would from outside.
     listed = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", "--where", f"key~{run}"])
     assert listed.exit_code == 0, listed.output
-    assert "not valid JSON" in listed.output and "1 dead letters" in listed.output
+    assert "not valid JSON" in listed.output and f"{run}/bad" in listed.output
+    before = [
+        x
+        for x in await read_dead_letters(s.bootstrap_servers, s.dlq_topic)
+        if x.letter.key == f"{run}/bad".encode()
+    ]
 
     replayed = await asyncio.to_thread(
         runner.invoke, app, ["dlq", "replay", "--where", f"key~{run}", "--yes"]
     )
-    assert replayed.exit_code == 0 and "replayed 1 events" in replayed.output
+    assert replayed.exit_code == 0 and "replayed" in replayed.output
     await pipeline.drain()
     # Still broken, so it comes back: the replay really went through the pipeline again.
     again = [
@@ -95,7 +102,7 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
         for x in await read_dead_letters(s.bootstrap_servers, s.dlq_topic)
         if x.letter.key == f"{run}/bad".encode()
     ]
-    assert len(again) == 2
+    assert len(again) > len(before)
 
     bad_where = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", "--where", "colour=red"])
     assert bad_where.exit_code != 0 and "FIELD=VALUE" in bad_where.output
