@@ -13,7 +13,12 @@ from rich.table import Table
 from schemas import Settings
 
 dlq_app = typer.Typer(help="The dead-letter topic: events that could not be indexed, with the reason.")
-console = Console()
+
+
+def _console() -> Console:
+    # Made per command, so the terminal width (COLUMNS) is read when the command runs.
+    return Console()
+
 
 WhereOption = Annotated[
     list[str] | None,
@@ -48,7 +53,7 @@ def list_letters(where: WhereOption = None) -> None:
         origin = f"{letter.topic}[{letter.partition}]@{letter.offset}"
         size = str(len(letter.value or b""))
         table.add_row(when, origin, key, letter.error_class, letter.reason, size)
-    console.print(table)
+    _console().print(table)
 
 
 @dlq_app.command()
@@ -61,7 +66,7 @@ def replay(
     settings = Settings()
     selected = _selected(settings, where)
     if not selected:
-        console.print("no dead letter matches")
+        _console().print("no dead letter matches")
         return
     if not yes:
         typer.confirm(f"send {len(selected)} events back to {settings.events_topic}?", abort=True)
@@ -74,4 +79,4 @@ def replay(
             await publisher.publish_raw(items)
 
     asyncio.run(send())
-    console.print(f"replayed {len(selected)} events to {settings.events_topic}")
+    _console().print(f"replayed {len(selected)} events to {settings.events_topic}")

@@ -82,7 +82,8 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
     runner = CliRunner()
 
     # The CLI runs its own event loop: call it from a thread, as a shell would from outside.
-    listed = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", "--where", f"key~{run}"])
+    wide = {"COLUMNS": "400"}  # one table row per line, as on a wide terminal
+    listed = await asyncio.to_thread(runner.invoke, app, ["dlq", "list", "--where", f"key~{run}"], env=wide)
     assert listed.exit_code == 0, listed.output
     assert "not valid JSON" in listed.output and f"{run}/bad" in listed.output
     before = [
