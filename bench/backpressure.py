@@ -91,7 +91,11 @@ def main() -> None:
         broker.start()
         chroma.start()
         settings = Settings(
-            bootstrap_servers=broker.bootstrap_servers, chroma_port=chroma.port, collection="backpressure"
+            bootstrap_servers=broker.bootstrap_servers,
+            chroma_port=chroma.port,
+            collection="backpressure",
+            # The consumers alone: their memory and lag are what this measures.
+            consumer_input="events",
         )
         group = ConsumerGroup(settings, args.consumers)
         try:

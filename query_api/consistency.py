@@ -1,11 +1,20 @@
 """Read-your-writes: consistency tokens, and waiting until the index includes the write they name.
 
-A token names the topic, partition and offset of one published event. The consumers commit an
-offset only after Chroma (and the chunk log) acknowledged the batch that holds it, so "the group's
-committed offset on that partition is past the event's offset" means the event is in Chroma. The
-BM25 index follows the chunk log on its own; once the event is committed, every chunk change it
-caused is in the chunk log below that log's end offsets read at that moment, so a lexical or
-hybrid search also waits until the view has applied up to them.
+A token names the topic, partition and offset of one published event. Every hop on the way to the
+index (see ``streams.hops``) commits an offset only after its output is acknowledged: the changes
+stage after the broker acknowledged what it emitted, the indexers after Chroma (and the chunk log)
+acknowledged the batch. So the write is in Chroma once
+
+- without the stage: the indexers' committed offset on the token's partition is past its offset;
+- with the stage: the stage's committed offset is past it, and then the indexers' committed offset
+  on the changes partition of the same number reaches that partition's end offset read at that
+  moment (the stage's output for this event lies below it; the stage keys by doc_id with the same
+  partitioner, so a document keeps its partition number when both topics have as many partitions;
+  when they do not, every changes partition is waited for).
+
+The BM25 index follows the chunk log on its own; once the event is in Chroma, every chunk change it
+caused is in the chunk log below that log's end offsets read at that moment, so a lexical or hybrid
+search also waits until the view has applied up to them.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from dataclasses import dataclass
 import orjson
 
 from query_api.services import Services
+from streams.hops import Hop, pipeline_hops
 
 __all__ = [
     "ConsistencyError",
@@ -91,30 +101,21 @@ async def wait_until_indexed(
     ``KafkaError`` when the broker does not answer.
     """
     settings = services.settings
-    if token.topic != settings.input_topic:
+    if token.topic != settings.events_topic:
         raise InvalidToken(
-            f"the token names topic {token.topic!r}, but this index is built from {settings.input_topic!r}"
+            f"the token names topic {token.topic!r}, but this index is built from {settings.events_topic!r}"
         )
     loop = asyncio.get_running_loop()
     wait_s = settings.read_your_writes_timeout_s if timeout is None else timeout
     deadline = loop.time() + wait_s
     await services.lag_reader.start()
-    while True:
-        committed = await _committed(services, token)
-        if committed is not None and committed > token.offset:
-            break
-        if loop.time() >= deadline:
-            behind = token.offset + 1 - (committed or 0)
-            raise IndexBehind(
-                f"the index did not include the write within {wait_s:g} s: on partition "
-                f"{token.partition} of {token.topic} the committed offset is "
-                f"{'none yet' if committed is None else committed}, the write needs it past "
-                f"{token.offset} ({behind} event(s) behind)",
-                partition=token.partition,
-                committed=committed,
-                required=token.offset + 1,
-            )
-        await asyncio.sleep(POLL_INTERVAL_S)
+    hops = pipeline_hops(settings)
+    # First hop: past the token's offset on the events topic.
+    targets = {token.partition: token.offset + 1}
+    for number, hop in enumerate(hops):
+        await _wait_for_hop(services, hop, targets, deadline, wait_s)
+        if number + 1 < len(hops):
+            targets = await _downstream_targets(services, token.partition, hops[number + 1].topic)
     if not lexical:
         return
     chunk_log = await services.lag_reader.read(settings.chunks_topic, settings.consumer_group)
@@ -128,14 +129,52 @@ async def wait_until_indexed(
         f"{sum(missing.values())} chunk log record(s) of {settings.chunks_topic} not applied yet "
         f"(per partition: {missing})",
         partition=token.partition,
-        committed=committed,
+        committed=token.offset + 1,
         required=token.offset + 1,
     )
 
 
-async def _committed(services: Services, token: ConsistencyToken) -> int | None:
-    settings = services.settings
-    for lag in await services.lag_reader.read(token.topic, settings.consumer_group):
-        if lag.partition == token.partition:
-            return lag.committed
-    raise InvalidToken(f"the token names partition {token.partition}, which {token.topic} does not have")
+async def _wait_for_hop(
+    services: Services, hop: Hop, targets: dict[int, int], deadline: float, wait_s: float
+) -> None:
+    """Until ``hop``'s group has committed at least ``targets[partition]`` on every partition named."""
+    loop = asyncio.get_running_loop()
+    while True:
+        committed = await _committed(services, hop, set(targets))
+        behind = {
+            p: need - (committed.get(p) or 0) for p, need in targets.items() if (committed.get(p) or 0) < need
+        }
+        if not behind:
+            return
+        if loop.time() >= deadline:
+            partition = min(behind)
+            now = committed.get(partition)
+            raise IndexBehind(
+                f"the index did not include the write within {wait_s:g} s: on partition {partition} of "
+                f"{hop.topic} the {hop.name}'s committed offset is {'none yet' if now is None else now}, "
+                f"the write needs it past {targets[partition] - 1} ({sum(behind.values())} event(s) behind)",
+                partition=partition,
+                committed=now,
+                required=targets[partition],
+            )
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def _downstream_targets(services: Services, partition: int, topic: str) -> dict[int, int]:
+    """The end offsets of the next hop's topic that the write's output lies below."""
+    ends = {
+        p.partition: p.end_offset
+        for p in await services.lag_reader.read(topic, services.settings.consumer_group)
+    }
+    events = await services.lag_reader.read(services.settings.events_topic, services.settings.consumer_group)
+    if len(events) == len(ends) and partition in ends:
+        return {partition: ends[partition]}
+    return ends
+
+
+async def _committed(services: Services, hop: Hop, partitions: set[int]) -> dict[int, int | None]:
+    found = {lag.partition: lag.committed for lag in await services.lag_reader.read(hop.topic, hop.group)}
+    missing = partitions - found.keys()
+    if missing:
+        raise InvalidToken(f"the token names partition {min(missing)}, which {hop.topic} does not have")
+    return found

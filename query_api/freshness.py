@@ -11,8 +11,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends
 
-from query_api.models import FreshnessResponse, PartitionFreshness
+from query_api.models import FreshnessResponse, HopFreshness, PartitionFreshness
 from query_api.services import Services, get_services
+from schemas import Settings
+from streams.hops import HopLag, read_pipeline_lag
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +34,55 @@ async def freshness(services: Annotated[Services, Depends(get_services)]) -> Fre
 
 async def read_freshness(services: Services) -> FreshnessResponse:
     settings = services.settings
-    topic, group = settings.input_topic, settings.consumer_group
     await services.lag_reader.start()
-    lags = await services.lag_reader.read(topic, group)
+    hops = [
+        await _hop_freshness(settings, lag) for lag in await read_pipeline_lag(services.lag_reader, settings)
+    ]
+    notes = [hop_note for _, hop_note in hops if hop_note]
+    views = [view for view, _ in hops]
+    indexer = views[-1]
+    ages = [view.oldest_unindexed_age_s for view in views if view.oldest_unindexed_age_s is not None]
+    last = services.stats.totals().updated_at or None
+    return FreshnessResponse(
+        topic=indexer.topic,
+        consumer_group=indexer.consumer_group,
+        lag=sum(view.lag for view in views),
+        oldest_unindexed_age_s=max(ages, default=None),
+        oldest_unindexed_note="; ".join(notes) or None,
+        last_indexed_at=last,
+        last_indexed_age_s=None if last is None else max(time.time() - last, 0.0),
+        partitions=indexer.partitions,
+        hops=views,
+    )
+
+
+async def _hop_freshness(settings: Settings, hop_lag: HopLag) -> tuple[HopFreshness, str | None]:
+    """The hop's lag, and the age of the oldest event it has not passed on yet (with a note if unread)."""
+    lags = hop_lag.partitions
     waiting = {lag.partition: lag.committed or 0 for lag in lags if lag.lag > 0}
     ages: dict[int, float] = {}
     note = None
     if waiting:
         try:
             async with asyncio.timeout(OLDEST_EVENT_TIMEOUT_S):
-                stamps = await _timestamps_at(settings.bootstrap_servers, topic, waiting)
+                stamps = await _timestamps_at(settings.bootstrap_servers, hop_lag.hop.topic, waiting)
             now = time.time()
             ages = {partition: max(now - stamp, 0.0) for partition, stamp in stamps.items()}
         except (TimeoutError, KafkaError) as exc:
-            note = f"reading the oldest waiting events failed: {type(exc).__name__}: {exc}"
+            topic = hop_lag.hop.topic
+            note = f"reading the oldest waiting events of {topic} failed: {type(exc).__name__}: {exc}"
             log.warning("freshness: %s", note)
         if len(ages) < len(waiting) and note is None:
-            note = "the oldest waiting event of some partitions could not be read (removed by retention?)"
-    last = services.stats.totals().updated_at or None
-    return FreshnessResponse(
-        topic=topic,
-        consumer_group=group,
-        lag=sum(lag.lag for lag in lags),
+            note = (
+                f"the oldest waiting event of some partitions of {hop_lag.hop.topic} could not be read "
+                "(removed by retention?)"
+            )
+    view = HopFreshness(
+        name=hop_lag.hop.name,
+        topic=hop_lag.hop.topic,
+        consumer_group=hop_lag.hop.group,
+        lag=hop_lag.lag,
         oldest_unindexed_age_s=max(ages.values(), default=None),
-        oldest_unindexed_note=note,
-        last_indexed_at=last,
-        last_indexed_age_s=None if last is None else max(time.time() - last, 0.0),
         partitions=[
             PartitionFreshness(
                 partition=lag.partition,
@@ -69,6 +94,7 @@ async def read_freshness(services: Services) -> FreshnessResponse:
             for lag in lags
         ],
     )
+    return view, note
 
 
 async def _timestamps_at(bootstrap_servers: str, topic: str, offsets: dict[int, int]) -> dict[int, float]:

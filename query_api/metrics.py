@@ -17,7 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from query_api.stats import StatsTail
-from streams.lag import LagReader, PartitionLag
+from schemas import Settings
+from streams.hops import HopLag, read_pipeline_lag
+from streams.lag import LagReader
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class PipelineCollector(Collector):
 
     def __init__(self, stats: StatsTail) -> None:
         self._stats = stats
-        self.lag: Sequence[PartitionLag] = ()
+        self.lag: Sequence[HopLag] = ()
 
     def collect(self) -> Iterable[Metric]:
         totals = self._stats.totals()
@@ -53,10 +55,13 @@ class PipelineCollector(Collector):
         )
 
         lag = GaugeMetricFamily(
-            "ragstream_consumer_lag", "Events not yet committed by the consumer group", labels=["partition"]
+            "ragstream_consumer_lag",
+            "Events not yet committed, per hop on the way to the index (changes stage, indexer)",
+            labels=["hop", "partition"],
         )
-        for partition in self.lag:
-            lag.add_metric([str(partition.partition)], partition.lag)
+        for hop in self.lag:
+            for partition in hop.partitions:
+                lag.add_metric([hop.hop.name, str(partition.partition)], partition.lag)
         yield lag
 
 
@@ -68,24 +73,23 @@ class PipelineMetrics:
     """An app's own registry; ``render()`` reads the lag, then formats every metric."""
 
     def __init__(
-        self, stats: StatsTail, lag_reader: LagReader, topic: str, group: str, *, lag_timeout_s: float = 5.0
+        self, stats: StatsTail, lag_reader: LagReader, settings: Settings, *, lag_timeout_s: float = 5.0
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = PipelineCollector(stats)
         self.registry.register(self._collector)
         self._lag_reader = lag_reader
-        self._topic = topic
-        self._group = group
+        self._settings = settings
         self._lag_timeout_s = lag_timeout_s
 
     async def render(self) -> bytes:
         try:
             async with asyncio.timeout(self._lag_timeout_s):
                 await self._lag_reader.start()
-                self._collector.lag = await self._lag_reader.read(self._topic, self._group)
+                self._collector.lag = await read_pipeline_lag(self._lag_reader, self._settings)
         except (KafkaError, OSError, TimeoutError) as exc:
             # A scrape still reports the counters; a lag we cannot read is left out, not shown as 0.
-            log.warning("consumer lag of %s on %s not read: %r", self._group, self._topic, exc)
+            log.warning("consumer lag not read: %r", exc)
             self._collector.lag = ()
         # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
         return generate_latest(self.registry)

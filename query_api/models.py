@@ -231,14 +231,26 @@ class PartitionFreshness(BaseModel):
     )
 
 
-class FreshnessResponse(BaseModel):
+class HopFreshness(BaseModel):
+    """One consumer group on the way to the index: the changes stage, or the indexers."""
+
+    name: str
     topic: str
     consumer_group: str
-    lag: int = Field(description="sum over the partitions")
-    oldest_unindexed_age_s: float | None = Field(description="over all partitions; null when lag is 0")
+    lag: int
+    oldest_unindexed_age_s: float | None
+    partitions: list[PartitionFreshness]
+
+
+class FreshnessResponse(BaseModel):
+    topic: str = Field(description="what the indexers read")
+    consumer_group: str = Field(description="the indexers' group")
+    lag: int = Field(description="events waiting, summed over every hop and partition")
+    oldest_unindexed_age_s: float | None = Field(description="over all hops; null when lag is 0")
     oldest_unindexed_note: str | None = Field(
         default=None, description="why an age is missing although events are waiting"
     )
     last_indexed_at: float | None = Field(description="unix seconds of the consumers' latest batch")
     last_indexed_age_s: float | None
-    partitions: list[PartitionFreshness]
+    partitions: list[PartitionFreshness] = Field(description="the indexers' partitions")
+    hops: list[HopFreshness] = Field(description="upstream first: the changes stage (if any), the indexers")

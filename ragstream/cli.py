@@ -48,7 +48,8 @@ async def _publish(settings: Settings, events: list[DocumentEvent], label: str) 
 
 
 async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
-    """Show the consumers' lag until it reaches zero."""
+    """Show the lag of every hop to the index until it reaches zero."""
+    from streams.hops import drained, read_pipeline_lag
     from streams.lag import LagReader
 
     async with LagReader(settings.bootstrap_servers) as lag:
@@ -58,10 +59,11 @@ async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
             task = progress.add_task("indexing", total=None)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                remaining = sum(p.lag for p in await lag.read(settings.events_topic, settings.consumer_group))
+                hops = await read_pipeline_lag(lag, settings)
+                remaining = sum(hop.lag for hop in hops)
                 first = remaining if first is None else max(first, remaining)
                 progress.update(task, total=first, completed=first - remaining)
-                if remaining == 0:
+                if drained(hops):
                     return
                 await asyncio.sleep(0.5)
     raise TimeoutError(
@@ -188,7 +190,7 @@ def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the 
         signal.signal(sig, lambda *_: stop.set())
     group.start()
     group.wait_ready()
-    console.print(f"{consumers} consumer(s) indexing {settings.events_topic} into {settings.collection}")
+    console.print(f"{consumers} consumer(s) indexing {settings.input_topic} into {settings.collection}")
     while not stop.wait(timeout=2):
         group.check()
     console.print("stopping: finishing the batches in flight")
@@ -221,32 +223,33 @@ async def _status(settings: Settings) -> tuple[list, int, int]:
     import chromadb
 
     from consumers.sink import open_collection
+    from streams.hops import read_pipeline_lag
     from streams.lag import LagReader
 
     async with LagReader(settings.bootstrap_servers) as lag:
-        partitions = await lag.read(settings.events_topic, settings.consumer_group)
+        hops = await read_pipeline_lag(lag, settings)
     client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
     collection = await open_collection(client, settings.collection)
     chunks = await collection.count()
     # Every indexed document has exactly one chunk with index 0.
     documents = len((await collection.get(where={"chunk_index": 0}, include=[]))["ids"])
-    return partitions, documents, chunks
+    return hops, documents, chunks
 
 
 @app.command()
 def status() -> None:
     """Topics, partitions, committed offsets, lag, and what the index holds."""
     settings = _settings()
-    partitions, documents, chunks = asyncio.run(_status(settings))
-    table = Table(title=f"{settings.events_topic} → group {settings.consumer_group}")
-    for column in ("partition", "committed", "end", "lag"):
-        table.add_column(column, justify="right")
-    for p in partitions:
-        table.add_row(
-            str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end_offset), str(p.lag)
-        )
-    console.print(table)
-    console.print(f"lag in total: {sum(p.lag for p in partitions)}")
+    hops, documents, chunks = asyncio.run(_status(settings))
+    for hop in hops:
+        table = Table(title=f"{hop.hop.name}: {hop.hop.topic} → group {hop.hop.group}")
+        for column in ("partition", "committed", "end", "lag"):
+            table.add_column(column, justify="right")
+        for p in hop.partitions:
+            committed = "-" if p.committed is None else str(p.committed)
+            table.add_row(str(p.partition), committed, str(p.end_offset), str(p.lag))
+        console.print(table)
+    console.print(f"lag in total: {sum(hop.lag for hop in hops)}")
     console.print(f"index {settings.collection!r}: {documents} documents, {chunks} chunks")
 
 

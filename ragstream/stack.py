@@ -1,4 +1,4 @@
-"""The whole system on one machine: broker, Chroma, consumers and API as background processes.
+"""The whole system on one machine: broker, Chroma, changes stage, consumers and API as processes.
 
 ``ragstream up`` starts what is not running yet; ``ragstream down`` stops all of it, also from
 another shell, through the pid files under the state folder.
@@ -43,7 +43,11 @@ class LocalStack:
             [sys.executable, "-m", "ragstream", *args],
             log_file=self.state / "logs" / f"{name}.log",
             pid_file=self.state / "pids" / f"{name}.pid",
+            env=self.settings.to_env(),
         )
+
+    def stage_process(self) -> ManagedProcess:
+        return self._ragstream("streams", "streams")
 
     def consumer_process(self) -> ManagedProcess:
         return self._ragstream("consumers", "consume", "--consumers", str(self.consumers))
@@ -61,17 +65,26 @@ class LocalStack:
         self.broker().start()
         self.chroma().start()
 
+    def worker_processes(self) -> dict[str, ManagedProcess]:
+        """What reads the topics and serves queries, by name; the stage only when consumers read it."""
+        workers = {"consumers": self.consumer_process(), "API": self.api_process()}
+        if self.settings.consumer_input == "changes":
+            workers = {"changes stage": self.stage_process(), **workers}
+        return workers
+
     def start_workers(self, timeout: float = 300) -> None:
-        """Consumers and the API; returns once the API says it is ready."""
-        consumers, api = self.consumer_process(), self.api_process()
-        consumers.start()
-        api.start()
+        """The stage, the consumers and the API; returns once the API says it is ready."""
+        workers = self.worker_processes()
+        for process in workers.values():
+            process.start()
+        api = workers["API"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not api.is_running():
-                raise RuntimeError(f"the API exited; its log ends with:\n{api.log_tail()}")
-            if not consumers.is_running():
-                raise RuntimeError(f"the consumers exited; their log ends with:\n{consumers.log_tail()}")
+            for name, process in workers.items():
+                if not process.is_running():
+                    raise RuntimeError(
+                        f"the {name} exited; the end of {process.log_file}:\n{process.log_tail()}"
+                    )
             try:
                 if httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200:
                     return
@@ -88,6 +101,7 @@ class LocalStack:
         parts: list[tuple[str, ManagedProcess | KafkaBroker | ChromaServer]] = [
             ("API", self.api_process()),
             ("consumers", self.consumer_process()),
+            ("changes stage", self.stage_process()),
             ("Chroma", self.chroma()),
             ("Kafka", self.broker()),
         ]

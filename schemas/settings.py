@@ -59,10 +59,17 @@ class Settings(BaseSettings):
     streams_session_timeout_s: float = Field(
         default=10.0, gt=0, description="how soon a stage that died is noticed and its partitions reassigned"
     )
+    streams_commit_interval_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="how often the stage commits; a read-your-writes search waits for the stage's commit",
+    )
 
     # Consumers
     consumer_input: Literal["events", "changes"] = Field(
-        default="events", description="what the indexing consumers read: raw events, or the stage's output"
+        default="changes",
+        description="what the indexing consumers read: the changes stage's output (validated, normalised, "
+        "deduplicated; needs `ragstream streams` running), or the raw events",
     )
     consumers: int = Field(default=1, ge=1)
     consumer_num_cpus: float = Field(default=1.0, ge=0, description="Ray CPUs reserved per consumer actor")
@@ -138,3 +145,19 @@ class Settings(BaseSettings):
     @property
     def chroma_url(self) -> str:
         return f"http://{self.chroma_host}:{self.chroma_port}"
+
+    def to_env(self) -> dict[str, str]:
+        """The ``RAGSTREAM_*`` variables that give a child process these settings.
+
+        Scalar settings only (text, numbers, paths, flags, secrets); structured ones such as the
+        API keys are left to the environment the child inherits.
+        """
+        env = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, bool):
+                env[f"RAGSTREAM_{name.upper()}"] = "true" if value else "false"
+            elif isinstance(value, str | int | float | Path):
+                env[f"RAGSTREAM_{name.upper()}"] = str(value)
+        return env

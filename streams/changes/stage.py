@@ -54,7 +54,7 @@ class ChangesStage:
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=s.streams_session_timeout_s,
             broker_heartbeat_interval=max(1.0, s.streams_session_timeout_s / 4),
-            broker_commit_interval=1.0,
+            broker_commit_interval=s.streams_commit_interval_s,
             producer_acks=-1,
             producer_max_request_size=max_bytes,
             consumer_max_fetch_size=max_bytes,

@@ -24,6 +24,8 @@ def fault_settings(bootstrap_servers: str, chroma_port: int, **overrides) -> Set
         fetch_max_records=64,
         consumer_num_cpus=0.5,
         torch_threads=1,
+        # The consumers on their own; the stage's scenarios switch this to "changes".
+        consumer_input="events",
     )
     values.update(overrides)
     return Settings(**values)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from fault_oracle import differences, event_stream, expected_index
 from fault_settings import fault_settings
+from stage_process import StageProcess
 
 from consumers.chunking import Chunker
 from schemas import DocumentEvent, EventOp, Settings
@@ -26,51 +23,6 @@ from streams.lag import LagReader
 from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class StageProcess:
-    """`python -m ragstream streams` with the test's settings in its environment."""
-
-    def __init__(self, settings: Settings, log_file: Path) -> None:
-        self.settings = settings
-        self.log_file = log_file
-        self.process: subprocess.Popen | None = None
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
-        for name, value in self.settings.model_dump().items():
-            if isinstance(value, str | int | float | Path) and not isinstance(value, bool):
-                env[f"RAGSTREAM_{name.upper()}"] = str(value)
-        return env
-
-    def start(self) -> None:
-        with self.log_file.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ragstream", "streams"],
-                cwd=REPO,
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def assert_running(self) -> None:
-        assert self.process is not None and self.process.poll() is None, self.log_file.read_text()[-4000:]
 
 
 def stage_settings(bootstrap_servers: str, tmp_path: Path, chroma_port: int = 8000, **overrides) -> Settings:

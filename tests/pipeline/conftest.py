@@ -10,11 +10,13 @@ import uuid
 import httpx
 import pytest
 import ray
+from stage_process import StageProcess
 
 from consumers.actors import ConsumerGroup
 from consumers.embedder import Embedder
 from query_api import create_app
 from schemas import Settings
+from streams.hops import HopLag, drained, read_pipeline_lag
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
 from streams.topics import ensure_topics
@@ -22,25 +24,37 @@ from streams.watcher import FolderWatcher
 
 
 @pytest.fixture(scope="session")
-def pipeline_settings(kafka_broker, chroma_server) -> Settings:
+def pipeline_settings(kafka_broker, chroma_server, tmp_path_factory) -> Settings:
+    """The default topology: events → changes stage → docs.changes → indexers."""
     return Settings(
         bootstrap_servers=kafka_broker.bootstrap_servers,
         chroma_port=chroma_server.port,
         events_topic="e2e.events",
+        changes_topic="e2e.changes",
         dlq_topic="e2e.dlq",
         stats_topic="e2e.stats",
         chunks_topic="e2e.chunks",
         consumer_group="e2e-indexer",
+        streams_app_id="e2e-stage",
         collection="e2e",
         partitions=6,
         chunk_size=1000,
         chunk_overlap=100,
+        state_dir=tmp_path_factory.mktemp("pipeline-state"),
     )
 
 
 @pytest.fixture(scope="session")
-async def consumer_group(pipeline_settings):
+async def changes_stage(pipeline_settings):
     await ensure_topics(pipeline_settings)
+    stage = StageProcess(pipeline_settings, pipeline_settings.state_dir / "stage.log")
+    stage.start()
+    yield stage
+    stage.stop()
+
+
+@pytest.fixture(scope="session")
+async def consumer_group(pipeline_settings, changes_stage):
     group = ConsumerGroup(pipeline_settings, count=2)
     group.start()
     await asyncio.to_thread(group.wait_ready)
@@ -72,29 +86,41 @@ async def publisher(pipeline_settings):
 class Pipeline:
     """What a test does to the running system and reads back from it."""
 
-    def __init__(self, settings: Settings, api: httpx.AsyncClient, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        api: httpx.AsyncClient,
+        publisher: EventPublisher,
+        changes_stage: StageProcess,
+    ) -> None:
         self.settings = settings
         self.api = api
         self.publisher = publisher
+        self.changes_stage = changes_stage
 
-    async def lag(self):
+    async def lag(self) -> list[HopLag]:
+        """Every hop's lag, upstream (the changes stage on the events topic) first."""
         async with LagReader(self.settings.bootstrap_servers) as reader:
-            return await reader.read(self.settings.events_topic, self.settings.consumer_group)
+            return await read_pipeline_lag(reader, self.settings)
+
+    async def events_published(self) -> int:
+        return sum(p.end_offset for p in (await self.lag())[0].partitions)
 
     async def drain(self, timeout: float = 240) -> None:
-        """Wait until every partition's committed offset reaches its end offset (every event is in
-        the index), then, briefly, until the consumers' counters read through the API catch up."""
+        """Wait until every hop's committed offsets reach their end offsets (every event is in the
+        index), then, briefly, until the consumers' counters read through the API catch up."""
         deadline = time.monotonic() + timeout
         while True:
-            partitions = await self.lag()
-            if all((p.committed or 0) == p.end_offset for p in partitions):
+            hops = await self.lag()
+            self.changes_stage.assert_running()
+            if drained(hops):
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"pipeline did not drain in {timeout}s: {partitions}")
+                raise TimeoutError(f"pipeline did not drain in {timeout}s: {hops}")
             await asyncio.sleep(0.3)
         # Counters travel through the stats topic a moment after the commit; tests that read
         # them assert on them, so a counter that never catches up still fails its test.
-        published = sum(p.end_offset for p in partitions)
+        published = sum(p.end_offset for p in hops[-1].partitions)
         counters_deadline = time.monotonic() + 30
         while time.monotonic() < counters_deadline:
             if await self.metric("ragstream_events_consumed_total") >= published:
@@ -120,8 +146,8 @@ class Pipeline:
 
 
 @pytest.fixture(scope="session")
-async def pipeline(pipeline_settings, api, publisher) -> Pipeline:
-    return Pipeline(pipeline_settings, api, publisher)
+async def pipeline(pipeline_settings, api, publisher, changes_stage) -> Pipeline:
+    return Pipeline(pipeline_settings, api, publisher, changes_stage)
 
 
 class WatchedFolder:

@@ -109,11 +109,16 @@ async def test_committed_offsets_reach_the_end_offsets_once_drained(pipeline):
         upsert(unique("offsets"), f"Offset check document {i}.") for i in range(30)
     )
     await pipeline.drain()
-    partitions = await pipeline.lag()
-    assert len(partitions) == pipeline.settings.partitions
-    for partition in partitions:
-        if partition.end_offset:
-            assert partition.committed == partition.end_offset and partition.lag == 0
+    hops = await pipeline.lag()
+    assert [hop.hop.topic for hop in hops] == [
+        pipeline.settings.events_topic,
+        pipeline.settings.changes_topic,
+    ]
+    for hop in hops:
+        assert len(hop.partitions) == pipeline.settings.partitions
+        for partition in hop.partitions:
+            if partition.end_offset:
+                assert partition.committed == partition.end_offset and partition.lag == 0
 
 
 async def test_bad_events_go_to_the_dead_letter_topic_and_their_neighbours_are_indexed(pipeline):

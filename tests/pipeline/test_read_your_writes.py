@@ -155,10 +155,17 @@ async def test_freshness_reports_every_partition_with_no_lag_after_drain(pipelin
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["topic"] == pipeline.settings.events_topic
+    assert body["topic"] == pipeline.settings.changes_topic
     assert body["lag"] == 0
     assert body["oldest_unindexed_age_s"] is None
     assert body["last_indexed_at"] is not None and body["last_indexed_age_s"] >= 0
-    partitions = body["partitions"]
-    assert [p["partition"] for p in partitions] == list(range(pipeline.settings.partitions))
-    assert all(p["lag"] == 0 and (p["committed"] or 0) == p["end_offset"] for p in partitions)
+    hops = body["hops"]
+    assert [(hop["name"], hop["topic"]) for hop in hops] == [
+        ("changes stage", pipeline.settings.events_topic),
+        ("indexer", pipeline.settings.changes_topic),
+    ]
+    for hop in hops:
+        partitions = hop["partitions"]
+        assert [p["partition"] for p in partitions] == list(range(pipeline.settings.partitions))
+        assert all(p["lag"] == 0 and (p["committed"] or 0) == p["end_offset"] for p in partitions)
+    assert body["partitions"] == hops[-1]["partitions"]

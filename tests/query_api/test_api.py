@@ -111,6 +111,7 @@ def api_settings(kafka_broker: Any, chroma_server: Any) -> Settings:
         dlq_topic=f"api-{suffix}.dlq",
         stats_topic=f"api-{suffix}.stats",
         consumer_group=f"api-{suffix}-indexer",
+        consumer_input="events",
         partitions=2,
     )
 
@@ -418,7 +419,7 @@ async def test_metrics_report_the_consumer_groups_lag_per_partition(
     async with committer:
         await committer.commit({TopicPartition(events, 0): 1})
 
-    text = await _wait_for_metric(api, 'ragstream_consumer_lag{partition="0"} 2.0')
+    text = await _wait_for_metric(api, 'ragstream_consumer_lag{hop="indexer",partition="0"} 2.0')
 
-    assert 'ragstream_consumer_lag{partition="1"} 1.0' in text.splitlines()
+    assert 'ragstream_consumer_lag{hop="indexer",partition="1"} 1.0' in text.splitlines()
     assert "# TYPE ragstream_consumer_lag gauge" in text
