@@ -4,6 +4,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install up down status test lint bench clean
 
@@ -29,7 +30,16 @@ down:
 status: install
 	$(BIN)/ragstream status
 
-test: install
+# Debian's Chromium, which the status page's browser test drives headless.
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make test needs Chromium at $@: install Debian's chromium package (sudo apt-get install chromium)" >&2; \
+		exit 1; \
+	fi
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+test: install $(CHROMIUM)
 	$(BIN)/pytest
 
 lint: install

@@ -52,7 +52,7 @@ def latest_per_document(events: Sequence[DocumentEvent]) -> dict[str, DocumentEv
 
 
 def _chunk_metadata(event: DocumentEvent, index: int, count: int) -> Metadata:
-    return {
+    metadata: Metadata = {
         **event.metadata,
         "doc_id": event.doc_id,
         "version": event.version,
@@ -61,6 +61,11 @@ def _chunk_metadata(event: DocumentEvent, index: int, count: int) -> Metadata:
         "source": event.source,
         "content_type": event.content_type,
     }
+    # What the query API restricts a tenant's reads by, in Chroma and (through the chunk log) in
+    # the BM25 index. Absent without a tenant: Chroma stores no nulls.
+    if event.tenant is not None:
+        metadata["tenant"] = event.tenant
+    return metadata
 
 
 def _same_metadata(wanted: Metadata, stored: dict[str, Any]) -> bool:

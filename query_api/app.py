@@ -17,7 +17,9 @@ from fastapi.responses import JSONResponse
 from consumers.embedder import Embedder
 from consumers.sink import open_collection
 from query_api.answers import router as answers_router
+from query_api.auth import ApiKeyMiddleware
 from query_api.chunk_log_view import ChunkLogView
+from query_api.feedback import router as feedback_router
 from query_api.freshness import router as freshness_router
 from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
@@ -26,6 +28,7 @@ from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
 from query_api.stats import StatsTail
+from query_api.status_page import router as status_page_router
 from schemas.settings import Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
@@ -121,8 +124,12 @@ def create_app(
     app.include_router(router)
     app.include_router(answers_router)
     app.include_router(ingest_router)
+    app.include_router(feedback_router)
     app.include_router(freshness_router)
+    app.include_router(status_page_router)
     app.add_exception_handler(httpx.TransportError, _index_unreachable)
+    # On the path, not per router: every /v1 route, today's and any added later, needs a key.
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     return app
 
 

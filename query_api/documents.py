@@ -5,14 +5,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from query_api.models import DocumentInfo
+from query_api.tenancy import UNRESTRICTED, TenantScope
 
 if TYPE_CHECKING:
     from chromadb.api.models.AsyncCollection import AsyncCollection
 
 
-async def document_info(collection: AsyncCollection, doc_id: str) -> DocumentInfo | None:
-    """Version, chunk count and indexing time of ``doc_id``; None when it has no chunks."""
-    result = await collection.get(where={"doc_id": doc_id}, include=["metadatas"])
+async def document_info(
+    collection: AsyncCollection, doc_id: str, scope: TenantScope = UNRESTRICTED
+) -> DocumentInfo | None:
+    """Version, chunk count and indexing time of ``doc_id`` as ``scope`` names and sees it; None
+    when it has no chunks there."""
+    where: Any = {"doc_id": scope.stored_id(doc_id)}
+    if scope.tenant is not None:
+        where = {"$and": [where, {"tenant": scope.tenant}]}
+    result = await collection.get(where=where, include=["metadatas"])
     metadatas: list[Any] = list(result["metadatas"] or [])
     if not metadatas:
         return None

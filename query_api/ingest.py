@@ -13,9 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from query_api.auth import CallerDep
 from query_api.consistency import ConsistencyToken
 from query_api.models import DocumentWrite, WriteReceipt
 from query_api.services import Services, get_services
+from query_api.tenancy import TenantScope
 from schemas import DocumentEvent, EventOp
 
 __all__ = ["router"]
@@ -45,8 +47,12 @@ _WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
         }
     },
 )
-async def put_document(doc_id: str, request: Request, services: ServicesDep) -> WriteReceipt:
-    """Create or replace a document; answered once Kafka has the event, before it is indexed."""
+async def put_document(
+    doc_id: str, request: Request, services: ServicesDep, caller: CallerDep
+) -> WriteReceipt:
+    """Create or replace a document; answered once Kafka has the event, before it is indexed.
+
+    With a tenant's key the document is that tenant's: no field of the body can say otherwise."""
     limit = services.settings.max_document_bytes
     raw = await _read_body(request, limit + ENVELOPE_BYTES, limit)
     try:
@@ -57,23 +63,25 @@ async def put_document(doc_id: str, request: Request, services: ServicesDep) -> 
     if size > limit:
         raise _too_large(size, limit)
     fields = write.model_dump(exclude_none=True)
-    return await _publish(services, _event(doc_id, op=EventOp.UPSERT, **fields))
+    return await _publish(services, _event(doc_id, caller.tenant, op=EventOp.UPSERT, **fields))
 
 
 @router.delete("/v1/documents/{doc_id:path}", status_code=202, responses=_WRITE_RESPONSES)
 async def delete_document(
     doc_id: str,
     services: ServicesDep,
+    caller: CallerDep,
     version: Annotated[int | None, Query(ge=0, description="the time in µs when unset")] = None,
 ) -> WriteReceipt:
-    """Remove a document; answered once Kafka has the event, before it is indexed."""
+    """Remove a document; answered once Kafka has the event, before it is indexed. With a
+    tenant's key, only that tenant's document of this id."""
     fields = {} if version is None else {"version": version}
-    return await _publish(services, _event(doc_id, op=EventOp.DELETE, **fields))
+    return await _publish(services, _event(doc_id, caller.tenant, op=EventOp.DELETE, **fields))
 
 
-def _event(doc_id: str, **fields: Any) -> DocumentEvent:
+def _event(doc_id: str, tenant: str | None, **fields: Any) -> DocumentEvent:
     try:
-        return DocumentEvent(doc_id=doc_id, **fields)
+        return DocumentEvent(doc_id=TenantScope(tenant).stored_id(doc_id), tenant=tenant, **fields)
     except ValidationError as exc:
         raise _invalid(exc, "body", path_fields=frozenset({"doc_id"})) from None
 
@@ -91,7 +99,8 @@ async def _publish(services: Services, event: DocumentEvent) -> WriteReceipt:
         ) from exc
     token = ConsistencyToken(receipt.topic, receipt.partition, receipt.offset)
     return WriteReceipt(
-        doc_id=event.doc_id,
+        # Named as the caller named it, without its tenant's prefix.
+        doc_id=TenantScope(event.tenant).visible_id(event.doc_id),
         event_id=event.event_id,
         version=event.version,
         partition=receipt.partition,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -173,6 +174,10 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    request_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        description="names this search in POST /v1/feedback, together with a hit's doc_id",
+    )
     query: str
     k: int
     offset: int

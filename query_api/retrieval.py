@@ -17,6 +17,7 @@ from query_api.models import RetrieverHit, SearchHit, SearchRequest, SearchRespo
 from query_api.rerank import RerankerUnavailable
 from query_api.search import vector_candidates
 from query_api.services import Services
+from query_api.tenancy import UNRESTRICTED, TenantScope
 
 __all__ = ["LexicalIndexNotReady", "search"]
 
@@ -27,8 +28,11 @@ class LexicalIndexNotReady(Exception):
     """The BM25 index has not replayed the chunk log yet; lexical-only results would be partial."""
 
 
-async def search(services: Services, request: SearchRequest) -> SearchResponse:
-    """Answer ``request``; the caller has checked that ``k + offset`` is within the candidate depth."""
+async def search(
+    services: Services, request: SearchRequest, scope: TenantScope = UNRESTRICTED
+) -> SearchResponse:
+    """Answer ``request`` from the documents ``scope`` may see; the caller has checked that
+    ``k + offset`` is within the candidate depth."""
     started = time.perf_counter()
     settings = services.settings
     rerank = settings.rerank if request.rerank is None else request.rerank
@@ -42,7 +46,8 @@ async def search(services: Services, request: SearchRequest) -> SearchResponse:
     else:
         # One ranking alone does not depend on depth; fetch just what the page (and reranker) reads.
         depth = max(window, settings.rerank_depth if rerank else 0)
-    candidates = await _candidates(services, request, depth, SearchFilter.from_request(request))
+    search_filter = scope.restrict(SearchFilter.from_request(request))
+    candidates = await _candidates(services, request, depth, search_filter)
     if rerank and services.reranker is not None:
         head = candidates[: settings.rerank_depth]
         reranked = await asyncio.to_thread(services.reranker.rerank, request.query, head)
@@ -53,7 +58,7 @@ async def search(services: Services, request: SearchRequest) -> SearchResponse:
         offset=request.offset,
         mode=request.mode,
         reranked=rerank,
-        hits=candidates[request.offset : window],
+        hits=[scope.hit(hit) for hit in candidates[request.offset : window]],
         took_ms=(time.perf_counter() - started) * 1000,
     )
 

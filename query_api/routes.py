@@ -13,11 +13,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from query_api import retrieval
+from query_api.auth import CallerDep
 from query_api.consistency import ConsistencyToken, IndexBehind, InvalidToken, wait_until_indexed
 from query_api.documents import document_info
 from query_api.models import DocumentInfo, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
 from query_api.services import Services, get_services
+from query_api.tenancy import TenantScope
 
 router = APIRouter()
 
@@ -38,6 +40,7 @@ READINESS_TIMEOUT_S = 3.0
 async def search(
     body: SearchRequest,
     services: ServicesDep,
+    caller: CallerDep,
     consistent_with: Annotated[
         str | None, Query(max_length=2048, description="the same as the body's consistent_with")
     ] = None,
@@ -59,7 +62,7 @@ async def search(
         )
     await _wait_for_write(services, body, consistent_with)
     try:
-        return await retrieval.search(services, body)
+        return await retrieval.search(services, body, TenantScope(caller.tenant))
     except RerankerUnavailable as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     except retrieval.LexicalIndexNotReady as exc:
@@ -86,9 +89,9 @@ async def _wait_for_write(services: Services, body: SearchRequest, from_query: s
 
 
 @router.get("/v1/documents/{doc_id:path}", responses={404: {"description": "No chunk of the document"}})
-async def get_document(doc_id: str, services: ServicesDep) -> DocumentInfo:
+async def get_document(doc_id: str, services: ServicesDep, caller: CallerDep) -> DocumentInfo:
     """The indexed version of one document."""
-    info = await document_info(services.collection, doc_id)
+    info = await document_info(services.collection, doc_id, TenantScope(caller.tenant))
     if info is None:
         raise HTTPException(status_code=404, detail=f"document {doc_id!r} is not in the index")
     return info

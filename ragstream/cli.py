@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ragstream.api_key_cli import api_key_app
 from ragstream.dlq_cli import dlq_app
 from schemas import DocumentEvent, Settings
 
@@ -22,6 +24,7 @@ app = typer.Typer(
     help="Real-time retrieval for RAG: Kafka → Ray consumers → Chroma → HTTP search.", no_args_is_help=True
 )
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(api_key_app, name="api-key")
 console = Console()
 
 PUBLISH_BATCH = 200
@@ -98,7 +101,8 @@ def up(
         asyncio.run(_publish(settings, events, f"publishing {len(events)} Wikipedia articles"))
         asyncio.run(_wait_until_indexed(settings, timeout=900))
     console.print(
-        f"\nSearch it:\n  curl -s {stack.api_url}/v1/search -H 'content-type: application/json' "
+        f"\nSearch it in a browser, with live lag and freshness: {stack.api_url}/\n"
+        f"or:\n  curl -s {stack.api_url}/v1/search -H 'content-type: application/json' "
         """-d '{"query": "painting about the bombing of a Basque town", "k": 3}'\n"""
         f"API docs: {stack.api_url}/docs    Index status: ragstream status    Stop: make down"
     )
@@ -198,14 +202,24 @@ def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the 
 
 
 @app.command()
-def streams() -> None:
-    """Run the changes stage (faust): validate, normalise and deduplicate events into the changes topic."""
+def streams(
+    worker: Annotated[
+        bool, typer.Option("--worker", hidden=True, help="run the faust worker itself, unsupervised")
+    ] = False,
+) -> None:
+    """Run the changes stage (faust): validate, normalise and deduplicate events into the changes topic.
+
+    The faust worker runs in a child process that is started again whenever it exits."""
     from streams.changes import run_stage
+    from streams.changes.supervisor import supervise
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
+    if worker:
+        run_stage(settings)
+        return
     console.print(f"changes stage: {settings.events_topic} → {settings.changes_topic}")
-    run_stage(settings)
+    raise typer.Exit(supervise([sys.executable, "-m", "ragstream", "streams", "--worker"]))
 
 
 @app.command()
@@ -266,14 +280,32 @@ def evaluate(
     ] = False,
     seed: Annotated[int, typer.Option(help="seed of the case sample")] = 0,
     results_dir: Annotated[Path, typer.Option(help="where the JSON report goes")] = Path("bench/results"),
+    from_feedback: Annotated[
+        bool,
+        typer.Option(
+            "--from-feedback",
+            help="evaluate the live index on the cases confirmed in the feedback topic instead",
+        ),
+    ] = False,
 ) -> None:
     """Retrieval evaluation: Wikipedia short descriptions as queries, their article the relevant
-    document, indexed through the pipeline on a private broker and Chroma, searched through the API."""
+    document, indexed through the pipeline on a private broker and Chroma, searched through the API.
+
+    With --from-feedback: the (query, document) pairs that feedback confirmed (a correct_doc_id, or
+    a rating of 1 on a result), searched on the running stack's index."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if from_feedback:
+        if articles is not None or queries is not None or sweep:
+            raise typer.BadParameter(
+                "--articles, --queries and --sweep belong to the Wikipedia evaluation, not --from-feedback"
+            )
+        _evaluate_feedback(results_dir)
+        return
+
     import ray
 
     from query_api.evaluation import EvaluationOptions, print_report, run_evaluation
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = EvaluationOptions(
         articles=articles, queries=queries, seed=seed, sweep=sweep, results_dir=results_dir
     )
@@ -282,3 +314,16 @@ def evaluate(
     finally:
         ray.shutdown()
     print_report(report, console)
+
+
+def _evaluate_feedback(results_dir: Path) -> None:
+    from query_api.evaluation import NoFeedbackCases, print_feedback_report, run_feedback_evaluation
+
+    try:
+        report = run_feedback_evaluation(
+            _settings(), results_dir, say=lambda line: console.print(f"[dim]{line}[/]")
+        )
+    except NoFeedbackCases as exc:
+        console.print(f"[yellow]nothing to evaluate[/]: {exc}")
+        raise typer.Exit(code=1) from None
+    print_feedback_report(report, console)

@@ -22,10 +22,15 @@ SCHEMA_VERSION = 1
 #: Metadata values must be flat scalars: Chroma stores nothing else.
 MetadataValue = str | int | float | bool
 
-#: Metadata keys the pipeline writes itself; a source may not set them.
+#: Metadata keys the pipeline writes itself; a source may not set them. ``tenant`` above all:
+#: it decides who may read a chunk, so only the event's own ``tenant`` field may set it.
 RESERVED_METADATA_KEYS = frozenset(
-    {"doc_id", "version", "chunk_index", "source", "content_type", "indexed_at"}
+    {"doc_id", "version", "chunk_index", "source", "content_type", "indexed_at", "tenant"}
 )
+
+#: A tenant name: no "/" (it starts the tenant's doc_id namespace) and no "@" or "," (it is
+#: written after "@" in the comma-separated RAGSTREAM_API_KEYS).
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
 class EventOp(StrEnum):
@@ -64,6 +69,11 @@ class DocumentEvent(BaseModel):
         Field(default_factory=_default_version)
     )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    tenant: Annotated[str, Field(pattern=TENANT_PATTERN)] | None = Field(
+        default=None,
+        description="The tenant that owns the document; only its API keys (and keys without a "
+        'tenant) see it. Its doc_id must start with "<tenant>/". None: no tenant, as before tenants.',
+    )
 
     @field_validator("doc_id")
     @classmethod
@@ -93,8 +103,23 @@ class DocumentEvent(BaseModel):
             raise ValueError("an upsert needs non-empty content")
         return self
 
+    @model_validator(mode="after")
+    def _doc_id_is_in_its_tenants_namespace(self) -> DocumentEvent:
+        # The doc_id is a document's identity everywhere (Kafka key, chunk ids, the changes
+        # stage's table), so two tenants' documents can only stay apart if their ids differ.
+        if self.tenant is not None and (
+            not self.doc_id.startswith(f"{self.tenant}/") or self.doc_id == f"{self.tenant}/"
+        ):
+            raise ValueError(
+                f"a document of tenant {self.tenant!r} needs a doc_id starting with '{self.tenant}/'"
+            )
+        return self
+
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        # Without a tenant the event is written as before tenants existed, so that readers not
+        # yet upgraded (which refuse unknown fields) keep reading every event that has none.
+        exclude = {"tenant"} if self.tenant is None else None
+        return orjson.dumps(self.model_dump(mode="json", exclude=exclude))
 
     @classmethod
     def from_json(cls, raw: bytes) -> DocumentEvent:

@@ -6,10 +6,12 @@ Built once in each entry point and passed down; nothing reads the environment at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.api_keys import ApiKeyEntry, parse_api_key_entries
 
 
 class Settings(BaseSettings):
@@ -32,6 +34,9 @@ class Settings(BaseSettings):
         default=1, ge=1, description="with acks=all: replicas that must have a write"
     )
     consumer_group: str = "ragstream-indexer"
+    feedback_topic: str = Field(
+        default="feedback", description="ratings of search results and answers, kept forever"
+    )
 
     # Chroma
     chroma_host: str = "127.0.0.1"
@@ -64,6 +69,12 @@ class Settings(BaseSettings):
         gt=0,
         description="how often the stage commits; a read-your-writes search waits for the stage's commit",
     )
+    streams_stall_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a stage worker whose committed offset on a partition with events waiting has not "
+        "moved for this long is restarted (it replays from the committed offsets)",
+    )
 
     # Consumers
     consumer_input: Literal["events", "changes"] = Field(
@@ -85,6 +96,11 @@ class Settings(BaseSettings):
     # Query API
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_keys: Annotated[tuple[ApiKeyEntry, ...], NoDecode] = Field(
+        default=(),
+        description="hashed API keys, sha256:<hex> or sha256:<hex>@<tenant>, separated by commas; "
+        "when set, every /v1 route needs one of the keys; none = the API is open",
+    )
     read_your_writes_timeout_s: float = Field(
         default=5.0, ge=0, description="longest a search with consistent_with waits for the index"
     )
@@ -136,6 +152,16 @@ class Settings(BaseSettings):
     answer_extractive_sentences: int = Field(
         default=2, ge=1, le=10, description="sentences an extractive answer quotes"
     )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        # From the environment: one string, "sha256:…@tenant,sha256:…" (NoDecode keeps it whole).
+        if isinstance(value, str):
+            return parse_api_key_entries(value)
+        if isinstance(value, list | tuple):
+            return tuple(ApiKeyEntry.parse(item) if isinstance(item, str) else item for item in value)
+        return value
 
     @property
     def input_topic(self) -> str:

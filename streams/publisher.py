@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from schemas import DocumentEvent
 
@@ -72,3 +73,9 @@ class EventPublisher:
             PublishReceipt(doc_id, meta.topic, meta.partition, meta.offset)
             for (doc_id, _), meta in zip(sent, metadata, strict=True)
         ]
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> RecordMetadata:
+        """Send one pre-encoded record to any topic through the same producer (the API's
+        feedback), and wait for its acknowledgement."""
+        delivery = await self._producer.send(topic, value=value, key=key)
+        return await delivery

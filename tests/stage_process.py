@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from schemas import Settings
@@ -14,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class StageProcess:
-    """`python -m ragstream streams` with the test's settings in its environment."""
+    """`python -m ragstream streams` with the test's settings in its environment: a supervisor and
+    the faust worker it runs, in a process group of their own."""
 
     def __init__(self, settings: Settings, log_file: Path) -> None:
         self.settings = settings
@@ -33,12 +35,32 @@ class StageProcess:
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def kill(self) -> None:
+        """SIGKILL the supervisor and its worker at once, as a crash of the machine's stage would."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def worker_pid(self, other_than: int | None = None, timeout: float = 60) -> int:
+        """The pid of the faust worker the supervisor runs now (once it is not ``other_than``)."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = [int(pid) for pid in children.read_text().split() if int(pid) != other_than]
+            if pids:
+                return pids[0]
+            time.sleep(0.1)
+        raise TimeoutError(f"the stage supervisor has started no (new) worker in {timeout} s")
+
+    def kill_worker(self) -> int:
+        """SIGKILL only the faust worker, as a crash of it would; returns its pid."""
+        pid = self.worker_pid()
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -9,7 +9,7 @@ from typing import cast
 
 from langchain_core.runnables.utils import AddableDict
 
-from query_api.answers.chain import ChainState, build_answer_chain
+from query_api.answers.chain import ChainState, Retriever, build_answer_chain
 from query_api.answers.citations import CitationParser
 from query_api.answers.errors import AnswerError, GeneratorNotConfigured, UnknownTemplate
 from query_api.answers.extractive import ExtractiveGenerator
@@ -21,6 +21,7 @@ from query_api.answers.passages import retrieve_passages
 from query_api.answers.prompt import Passage
 from query_api.answers.templates import AnswerTemplate, TemplateLibrary
 from query_api.services import Services
+from query_api.tenancy import UNRESTRICTED, TenantScope
 
 
 class Answerer:
@@ -48,18 +49,21 @@ class Answerer:
             self._generators[name] = self._build_generator(name)
         return self._generators[name]
 
-    async def answer(self, request: AnswerRequest) -> AnswerResponse:
+    async def answer(self, request: AnswerRequest, scope: TenantScope = UNRESTRICTED) -> AnswerResponse:
+        """The answer to ``request``, from the passages ``scope`` may see."""
         started = time.perf_counter()
         template, generator = self.template(request.template), self.generator(request.generator)
-        chain = build_answer_chain(self._retrieve, template, generator)
+        chain = build_answer_chain(self._retriever(scope), template, generator)
         state = await chain.ainvoke({"question": request.query, "k": request.k})
         return _response(state, template, generator, started)
 
-    async def stream(self, request: AnswerRequest) -> AsyncGenerator[str | AnswerResponse, None]:
+    async def stream(
+        self, request: AnswerRequest, scope: TenantScope = UNRESTRICTED
+    ) -> AsyncGenerator[str | AnswerResponse, None]:
         """The answer's pieces as generated, then the whole response."""
         started = time.perf_counter()
         template, generator = self.template(request.template), self.generator(request.generator)
-        chain = build_answer_chain(self._retrieve, template, generator, stream=True)
+        chain = build_answer_chain(self._retriever(scope), template, generator, stream=True)
         state = AddableDict()
         # Closed explicitly when the consumer stops early: that is what stops the generation.
         stream = cast(
@@ -73,8 +77,11 @@ class Answerer:
                 state = state + AddableDict(chunk)
         yield _response(state, template, generator, started)
 
-    async def _retrieve(self, question: str, k: int) -> list[Passage]:
-        return await retrieve_passages(self.services, question, k)
+    def _retriever(self, scope: TenantScope) -> Retriever:
+        async def retrieve(question: str, k: int) -> list[Passage]:
+            return await retrieve_passages(self.services, question, k, scope)
+
+        return retrieve
 
     def _build_generator(self, name: GeneratorName) -> Generator:
         settings = self.services.settings

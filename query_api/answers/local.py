@@ -141,8 +141,13 @@ class LocalGenerator:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
+        generated = 0
+
         class StopWhenSet(StoppingCriteria):
+            # Asked once per new token.
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                nonlocal generated
+                generated += 1
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
         sampling: dict[str, Any] = (
@@ -169,3 +174,9 @@ class LocalGenerator:
             # The reader waits for the streamer's end; without it a failed generation would hang.
             streamer.end()
             raise
+        if stop.is_set():
+            log.info(
+                "generation stopped after %d of at most %d tokens: its reader went away",
+                generated,
+                self.max_new_tokens,
+            )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -45,6 +46,9 @@ class TemplateRef(BaseModel):
 
 
 class AnswerResponse(BaseModel):
+    answer_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="names this answer in POST /v1/feedback"
+    )
     answer: str
     citations: list[Citation] = Field(description="every passage the generator was given, in prompt order")
     cited: list[int] = Field(description="the passages the answer refers to, by n, in order of first mention")

@@ -6,12 +6,15 @@ from query_api.answers.prompt import Passage
 from query_api.models import SearchHit, SearchRequest
 from query_api.retrieval import search
 from query_api.services import Services
+from query_api.tenancy import UNRESTRICTED, TenantScope
 
 
-async def retrieve_passages(services: Services, question: str, k: int) -> list[Passage]:
-    """The ``k`` best chunks for ``question``, numbered from 1 in rank order."""
+async def retrieve_passages(
+    services: Services, question: str, k: int, scope: TenantScope = UNRESTRICTED
+) -> list[Passage]:
+    """The ``k`` best chunks for ``question`` that ``scope`` may see, numbered from 1 in rank order."""
     # The one place answers choose how to retrieve.
-    response = await search(services, SearchRequest(query=question, k=k, mode="vector"))
+    response = await search(services, SearchRequest(query=question, k=k, mode="vector"), scope)
     return [to_passage(n, hit) for n, hit in enumerate(response.hits, start=1)]
 
 

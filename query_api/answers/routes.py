@@ -13,7 +13,9 @@ from fastapi.sse import EventSourceResponse
 from query_api.answers.answerer import Answerer
 from query_api.answers.errors import AnswerError
 from query_api.answers.models import AnswerRequest, AnswerResponse
+from query_api.auth import CallerDep
 from query_api.services import Services, get_services
+from query_api.tenancy import TenantScope
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,18 @@ def get_answerer(request: Request, services: Annotated[Services, Depends(get_ser
     },
 )
 async def answer(
-    body: AnswerRequest, request: Request, answerer: Annotated[Answerer, Depends(get_answerer)]
+    body: AnswerRequest,
+    request: Request,
+    answerer: Annotated[Answerer, Depends(get_answerer)],
+    caller: CallerDep,
 ) -> Response | AnswerResponse:
     """Retrieve ``k`` passages, prompt the generator with them, and cite what the answer used."""
     stream = body.stream if body.stream is not None else _accepts_events(request)
+    scope = TenantScope(caller.tenant)
     try:
         if not stream:
-            return await answerer.answer(body)
-        events = answerer.stream(body)
+            return await answerer.answer(body, scope)
+        events = answerer.stream(body, scope)
         # Retrieval and the generator's start happen before the first piece: their failures still
         # get a status code instead of an error event.
         first = await anext(events)

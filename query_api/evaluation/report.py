@@ -5,10 +5,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from query_api.evaluation.from_feedback import FeedbackEvaluationReport
 from query_api.evaluation.run import EvaluationReport
 from query_api.evaluation.runner import SWEEP_KS, ModeResult
 
-__all__ = ["print_report"]
+__all__ = ["print_feedback_report", "print_report"]
 
 COLUMNS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")
 
@@ -23,14 +24,7 @@ def print_report(report: EvaluationReport, console: Console) -> None:
         f"{report.shared_query_cases} of {report.cases} cases share their query text with another case "
         "(generic descriptions); MRR is MRR@10"
     )
-    k_table = Table(title="k sweep: recall@k per mode")
-    k_table.add_column("mode")
-    for k in SWEEP_KS:
-        k_table.add_column(f"@{k}", justify="right")
-    for name, result in report.modes.items():
-        if result.available:
-            k_table.add_row(name, *(f"{result.recall_at_k[k]:.3f}" for k in SWEEP_KS))
-    console.print(k_table)
+    console.print(_k_table(report.modes))
     for size, results in report.chunk_sweep.items():
         console.print(_modes_table(f"chunk size {size}", results))
     if report.fusion_sweep:
@@ -64,6 +58,37 @@ def print_report(report: EvaluationReport, console: Console) -> None:
         console.print(line)
     if report.path is not None:
         console.print(f"saved {report.path}")
+
+
+def print_feedback_report(report: FeedbackEvaluationReport, console: Console) -> None:
+    counts = report.counts
+    title = (
+        f"retrieval on feedback: {report.cases} confirmed cases from {report.topic}, "
+        f"index {report.collection!r}, k=10 documents"
+    )
+    console.print(_modes_table(title, report.modes))
+    console.print(
+        f"{counts['feedback']} feedback records → {counts['confirmed_cases']} confirmed (query, document) "
+        f"pairs; confirming a pair again: {counts['duplicates']}, confirming nothing: "
+        f"{counts['unconfirmed']}, unreadable: {counts['unreadable']}; pairs left out because the "
+        f"document is not indexed: {counts['not_indexed']}"
+    )
+    if report.shared_query_cases:
+        console.print(f"{report.shared_query_cases} cases share their query with another case")
+    console.print(_k_table(report.modes))
+    if report.path is not None:
+        console.print(f"saved {report.path}")
+
+
+def _k_table(results: dict[str, ModeResult]) -> Table:
+    table = Table(title="k sweep: recall@k per mode")
+    table.add_column("mode")
+    for k in SWEEP_KS:
+        table.add_column(f"@{k}", justify="right")
+    for name, result in results.items():
+        if result.available:
+            table.add_row(name, *(f"{result.recall_at_k[k]:.3f}" for k in SWEEP_KS))
+    return table
 
 
 def _modes_table(title: str, results: dict[str, ModeResult]) -> Table:

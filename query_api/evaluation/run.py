@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -15,6 +13,7 @@ from typing import Any
 
 from query_api.evaluation.cases import build_cases, shared_query_count
 from query_api.evaluation.index import EvalIndexes, private_services
+from query_api.evaluation.results import new_run_id, save_json, settings_summary
 from query_api.evaluation.runner import MODES, ModeResult, RetrievalMode, evaluate_modes
 from schemas import Settings
 
@@ -98,6 +97,7 @@ class EvaluationReport:
         options["results_dir"] = str(self.options.results_dir)
         best = self.best_fusion()
         return {
+            "source": "wikipedia",
             "run_id": self.run_id,
             "started_at": self.started_at,
             "options": options,
@@ -132,7 +132,7 @@ def run_evaluation(
     from streams.corpus import wiki_articles, wiki_events
 
     started_at = datetime.now(UTC)
-    run_id = started_at.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    run_id = new_run_id(started_at)
     articles = wiki_articles()[: options.articles]
     cases = build_cases(articles, options.queries, options.seed)
     if not cases:
@@ -152,7 +152,7 @@ def run_evaluation(
             run_id=run_id,
             started_at=started_at.isoformat(),
             options=options,
-            settings=_settings_summary(main_settings),
+            settings=settings_summary(main_settings),
             articles=len(articles),
             cases=len(cases),
             shared_query_cases=shared_query_count(cases),
@@ -186,25 +186,5 @@ def run_evaluation(
     return report
 
 
-def _settings_summary(settings: Settings) -> dict[str, Any]:
-    keys = (
-        "model",
-        "precision",
-        "chunk_size",
-        "chunk_overlap",
-        "hybrid_vector_weight",
-        "hybrid_lexical_weight",
-        "hybrid_candidates",
-        "rrf_k",
-        "rerank_model",
-        "rerank_depth",
-        "partitions",
-    )
-    return {key: getattr(settings, key) for key in keys}
-
-
 def _save(report: EvaluationReport, results_dir: Path) -> Path:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / f"eval-{report.run_id}.json"
-    path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-    return path
+    return save_json(report.to_json(), results_dir, f"eval-{report.run_id}")

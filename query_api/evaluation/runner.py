@@ -83,7 +83,9 @@ async def _evaluate(
 ) -> dict[str, ModeResult]:
     from query_api import create_app
 
-    app = create_app(settings, embedder=embedder)
+    # The app lives in this process and is reached by no one else: it needs no API keys, and with
+    # them it would refuse the evaluation's own requests.
+    app = create_app(settings.model_copy(update={"api_keys": ()}), embedder=embedder)
     results: dict[str, ModeResult] = {}
     async with (
         app.router.lifespan_context(app),

@@ -50,6 +50,9 @@ def content_hash(event: DocumentEvent) -> str:
         "source": event.source,
         "metadata": event.metadata,
     }
+    if event.tenant is not None:
+        # Only when set, so that the hashes of documents without a tenant stay what they were.
+        indexed["tenant"] = event.tenant
     return hashlib.sha256(orjson.dumps(indexed, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from schemas import DocumentEvent, EventOp, InvalidEvent, Settings
 from streams.changes.dedupe import Decision, DocumentState, decide, next_state
 from streams.changes.normalise import normalise_event
+from streams.changes.watchdog import StallDetector
 from streams.dlq import DeadLetter
+from streams.lag import LagReader
 
 log = logging.getLogger(__name__)
 
 #: Name of the faust table; its changelog topic is ``{app id}-documents-changelog``.
 TABLE_NAME = "documents"
+
+#: The worker's exit status when the watchdog found a partition without progress (EX_TEMPFAIL).
+STALLED_EXIT_CODE = 75
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
@@ -74,6 +81,10 @@ class ChangesStage:
         self.counts: Counter[str] = Counter()
         self.app.agent(self.events_topic, name="ragstream.changes")(self._process)
         self.app.timer(30.0)(self._log_counts)
+        self._parent_pid = os.getppid()
+        self._stalls = StallDetector(s.streams_stall_timeout_s)
+        self._lag = LagReader(s.bootstrap_servers, client_id=f"{s.streams_app_id}-watchdog")
+        self.app.timer(min(5.0, s.streams_stall_timeout_s / 3))(self._watch)
 
     async def _process(self, stream: faust.StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
@@ -126,6 +137,35 @@ class ChangesStage:
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason)
         self.counts["dead_lettered"] += 1
         await (await self.dlq_topic.send(key=letter.key, value=letter.value, headers=letter.headers()))
+
+    async def _watch(self) -> None:
+        """Exit when the supervisor is gone, or when a partition of ours has stopped progressing
+        (see ``watchdog``): the supervisor restarts the worker from the committed offsets."""
+        if os.getppid() != self._parent_pid:
+            log.error("the supervising process is gone; the worker stops with it")
+            os._exit(1)
+        if self.app.rebalancing or self.app.in_recovery:
+            self._stalls.reset()
+            return
+        ours = {
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.events_topic
+        }
+        try:
+            await self._lag.start()
+            lags = await self._lag.read(self.settings.events_topic, self.settings.streams_app_id)
+        except KafkaError as exc:
+            # The broker is away: no progress is expected, and faust reconnects by itself.
+            log.warning("watchdog: cannot read the group's offsets: %s", exc)
+            self._stalls.reset()
+            return
+        stalls = self._stalls.observe(lag for lag in lags if lag.partition in ours)
+        if stalls:
+            log.error(
+                "no progress on %s of %s; exiting so that the worker is restarted from the committed offsets",
+                "; ".join(map(str, stalls)),
+                self.settings.events_topic,
+            )
+            os._exit(STALLED_EXIT_CODE)
 
     async def _log_counts(self) -> None:
         if self.counts:

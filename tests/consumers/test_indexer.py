@@ -116,3 +116,14 @@ async def test_an_older_version_than_the_indexed_one_is_ignored(indexer, sink):
 async def test_deleting_an_unknown_document_is_a_no_op(indexer, sink):
     result = await indexer.apply([DocumentEvent(doc_id="ghost", op=EventOp.DELETE)])
     assert result.chunks_deleted == 0 and sink.chunks == {}
+
+
+async def test_a_tenants_document_carries_its_tenant_on_every_chunk(indexer, sink):
+    event = DocumentEvent(doc_id="acme/notes", op=EventOp.UPSERT, content=words(3), version=1, tenant="acme")
+    await indexer.apply([event])
+    assert [c["metadata"]["tenant"] for c in sink.chunks.values()] == ["acme"] * 3
+
+
+async def test_a_document_without_tenant_has_no_tenant_metadata(indexer, sink):
+    await indexer.apply([upsert("notes", words(2), 1)])
+    assert all("tenant" not in c["metadata"] for c in sink.chunks.values())

@@ -83,3 +83,14 @@ def test_state_survives_its_changelog_form():
     state = DocumentState("abc", 7)
     assert DocumentState.from_dict(state.to_dict()) == state
     assert DocumentState.from_dict(DocumentState(None, 3).to_dict()) == DocumentState(None, 3)
+
+
+def test_the_same_content_claimed_by_a_tenant_is_a_change():
+    # An id in a tenant's namespace written first without a tenant (by an admin key), then by the
+    # tenant itself: the tenant's write must reach the index, or the tenant would never see it.
+    untenanted = DocumentEvent(doc_id="acme/d", op=EventOp.UPSERT, content="text", version=1)
+    claimed = untenanted.model_copy(update={"tenant": "acme", "version": 2})
+    state = next_state(None, untenanted, decide(None, untenanted))
+
+    assert decide(state, claimed) is Decision.EMIT
+    assert content_hash(untenanted) == content_hash(untenanted.model_copy(update={"version": 9}))

@@ -1,0 +1,302 @@
+"""The status page on ``GET /``, driven in headless Chromium against the app served over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import orjson
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from playwright.async_api import BrowserContext, Error, Page, async_playwright, expect
+
+from consumers.chunk_log import chunk_record
+from consumers.embedder import Embedder
+from deploy import free_port
+from query_api import create_app
+from query_api.status_page import EventRate, router
+from schemas.api_keys import ApiKeyEntry
+from schemas.settings import Settings
+from streams.topics import ensure_topics
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+#: Without these a headless Chromium keeps trying to reach Google's services, which a closed
+#: network turns into retries and noise; a sandbox needs privileges a root CI run does not have.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Containers often give /dev/shm 64 MB, too little for a renderer.
+    "--disable-dev-shm-usage",
+]
+
+#: Each chunk's doc_id, text and how many seconds before the test it was indexed: each a minute
+#: or more from where its age would read differently, for the app's start-up in between.
+CORPUS = [
+    ("guides/kafka", "Kafka consumer groups share the partitions of a topic and commit offsets.", 2400),
+    ("recipes/sourdough", "Bake the sourdough loaf in a hot Dutch oven for forty minutes.", 300),
+    ("science/photosynthesis", "Plants turn sunlight, water and carbon dioxide into sugar.", 7200),
+]
+
+
+# --- the events/s reading, without a browser ------------------------------------------------------
+
+
+def test_event_rate_is_the_growth_over_the_window() -> None:
+    rate = EventRate(window_s=10.0)
+
+    assert rate.observe(100.0, 50) is None  # one reading says nothing about speed
+    assert rate.observe(104.0, 90) == pytest.approx(10.0)
+    assert rate.observe(108.0, 90) == pytest.approx(5.0)
+    # The reading at 100 s has left the window: the rate is measured from 104 s on.
+    assert rate.observe(112.0, 90) == pytest.approx(0.0)
+
+
+def test_event_rate_needs_readings_at_least_a_second_apart() -> None:
+    rate = EventRate(window_s=10.0)
+
+    rate.observe(100.0, 50)
+
+    assert rate.observe(100.2, 60) is None
+    assert rate.observe(101.0, 70) == pytest.approx(20.0)
+
+
+def test_the_page_is_served_as_html_by_itself() -> None:
+    app = FastAPI()
+    app.include_router(router)
+
+    response = TestClient(app).get("/")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'id="query"' in response.text
+
+
+# --- the page in a browser ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def page_settings(kafka_broker: Any, chroma_server: Any) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        chroma_port=chroma_server.port,
+        collection=f"page-{suffix}",
+        events_topic=f"page-{suffix}.events",
+        changes_topic=f"page-{suffix}.changes",
+        dlq_topic=f"page-{suffix}.dlq",
+        stats_topic=f"page-{suffix}.stats",
+        chunks_topic=f"page-{suffix}.chunks",
+        consumer_group=f"page-{suffix}-indexer",
+        streams_app_id=f"page-{suffix}-changes",
+        # Events cross two hops to the index: the changes stage, then the indexers.
+        consumer_input="changes",
+        partitions=2,
+    )
+
+
+@pytest.fixture(scope="module")
+async def indexed(page_settings: Settings, embedder: Embedder) -> None:
+    """The corpus in Chroma and in the chunk log, the way the consumers write both."""
+    await ensure_topics(page_settings)
+    now = time.time()
+    texts = [text for _, text, _ in CORPUS]
+    metadatas: list[dict[str, Any]] = [
+        {
+            "doc_id": doc_id,
+            "version": 1,
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "source": "tests",
+            "content_type": "text/plain",
+            "indexed_at": now - seconds_ago,
+        }
+        for doc_id, _, seconds_ago in CORPUS
+    ]
+    ids = [uuid.uuid4().hex for _ in CORPUS]
+    client = await chromadb.AsyncHttpClient(host=page_settings.chroma_host, port=page_settings.chroma_port)
+    collection = await client.get_or_create_collection(
+        page_settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
+    await collection.add(
+        ids=ids,
+        documents=texts,
+        embeddings=embedder.encode(texts),
+        metadatas=metadatas,  # type: ignore[arg-type]
+    )
+    async with AIOKafkaProducer(bootstrap_servers=page_settings.bootstrap_servers, acks="all") as producer:
+        for chunk_id, text, metadata in zip(ids, texts, metadatas, strict=True):
+            await producer.send(
+                page_settings.chunks_topic, chunk_record(chunk_id, text, metadata), key=chunk_id.encode()
+            )
+        await producer.flush()
+
+
+@asynccontextmanager
+async def _serve(settings: Settings, embedder: Embedder) -> AsyncIterator[str]:
+    """The app served by uvicorn on a free port, in this event loop; yields its base URL."""
+    port = free_port()
+    app = create_app(settings, embedder=embedder)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="module")
+async def base_url(page_settings: Settings, embedder: Embedder, indexed: None) -> AsyncIterator[str]:
+    async with _serve(page_settings, embedder) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
+    """Debian's Chromium, headless, with a new empty profile; Playwright only drives it."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: apt-get install chromium (make test installs it as root)"
+        # CI must never pass by skipping.
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+        )
+        yield context
+        await context.close()
+
+
+@pytest.fixture
+async def page(browser: BrowserContext, base_url: str) -> AsyncIterator[Page]:
+    page = await browser.new_page()
+    errors: list[Error] = []
+    page.on("pageerror", lambda error: errors.append(error))
+    await page.goto(base_url)
+    yield page
+    # The profile outlives the page: a key saved by one test must not reach the next.
+    await page.evaluate("localStorage.clear()")
+    await page.close()
+    assert errors == [], "the page's script failed"
+
+
+@pytest.mark.integration
+async def test_typing_a_query_lists_the_matching_document_first_with_score_and_age(page: Page) -> None:
+    await page.locator("#query").press_sequentially("how long does the bread bake in the oven?")
+    await page.locator("#query").press("Enter")
+
+    hits = page.locator("#results li")
+    await expect(hits).to_have_count(len(CORPUS))
+    first = hits.first
+    await expect(first.locator(".doc")).to_have_text("recipes/sourdough")
+    await expect(first.locator(".text")).to_contain_text("Dutch oven")
+    assert float(await first.locator(".score").inner_text()) > 0
+    docs = await hits.locator(".doc").all_inner_texts()
+    ages = await hits.locator(".age").all_inner_texts()
+    assert dict(zip(docs, ages, strict=True)) == {
+        "recipes/sourdough": "5 min ago",
+        "guides/kafka": "40 min ago",
+        "science/photosynthesis": "2 h ago",
+    }
+
+
+@pytest.mark.integration
+async def test_live_panel_shows_lag_and_freshness_and_updates_events_per_second(
+    page: Page, page_settings: Settings
+) -> None:
+    # Four events wait for the changes stage; two changes wait for the indexers, which have
+    # committed the first of them.
+    async with AIOKafkaProducer(bootstrap_servers=page_settings.bootstrap_servers) as producer:
+        for partition in (0, 0, 0, 1):
+            await producer.send_and_wait(page_settings.events_topic, b"{}", partition=partition)
+        for doc_id in (b"a", b"b"):
+            # The changes topic is compacted: every record needs a key.
+            await producer.send_and_wait(page_settings.changes_topic, b"{}", key=doc_id, partition=1)
+        await _report_stats(producer, page_settings, events_consumed=100)
+    changes = TopicPartition(page_settings.changes_topic, 1)
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=page_settings.bootstrap_servers,
+        group_id=page_settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    committer.assign([changes])
+    async with committer:
+        await committer.commit({changes: 1})
+
+    await expect(page.locator("#lag")).to_have_text("5", timeout=15_000)
+    await expect(page.locator("#hops")).to_have_text("changes stage 4 · indexer 1")
+    await expect(page.locator("#partitions")).to_have_text("0: 0 · 1: 1")
+    await expect(page.locator("#oldest-unindexed")).to_have_text(re.compile(r"^\d+ s$"))
+    # The stats topic is tailed in the background; the page shows what it has read so far.
+    await expect(page.locator("#events-consumed")).to_have_text("100", timeout=30_000)
+    await expect(page.locator("#last-indexed")).to_have_text(re.compile(r"^\d+ s ago$"))
+
+    async with AIOKafkaProducer(bootstrap_servers=page_settings.bootstrap_servers) as producer:
+        await _report_stats(producer, page_settings, events_consumed=300)
+
+    await expect(page.locator("#events-consumed")).to_have_text("300", timeout=30_000)
+    await page.wait_for_function(
+        "() => parseFloat(document.getElementById('events-per-s').textContent) > 0", timeout=15_000
+    )
+    await expect(page.locator("#note")).to_have_text(re.compile(r"^updated "))
+
+
+@pytest.mark.integration
+async def test_with_api_keys_the_page_opens_asks_for_a_key_and_sends_the_one_pasted(
+    browser: BrowserContext, page_settings: Settings, embedder: Embedder, indexed: None
+) -> None:
+    key = "rsk_status-page-test"
+    settings = page_settings.model_copy(update={"api_keys": (ApiKeyEntry.for_key(key),)})
+    async with _serve(settings, embedder) as url:
+        page = await browser.new_page()
+        try:
+            await page.goto(url)
+            await expect(page.locator("#note")).to_have_text("this API needs a key (below)")
+            await expect(page.locator("#key-box")).to_have_attribute("open", "")
+
+            await page.locator("#api-key").fill(key)
+            await page.locator("#save-key").click()
+            await expect(page.locator("#note")).to_have_text(re.compile(r"^updated "))
+            async with page.expect_request("**/v1/search") as searched:
+                await page.locator("#query").fill("sourdough")
+                await page.locator("#query").press("Enter")
+            await expect(page.locator("#results .doc").first).to_have_text("recipes/sourdough")
+            assert await (await searched.value).header_value("authorization") == f"Bearer {key}"
+            # Kept in the browser across visits.
+            await page.reload()
+            await expect(page.locator("#api-key")).to_have_value(key)
+        finally:
+            await page.evaluate("localStorage.clear()")
+            await page.close()
+
+
+async def _report_stats(producer: AIOKafkaProducer, settings: Settings, *, events_consumed: int) -> None:
+    """What a consumer publishes after a batch: its cumulative counters."""
+    stats = {"consumer_id": "a", "events_consumed": events_consumed, "updated_at": time.time() - 5}
+    await producer.send_and_wait(settings.stats_topic, orjson.dumps(stats), key=b"a")
