@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install up down status test lint bench clean
+.PHONY: install up down status test test-long lint bench clean
 
 $(UV):
 	python3 -m venv .tools
@@ -41,6 +41,10 @@ $(CHROMIUM):
 
 test: install $(CHROMIUM)
 	$(BIN)/pytest
+
+# The bigger fault, churn and stage scenarios (100k Chroma operations, 12k events with 12 kills...).
+test-long: install $(CHROMIUM)
+	$(BIN)/pytest --long
 
 lint: install
 	$(BIN)/ruff check .

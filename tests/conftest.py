@@ -11,6 +11,20 @@ import pytest
 from deploy import ChromaServer, DeployError, KafkaBroker, free_port
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="run the bigger versions of the fault, churn and stage scenarios (minutes each)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Read by the test modules when they are imported (tests/scale.py), which is after this.
+    if config.getoption("--long"):
+        os.environ["RAGSTREAM_LONG_TESTS"] = "1"
+
+
 class _Service(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...

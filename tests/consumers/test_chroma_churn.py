@@ -3,18 +3,17 @@ must still be found first by its own embedding (users report records becoming un
 
 from __future__ import annotations
 
-import os
-
 import chromadb
 import numpy as np
 import pytest
+from scale import scaled
 
 from consumers.sink import open_collection
 
 pytestmark = pytest.mark.integration
 
-# RAGSTREAM_LONG_TESTS=1 runs the full 100k-operation version.
-OPERATIONS = 100_000 if os.environ.get("RAGSTREAM_LONG_TESTS") == "1" else 20_000
+# `pytest --long` runs the full 100k-operation version.
+OPERATIONS = scaled(20_000, 100_000)
 ID_SPACE, DIMENSION, BATCH = 1_000, 384, 500
 
 

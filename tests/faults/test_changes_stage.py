@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from fault_oracle import differences, event_stream, expected_index
 from fault_settings import fault_settings
+from scale import scaled
 from stage_process import StageProcess
 
 from consumers.chunking import Chunker
@@ -173,7 +174,7 @@ async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
     await ensure_topics(settings)
     stage.start()
     await scenario.start_consumers(1)
-    events = event_stream(11, 60, 500, "stage-kill")
+    events = event_stream(11, scaled(60, 300), scaled(500, 5_000), "stage-kill")
     # Every document once more, unchanged: the stage must drop all of these.
     latest = {e.doc_id: e for e in events}
     repeats = [e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in latest.values()]

@@ -11,12 +11,17 @@ import pytest
 import ray
 from fault_oracle import event_stream
 from fault_settings import fault_settings
+from scale import scaled
 
 from deploy import ChromaServer, KafkaBroker, KafkaCluster, free_port
 
 pytestmark = pytest.mark.integration
 
-DOCUMENTS, EVENTS = 150, 1500
+DOCUMENTS, EVENTS = scaled(150, 600), scaled(1500, 12_000)
+#: Events published around a restart of Chroma or a broker.
+RESTART_EVENTS = scaled(800, 6_000)
+#: How many times the kill scenario kills a consumer.
+KILLS = scaled(3, 12)
 
 
 async def kill_an_actor(group, rng: random.Random) -> int:
@@ -37,12 +42,12 @@ async def test_killed_consumers_leave_the_index_exactly_as_the_oracle(
     rng = random.Random(7)
     publishing = asyncio.create_task(scenario.publish(event_stream(1, DOCUMENTS, EVENTS, "kill")))
     killed = []
-    for _ in range(3):
+    for _ in range(KILLS):
         await asyncio.sleep(rng.uniform(2, 6))
         killed.append(await kill_an_actor(group, rng))
     await publishing
     await scenario.assert_index_matches_oracle()
-    assert len(set(killed)) == 3
+    assert len(set(killed)) == KILLS
 
 
 async def test_a_rebalance_mid_stream_leaves_the_index_exactly_as_the_oracle(
@@ -68,7 +73,9 @@ async def test_a_chroma_restart_mid_stream_skips_nothing(kafka_broker, tmp_path,
     scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma.port))
     try:
         await scenario.start_consumers(1)
-        publishing = asyncio.create_task(scenario.publish(event_stream(3, DOCUMENTS, 800, "chroma")))
+        publishing = asyncio.create_task(
+            scenario.publish(event_stream(3, DOCUMENTS, RESTART_EVENTS, "chroma"))
+        )
         await asyncio.sleep(4)
         await asyncio.to_thread(chroma.kill)
         await asyncio.sleep(5)
@@ -86,7 +93,9 @@ async def test_a_broker_restart_mid_stream_skips_nothing(chroma_server, tmp_path
     scenario = scenario_factory(fault_settings(broker.bootstrap_servers, chroma_server.port))
     try:
         await scenario.start_consumers(1)
-        publishing = asyncio.create_task(scenario.publish(event_stream(4, DOCUMENTS, 800, "broker")))
+        publishing = asyncio.create_task(
+            scenario.publish(event_stream(4, DOCUMENTS, RESTART_EVENTS, "broker"))
+        )
         await asyncio.sleep(4)
         await asyncio.to_thread(broker.kill)
         await asyncio.sleep(3)
@@ -109,7 +118,9 @@ async def test_losing_one_of_three_brokers_for_good_loses_no_acknowledged_event(
     scenario = scenario_factory(settings)
     try:
         await scenario.start_consumers(1)
-        publishing = asyncio.create_task(scenario.publish(event_stream(5, DOCUMENTS, 800, "replicated")))
+        publishing = asyncio.create_task(
+            scenario.publish(event_stream(5, DOCUMENTS, RESTART_EVENTS, "replicated"))
+        )
         await asyncio.sleep(5)
         await asyncio.to_thread(cluster.brokers[1].kill)
         await publishing

@@ -1,0 +1,15 @@
+"""Sizes of the long-running scenarios: small by default, bigger with ``pytest --long``."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["LONG", "scaled"]
+
+#: Set by ``pytest --long`` (see tests/conftest.py), or by RAGSTREAM_LONG_TESTS=1.
+LONG = os.environ.get("RAGSTREAM_LONG_TESTS") == "1"
+
+
+def scaled(default: int, long: int) -> int:
+    """``long`` under ``--long``, else ``default``."""
+    return long if LONG else default
