@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["LONG", "scaled"]
+import pytest
+
+__all__ = ["LONG", "scaled", "scaled_timeout"]
 
 #: Set by ``pytest --long`` (see tests/conftest.py), or by RAGSTREAM_LONG_TESTS=1.
 LONG = os.environ.get("RAGSTREAM_LONG_TESTS") == "1"
@@ -13,3 +15,8 @@ LONG = os.environ.get("RAGSTREAM_LONG_TESTS") == "1"
 def scaled(default: int, long: int) -> int:
     """``long`` under ``--long``, else ``default``."""
     return long if LONG else default
+
+
+def scaled_timeout() -> pytest.MarkDecorator:
+    """The per-test time limit: the project's 600 s, or an hour for the long versions."""
+    return pytest.mark.timeout(scaled(600, 3600))

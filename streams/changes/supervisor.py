@@ -48,8 +48,8 @@ def supervise(worker_command: Sequence[str]) -> int:
         started = time.monotonic()
         worker = subprocess.Popen(list(worker_command))
         log.info("stage worker started (pid %d)", worker.pid)
-        code = worker.wait()
-        if stopping:
+        code = _wait(worker, lambda: stopping)
+        if code is None:
             break
         if time.monotonic() - started >= HEALTHY_RUN_S:
             backoff = BACKOFF_S
@@ -67,10 +67,21 @@ def supervise(worker_command: Sequence[str]) -> int:
         try:
             worker.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            # faust's graceful shutdown can wait forever on a broker that is gone.
             log.warning("stage worker did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
             worker.kill()
             worker.wait()
     return 0
+
+
+def _wait(worker: subprocess.Popen[bytes], stopping: Callable[[], bool]) -> int | None:
+    """The worker's exit status, or None as soon as a stop is requested."""
+    while not stopping():
+        try:
+            return worker.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+    return None
 
 
 def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:

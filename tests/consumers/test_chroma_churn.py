@@ -6,11 +6,11 @@ from __future__ import annotations
 import chromadb
 import numpy as np
 import pytest
-from scale import scaled
+from scale import scaled, scaled_timeout
 
 from consumers.sink import open_collection
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, scaled_timeout()]
 
 # `pytest --long` runs the full 100k-operation version.
 OPERATIONS = scaled(20_000, 100_000)

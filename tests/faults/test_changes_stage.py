@@ -9,11 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from fault_oracle import differences, event_stream, expected_index
 from fault_settings import fault_settings
-from scale import scaled
+from scale import scaled, scaled_timeout
 from stage_process import StageProcess
 
 from consumers.chunking import Chunker
@@ -21,9 +21,10 @@ from schemas import DocumentEvent, EventOp, Settings
 from streams.changes import normalise_event
 from streams.dlq import DeadLetter
 from streams.lag import LagReader
+from streams.topic_records import read_topic_records
 from streams.topics import ensure_topics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, scaled_timeout()]
 
 
 def stage_settings(bootstrap_servers: str, tmp_path: Path, chroma_port: int = 8000, **overrides) -> Settings:
@@ -53,25 +54,6 @@ async def wait_drained(settings: Settings, topic: str, group: str, timeout: floa
             pass
         await asyncio.sleep(0.5)
     raise TimeoutError(f"{group} has not drained {topic} after {timeout}s: {partitions}")
-
-
-async def read_topic(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
-    """Every record of a topic, in offset order per partition."""
-    async with LagReader(bootstrap_servers) as reader:
-        partitions = [TopicPartition(topic, p.partition) for p in await reader.read(topic, "nobody")]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[ConsumerRecord] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                found.extend(records)
-        return sorted(found, key=lambda r: (r.partition, r.offset))
-    finally:
-        await consumer.stop()
 
 
 async def publish_raw(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
@@ -130,7 +112,7 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
     await wait_drained(s, s.events_topic, s.streams_app_id, timeout=90)
     stage.assert_running()
 
-    changes = changes_by_doc(await read_topic(s.bootstrap_servers, s.changes_topic))
+    changes = changes_by_doc(await read_topic_records(s.bootstrap_servers, s.changes_topic))
     assert set(changes) == {"page.html", "gone.md"}
     page = changes["page.html"]
     assert [(c["content"], c["content_type"], c["version"]) for c in page if c] == [
@@ -145,7 +127,7 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
 
     letters = [
         DeadLetter.from_headers(list(r.headers), r.key, r.value)
-        for r in await read_topic(s.bootstrap_servers, s.dlq_topic)
+        for r in await read_topic_records(s.bootstrap_servers, s.dlq_topic)
     ]
     reasons = {letter.key: letter.reason for letter in letters}
     assert set(reasons) == {b"junk", b"no-op", b"blank", b"empty"}
@@ -158,11 +140,11 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
     assert by_key[b"junk"].topic == s.events_topic
 
     # Republishing the same documents (new event ids, same versions and content) adds nothing.
-    before = len(await read_topic(s.bootstrap_servers, s.changes_topic))
+    before = len(await read_topic_records(s.bootstrap_servers, s.changes_topic))
     await publish_raw(s, published([edited, deleted_again]))
     await publish_raw(s, published([edited.model_copy(update={"event_id": "again", "version": 4})]))
     await wait_drained(s, s.events_topic, s.streams_app_id, timeout=60)
-    assert len(await read_topic(s.bootstrap_servers, s.changes_topic)) == before
+    assert len(await read_topic_records(s.bootstrap_servers, s.changes_topic)) == before
 
 
 async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
@@ -173,6 +155,13 @@ async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
     stage = StageProcess(settings, tmp_path / "stage.log")
     await ensure_topics(settings)
     stage.start()
+    try:
+        await _kill_the_stage_mid_stream(stage, scenario, settings)
+    finally:
+        await asyncio.to_thread(stage.stop)
+
+
+async def _kill_the_stage_mid_stream(stage: StageProcess, scenario, settings: Settings) -> None:
     await scenario.start_consumers(1)
     events = event_stream(11, scaled(60, 300), scaled(500, 5_000), "stage-kill")
     # Every document once more, unchanged: the stage must drop all of these.

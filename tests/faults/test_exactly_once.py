@@ -11,11 +11,11 @@ import pytest
 import ray
 from fault_oracle import event_stream
 from fault_settings import fault_settings
-from scale import scaled
+from scale import scaled, scaled_timeout
 
 from deploy import ChromaServer, KafkaBroker, KafkaCluster, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, scaled_timeout()]
 
 DOCUMENTS, EVENTS = scaled(150, 600), scaled(1500, 12_000)
 #: Events published around a restart of Chroma or a broker.
