@@ -175,7 +175,10 @@ class LexicalIndex:
                     hits.append(
                         LexicalHit(record["id"], record["doc_id"], record["text"], metadata, float(score))
                     )
-            settled = len(hits) > limit and hits[limit].score < hits[limit - 1].score
+            # Settled once the fetch reaches below the score of the last hit kept: every chunk tied
+            # with it is then among those fetched. (Whether the next hit ties with it cannot
+            # change by fetching more, so that alone would fetch up to _FETCH_MAX on any tie.)
+            settled = len(hits) > limit and found[-1][0] < hits[limit - 1].score
             if settled or len(found) < fetch or fetch >= _FETCH_MAX:
                 break
             fetch *= 4

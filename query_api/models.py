@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas import QueryText
+
 #: A metadata value as stored in Chroma; strict, so that "3" never silently matches 3.
 Scalar = StrictStr | StrictBool | StrictInt | StrictFloat
 
@@ -63,7 +65,7 @@ class NumericRange(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    query: QueryText
     k: Annotated[int, Field(ge=1, le=100)] = 10
     filter: MetadataFilter | None = Field(
         default=None,
@@ -90,13 +92,6 @@ class SearchRequest(BaseModel):
         default=None,
         description="the token a write returned: answer only once the index includes that write",
     )
-
-    @field_validator("query")
-    @classmethod
-    def _query_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must contain more than whitespace")
-        return value
 
     @field_validator("filter", mode="before")
     @classmethod

@@ -278,6 +278,18 @@ def evaluate(
     sweep: Annotated[
         bool, typer.Option(help="also sweep chunk size (300/600/1000) and the hybrid fusion settings")
     ] = False,
+    chunk_size: Annotated[
+        list[int] | None,
+        typer.Option(help="with --sweep: a chunk size to index and compare (repeat; default 300, 600, 1000)"),
+    ] = None,
+    lexical_weight: Annotated[
+        list[float] | None,
+        typer.Option(help="with --sweep: a BM25 fusion weight to try (repeat; default 0.5, 1, 2)"),
+    ] = None,
+    candidates: Annotated[
+        list[int] | None,
+        typer.Option(help="with --sweep: a candidate depth to try (repeat; default 50, 100)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the case sample")] = 0,
     results_dir: Annotated[Path, typer.Option(help="where the JSON report goes")] = Path("bench/results"),
     from_feedback: Annotated[
@@ -295,9 +307,10 @@ def evaluate(
     a rating of 1 on a result), searched on the running stack's index."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if from_feedback:
-        if articles is not None or queries is not None or sweep:
+        if articles is not None or queries is not None or sweep or chunk_size or lexical_weight or candidates:
             raise typer.BadParameter(
-                "--articles, --queries and --sweep belong to the Wikipedia evaluation, not --from-feedback"
+                "--articles, --queries, --sweep and its grid belong to the Wikipedia evaluation, "
+                "not --from-feedback"
             )
         _evaluate_feedback(results_dir)
         return
@@ -306,8 +319,16 @@ def evaluate(
 
     from query_api.evaluation import EvaluationOptions, print_report, run_evaluation
 
+    defaults = EvaluationOptions()
     options = EvaluationOptions(
-        articles=articles, queries=queries, seed=seed, sweep=sweep, results_dir=results_dir
+        articles=articles,
+        queries=queries,
+        seed=seed,
+        sweep=sweep,
+        chunk_sizes=tuple(chunk_size) if chunk_size else defaults.chunk_sizes,
+        lexical_weights=tuple(lexical_weight) if lexical_weight else defaults.lexical_weights,
+        candidate_depths=tuple(candidates) if candidates else defaults.candidate_depths,
+        results_dir=results_dir,
     )
     try:
         report = run_evaluation(options, _settings(), say=lambda line: console.print(f"[dim]{line}[/]"))

@@ -15,7 +15,9 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas._validation import decode_record, is_printable_doc_id
 
 SCHEMA_VERSION = 1
 
@@ -78,7 +80,7 @@ class DocumentEvent(BaseModel):
     @field_validator("doc_id")
     @classmethod
     def _doc_id_is_printable(cls, value: str) -> str:
-        if value != value.strip() or any(ord(ch) < 32 for ch in value):
+        if not is_printable_doc_id(value):
             raise ValueError("doc_id must not contain control characters or surrounding spaces")
         return value
 
@@ -124,16 +126,4 @@ class DocumentEvent(BaseModel):
     @classmethod
     def from_json(cls, raw: bytes) -> DocumentEvent:
         """Decode and validate; any problem raises ``InvalidEvent`` with a readable reason."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidEvent(f"not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidEvent(f"expected a JSON object, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}" for err in exc.errors()
-            )
-            raise InvalidEvent(f"schema violation: {problems}") from None
+        return decode_record(raw, cls, InvalidEvent, "event")

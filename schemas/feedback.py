@@ -17,7 +17,9 @@ import uuid
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas._validation import QueryText, decode_record, is_printable_doc_id
 
 __all__ = [
     "FEEDBACK_SCHEMA_VERSION",
@@ -55,7 +57,7 @@ class FeedbackFields(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    query: Annotated[str, Field(min_length=1, max_length=4096, description="the query that was asked")]
+    query: QueryText = Field(description="the query that was asked")
     request_id: TargetId | None = Field(default=None, description="the rated search's request_id")
     answer_id: TargetId | None = Field(default=None, description="the rated answer's answer_id")
     doc_id: DocId | None = Field(
@@ -69,13 +71,6 @@ class FeedbackFields(BaseModel):
     )
     comment: Annotated[str, Field(max_length=2000)] | None = None
 
-    @field_validator("query")
-    @classmethod
-    def _query_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must contain more than whitespace")
-        return value
-
     @field_validator("rating", mode="before")
     @classmethod
     def _rating_is_a_thumb(cls, value: object) -> object:
@@ -88,7 +83,7 @@ class FeedbackFields(BaseModel):
     @classmethod
     def _doc_id_is_printable(cls, value: str | None) -> str | None:
         # The same rule as DocumentEvent.doc_id, so a named document can be one that exists.
-        if value is not None and (value != value.strip() or any(ord(ch) < 32 for ch in value)):
+        if value is not None and not is_printable_doc_id(value):
             raise ValueError("a doc_id must not contain control characters or surrounding spaces")
         return value
 
@@ -133,16 +128,4 @@ class FeedbackEvent(FeedbackFields):
     @classmethod
     def from_json(cls, raw: bytes) -> FeedbackEvent:
         """Decode and validate; any problem raises ``InvalidFeedback`` with a readable reason."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidFeedback(f"not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidFeedback(f"expected a JSON object, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'feedback'}: {err['msg']}" for err in exc.errors()
-            )
-            raise InvalidFeedback(f"schema violation: {problems}") from None
+        return decode_record(raw, cls, InvalidFeedback, "feedback")

@@ -10,10 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 
-from streams.lag import topic_partitions
+from streams.topic_records import read_topic_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,29 +78,13 @@ class StoredDeadLetter:
 
 async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[StoredDeadLetter]:
     """Every record of the dead-letter topic, oldest first (reads to the end offsets, then stops)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        partitions = await topic_partitions(admin, topic)
-    finally:
-        await admin.close()
-    if not partitions:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[StoredDeadLetter] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for r in records:
-                    letter = DeadLetter.from_headers(list(r.headers), r.key, r.value)
-                    found.append(StoredDeadLetter(r.partition, r.offset, r.timestamp, letter))
-        return sorted(found, key=lambda s: (s.timestamp_ms, s.partition, s.offset))
-    finally:
-        await consumer.stop()
+    found = [
+        StoredDeadLetter(
+            r.partition, r.offset, r.timestamp, DeadLetter.from_headers(list(r.headers), r.key, r.value)
+        )
+        for r in await read_topic_records(bootstrap_servers, topic)
+    ]
+    return sorted(found, key=lambda s: (s.timestamp_ms, s.partition, s.offset))
 
 
 def matches(letter: DeadLetter, conditions: list[str]) -> bool:

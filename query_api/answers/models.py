@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from query_api.answers.generator import GeneratorName
+from schemas import QueryText
 
 
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    query: QueryText
     k: Annotated[int, Field(ge=1, le=20, description="passages retrieved and given to the generator")] = 4
     generator: GeneratorName | None = Field(default=None, description="the server's default if unset")
     template: Annotated[str, Field(min_length=1, max_length=100)] | None = Field(
@@ -22,13 +23,6 @@ class AnswerRequest(BaseModel):
     stream: bool | None = Field(
         default=None, description="server-sent events; if unset, whether Accept names text/event-stream"
     )
-
-    @field_validator("query")
-    @classmethod
-    def _query_has_text(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must contain more than whitespace")
-        return value
 
 
 class Citation(BaseModel):

@@ -5,22 +5,20 @@ The OpenAI-compatible client is tested against a small server speaking that API 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import httpx
 import orjson
 import pytest
-import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +38,10 @@ from query_api.answers.prompt import Message, Passage, Prompt
 from query_api.answers.templates import AnswerTemplate, TemplateLibrary
 from schemas.settings import Settings
 from streams.topics import ensure_topics
+
+IndexChunks = Callable[..., Awaitable[None]]
+Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+ServeHttp = Callable[[Any], AbstractAsyncContextManager[str]]
 
 pytestmark = pytest.mark.integration
 
@@ -130,48 +132,22 @@ def _chunk(delta: dict[str, str]) -> bytes:
     )
 
 
-@asynccontextmanager
-async def _uvicorn(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` over real HTTP on a free port, in this event loop; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 # --- fixtures -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-async def fake_openai() -> AsyncIterator[tuple[FakeOpenAI, str]]:
+async def fake_openai(serve_http: ServeHttp) -> AsyncIterator[tuple[FakeOpenAI, str]]:
     fake = FakeOpenAI()
-    async with _uvicorn(fake.app()) as url:
+    async with serve_http(fake.app()) as url:
         yield fake, url
 
 
 @pytest.fixture(scope="module")
 async def answer_settings(
-    kafka_broker: Any, chroma_server: Any, fake_openai: tuple[FakeOpenAI, str]
+    module_settings: Callable[..., Settings], fake_openai: tuple[FakeOpenAI, str]
 ) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        collection=f"answers-{suffix}",
-        events_topic=f"answers-{suffix}.events",
-        dlq_topic=f"answers-{suffix}.dlq",
-        stats_topic=f"answers-{suffix}.stats",
-        chunks_topic=f"answers-{suffix}.chunks",
-        consumer_group=f"answers-{suffix}-indexer",
+    settings = module_settings(
+        "answers",
         partitions=1,
         answer_openai_base_url=fake_openai[1],
         answer_openai_model=FAKE_MODEL,
@@ -182,34 +158,29 @@ async def answer_settings(
 
 
 @pytest.fixture(scope="module")
-async def indexed(answer_settings: Settings, embedder: Embedder) -> dict[str, tuple[str, int]]:
+async def indexed(answer_settings: Settings, index_chunks: IndexChunks) -> dict[str, tuple[str, int]]:
     """The corpus as the consumers write it; returns each chunk's doc_id and index by chunk id."""
-    client = await chromadb.AsyncHttpClient(
-        host=answer_settings.chroma_host, port=answer_settings.chroma_port
-    )
-    collection = await client.get_or_create_collection(
-        answer_settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-    )
     ids = [uuid.uuid4().hex for _ in CORPUS]
-    await collection.add(
-        ids=ids,
-        documents=[text for _, _, text in CORPUS],
-        embeddings=embedder.encode([text for _, _, text in CORPUS]),
-        metadatas=[
+    await index_chunks(
+        answer_settings,
+        ids,
+        [text for _, _, text in CORPUS],
+        [
             {"doc_id": doc_id, "version": 1, "chunk_index": index, "source": "tests", "indexed_at": 1.7e9}
             for doc_id, index, _ in CORPUS
         ],
+        chunk_log=False,
     )
     return {chunk_id: (doc_id, index) for chunk_id, (doc_id, index, _) in zip(ids, CORPUS, strict=True)}
 
 
 @pytest.fixture(scope="module")
 async def api(
-    answer_settings: Settings, embedder: Embedder, indexed: Any
+    answer_settings: Settings, embedder: Embedder, indexed: Any, serve_http: ServeHttp
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app served over real HTTP, so that streamed events arrive as they are sent."""
     async with (
-        _uvicorn(create_app(answer_settings, embedder=embedder)) as url,
+        serve_http(create_app(answer_settings, embedder=embedder)) as url,
         httpx.AsyncClient(base_url=url, timeout=300) as client,
     ):
         yield client
@@ -624,15 +595,11 @@ async def test_bad_answer_request_is_a_4xx_saying_what_is_wrong(
 
 
 async def test_openai_generator_without_its_settings_is_a_400_naming_the_setting(
-    answer_settings: Settings, embedder: Embedder, indexed: Any
+    answer_settings: Settings, embedder: Embedder, indexed: Any, serve: Serve
 ) -> None:
     settings = answer_settings.model_copy(update={"answer_openai_base_url": None})
-    app = create_app(settings, embedder=embedder)
 
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query-api") as client,
-    ):
+    async with serve(create_app(settings, embedder=embedder)) as client:
         plain = await client.post("/v1/answer", json={"query": "bread", "generator": "openai"})
         streamed = await client.post(
             "/v1/answer", json={"query": "bread", "generator": "openai", "stream": True}

@@ -7,20 +7,19 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from consumers.chunk_log import chunk_record
 from consumers.embedder import Embedder
 from deploy import free_port
 from query_api import create_app
@@ -29,6 +28,9 @@ from ragstream.cli import app as cli
 from schemas.feedback import FeedbackEvent
 from schemas.settings import Settings
 from streams.topics import ensure_topics
+
+IndexChunks = Callable[..., Awaitable[None]]
+Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 #: (doc_id, text): one chunk per document, on subjects far apart.
 CORPUS = [
@@ -87,29 +89,13 @@ def test_only_corrections_and_thumbs_up_naming_a_document_become_cases_once_each
 # --- through the API ----------------------------------------------------------------------------
 
 
-def _settings(kafka_broker: Any, chroma_server: Any) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        collection=f"feedback-{suffix}",
-        events_topic=f"feedback-{suffix}.events",
-        dlq_topic=f"feedback-{suffix}.dlq",
-        stats_topic=f"feedback-{suffix}.stats",
-        chunks_topic=f"feedback-{suffix}.chunks",
-        feedback_topic=f"feedback-{suffix}.feedback",
-        consumer_group=f"feedback-{suffix}-indexer",
-        partitions=2,
-    )
+@pytest.fixture(scope="module")
+def feedback_settings(module_settings: Callable[..., Settings]) -> Settings:
+    return module_settings("feedback")
 
 
 @pytest.fixture(scope="module")
-def feedback_settings(kafka_broker: Any, chroma_server: Any) -> Settings:
-    return _settings(kafka_broker, chroma_server)
-
-
-@pytest.fixture(scope="module")
-async def indexed(feedback_settings: Settings, embedder: Embedder) -> None:
+async def indexed(feedback_settings: Settings, index_chunks: IndexChunks) -> None:
     """The corpus in Chroma and in the chunk log, the way the consumers write both."""
     settings = feedback_settings
     await ensure_topics(settings)
@@ -127,33 +113,14 @@ async def indexed(feedback_settings: Settings, embedder: Embedder) -> None:
         for doc_id, _ in CORPUS
     ]
     ids = [f"chunk-{doc_id}" for doc_id, _ in CORPUS]
-    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
-    collection = await client.get_or_create_collection(
-        settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-    )
-    await collection.add(ids=ids, documents=texts, embeddings=embedder.encode(texts), metadatas=metadatas)
-    async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all") as producer:
-        for chunk_id, text, meta in zip(ids, texts, metadatas, strict=True):
-            await producer.send(
-                settings.chunks_topic, chunk_record(chunk_id, text, meta), key=chunk_id.encode()
-            )
-        await producer.flush()
-
-
-@asynccontextmanager
-async def _serve(settings: Settings, embedder: Embedder) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, embedder=embedder)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:
-            yield client
+    await index_chunks(settings, ids, texts, metadatas)
 
 
 @pytest.fixture(scope="module")
 async def api(
-    feedback_settings: Settings, embedder: Embedder, indexed: None
+    feedback_settings: Settings, embedder: Embedder, indexed: None, serve: Serve
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with _serve(feedback_settings, embedder) as client:
+    async with serve(create_app(feedback_settings, embedder=embedder)) as client:
         yield client
 
 
@@ -268,14 +235,14 @@ async def test_invalid_feedback_is_422_saying_what_is_wrong(
 
 @pytest.mark.integration
 async def test_feedback_is_503_when_kafka_is_unreachable(
-    feedback_settings: Settings, embedder: Embedder, indexed: None
+    feedback_settings: Settings, embedder: Embedder, indexed: None, serve: Serve
 ) -> None:
     settings = feedback_settings.model_copy(
         update={"bootstrap_servers": f"127.0.0.1:{free_port()}", "lexical_startup_timeout_s": 1.0}
     )
     body = {"query": "bread", "request_id": "r1", "doc_id": "recipes/sourdough", "rating": 1}
 
-    async with _serve(settings, embedder) as client:
+    async with serve(create_app(settings, embedder=embedder)) as client:
         response = await client.post("/v1/feedback", json=body)
 
     assert response.status_code == 503
@@ -294,7 +261,7 @@ class Flywheel:
 
 
 @pytest.fixture(scope="module")
-async def flywheel(feedback_settings: Settings, embedder: Embedder, indexed: None) -> Flywheel:
+async def flywheel(feedback_settings: Settings, embedder: Embedder, indexed: None, serve: Serve) -> Flywheel:
     """Feedback posted through the API onto a feedback topic of its own: two queries that are a
     document's own text, confirmed two ways, a paraphrase, and ratings that confirm nothing."""
     settings = feedback_settings.model_copy(
@@ -302,7 +269,7 @@ async def flywheel(feedback_settings: Settings, embedder: Embedder, indexed: Non
     )
     await ensure_topics(settings)
     posted = 0
-    async with _serve(settings, embedder) as api:
+    async with serve(create_app(settings, embedder=embedder)) as api:
 
         async def post(**body: Any) -> None:
             nonlocal posted

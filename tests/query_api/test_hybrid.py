@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import chromadb
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from consumers.chunk_log import chunk_record
 from consumers.embedder import Embedder
 from deploy import free_port
 from query_api import create_app
@@ -22,6 +18,9 @@ from query_api.models import SearchHit
 from query_api.rerank import rescored
 from schemas.settings import Settings
 from streams.topics import ensure_topics
+
+IndexChunks = Callable[..., Awaitable[None]]
+Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 # --- reciprocal rank fusion --------------------------------------------------------------------
 
@@ -179,58 +178,22 @@ def metadata(doc_id: str, source: str, version: int, indexed_at: float) -> dict[
 
 
 @pytest.fixture(scope="module")
-def hybrid_settings(kafka_broker: Any, chroma_server: Any) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        collection=f"hybrid-{suffix}",
-        events_topic=f"hybrid-{suffix}.events",
-        dlq_topic=f"hybrid-{suffix}.dlq",
-        stats_topic=f"hybrid-{suffix}.stats",
-        chunks_topic=f"hybrid-{suffix}.chunks",
-        consumer_group=f"hybrid-{suffix}-indexer",
-        partitions=2,
-    )
+def hybrid_settings(module_settings: Callable[..., Settings]) -> Settings:
+    return module_settings("hybrid")
 
 
 @pytest.fixture(scope="module")
-async def indexed(hybrid_settings: Settings, embedder: Embedder) -> None:
+async def indexed(hybrid_settings: Settings, index_chunks: IndexChunks) -> None:
     """The corpus in Chroma and in the chunk log, the way the consumers write both."""
     await ensure_topics(hybrid_settings)
     metadatas = [metadata(doc_id, source, version, at) for _, doc_id, source, version, at, _ in CORPUS]
     texts = [text for *_, text in CORPUS]
-    client = await chromadb.AsyncHttpClient(
-        host=hybrid_settings.chroma_host, port=hybrid_settings.chroma_port
-    )
-    collection = await client.get_or_create_collection(
-        hybrid_settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-    )
-    await collection.add(
-        ids=[chunk_id for chunk_id, *_ in CORPUS],
-        documents=texts,
-        embeddings=embedder.encode(texts),
-        metadatas=metadatas,  # type: ignore[arg-type]
-    )
-    async with AIOKafkaProducer(bootstrap_servers=hybrid_settings.bootstrap_servers, acks="all") as producer:
-        for (chunk_id, *_), text, meta in zip(CORPUS, texts, metadatas, strict=True):
-            await producer.send(
-                hybrid_settings.chunks_topic, chunk_record(chunk_id, text, meta), key=chunk_id.encode()
-            )
-        await producer.flush()
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:
-            yield client
+    await index_chunks(hybrid_settings, [chunk_id for chunk_id, *_ in CORPUS], texts, metadatas)
 
 
 @pytest.fixture(scope="module")
 async def api(
-    hybrid_settings: Settings, embedder: Embedder, indexed: None
+    hybrid_settings: Settings, embedder: Embedder, indexed: None, serve: Serve
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with serve(create_app(hybrid_settings, embedder=embedder)) as client:
         yield client
@@ -255,13 +218,19 @@ async def test_lexical_finds_a_rare_exact_term_that_vector_search_misses(api: ht
 
 
 @pytest.mark.integration
-async def test_hybrid_is_the_default_and_fuses_the_two_rankings(api: httpx.AsyncClient) -> None:
+async def test_hybrid_is_the_default_and_fuses_the_two_rankings(
+    api: httpx.AsyncClient, hybrid_settings: Settings
+) -> None:
     body = await search(api, "gasket kit zorbulux", k=7)
     vector = await hit_ids(api, "gasket kit zorbulux", k=7, mode="vector")
     lexical = await hit_ids(api, "gasket kit zorbulux", k=7, mode="lexical")
 
     assert body["mode"] == "hybrid" and body["reranked"] is False
-    expected = reciprocal_rank_fusion({"vector": vector, "lexical": lexical}, {"vector": 1, "lexical": 1})
+    weights = {
+        "vector": hybrid_settings.hybrid_vector_weight,
+        "lexical": hybrid_settings.hybrid_lexical_weight,
+    }
+    expected = reciprocal_rank_fusion({"vector": vector, "lexical": lexical}, weights)
     assert [hit["id"] for hit in body["hits"]] == [item.id for item in expected]
     for hit, item in zip(body["hits"], expected, strict=True):
         assert hit["score"] == hit["fused_score"] == pytest.approx(item.score)
@@ -380,7 +349,7 @@ class ShortestFirst:
 
 @pytest.mark.integration
 async def test_a_configured_reranker_reorders_the_top_hits_when_asked(
-    hybrid_settings: Settings, embedder: Embedder, indexed: None
+    hybrid_settings: Settings, embedder: Embedder, indexed: None, serve: Serve
 ) -> None:
     settings = hybrid_settings.model_copy(update={"rerank_depth": 4})
     async with serve(create_app(settings, embedder=embedder, reranker=ShortestFirst())) as client:
@@ -404,7 +373,7 @@ async def test_a_configured_reranker_reorders_the_top_hits_when_asked(
 
 @pytest.mark.integration
 async def test_without_kafka_hybrid_falls_back_to_vectors_and_lexical_is_a_503(
-    hybrid_settings: Settings, embedder: Embedder, indexed: None
+    hybrid_settings: Settings, embedder: Embedder, indexed: None, serve: Serve
 ) -> None:
     settings = hybrid_settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
     async with serve(create_app(settings, embedder=embedder)) as client:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ from query_api.chunk_log_view import ChunkLogView
 from query_api.filters import Condition, SearchFilter
 from query_api.lexical import LexicalIndex
 from schemas.settings import Settings
+
+Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
+
 
 # --- the index alone ---------------------------------------------------------------------------
 
@@ -426,25 +429,11 @@ async def test_an_unreachable_broker_ends_the_wait_early_without_catching_up() -
 # --- the view inside the API: restarts and replicas --------------------------------------------
 
 
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:
-            yield client
-
-
 @pytest.mark.integration
 async def test_api_replicas_and_a_restarted_api_return_the_same_lexical_results(
-    kafka_broker: Any, chroma_server: Any, chunk_topic: str, embedder: Embedder
+    module_settings: Callable[..., Settings], chunk_topic: str, embedder: Embedder, serve: Serve
 ) -> None:
-    settings = Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        chunks_topic=chunk_topic,
-        collection=f"lexical-{uuid.uuid4().hex[:8]}",
-        stats_topic=f"{chunk_topic}.stats",
-    )
+    settings = module_settings("lexical", chunks_topic=chunk_topic)
     body = {"query": "note on call rotations", "k": 5, "mode": "lexical"}
 
     async def lexical_results() -> list[tuple[str, float]]:

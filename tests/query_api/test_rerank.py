@@ -1,18 +1,23 @@
-"""Rerankers: the CrossEncoder from a local path, and clear errors when none can be loaded."""
+"""Rerankers: the CrossEncoder from a local path, nanoranker's offline ONNX model, and clear errors
+when none can be loaded."""
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from consumers.embedder import Embedder, resolve_model_path
 from query_api import create_app
 from query_api.models import SearchHit
-from query_api.rerank import CrossEncoderReranker, RerankerUnavailable, load_reranker
+from query_api.rerank import CrossEncoderReranker, NanoRanker, RerankerUnavailable, load_reranker
 from schemas.settings import Settings
+from streams.corpus import wiki_articles
+from streams.topics import ensure_topics
 
 
 @pytest.fixture(scope="module")
@@ -65,28 +70,147 @@ def test_a_missing_model_is_an_error_that_names_it(tmp_path: Path) -> None:
         CrossEncoderReranker(str(missing))
 
 
+@pytest.fixture(scope="module")
+def nanoranker() -> NanoRanker:
+    return NanoRanker()
+
+
+FILMS = [
+    hit(
+        "spielberg",
+        "Steven Spielberg is one of the best-known directors, famous for 'E.T.', 'Jaws' and 'Jaws 2'.",
+    ),
+    hit(
+        "titanic",
+        "'Titanic', directed by James Cameron, was released in 1997 and earned more than any film before.",
+    ),
+    hit("bread", "Bake the loaf in a very hot Dutch oven for forty minutes."),
+    hit(
+        "inception",
+        "'Inception' is a 2010 science fiction film directed by Christopher Nolan, about entering dreams.",
+    ),
+]
+
+
+def test_nanoranker_lifts_the_passage_that_answers_the_question(nanoranker: NanoRanker) -> None:
+    reranked = nanoranker.rerank("Who directed 'Inception'?", FILMS)
+
+    assert reranked[0].id == "inception"
+    assert sorted(h.id for h in reranked) == sorted(h.id for h in FILMS)
+    scores = [h.rerank_score for h in reranked]
+    assert None not in scores and scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    assert all(h.score == h.rerank_score for h in reranked)
+    assert nanoranker.rerank("Who directed 'Inception'?", []) == []
+
+
+def test_nanoranker_scores_are_those_of_the_package_itself(nanoranker: NanoRanker) -> None:
+    import nanoranker as package
+
+    query = "Which film did James Cameron direct?"
+    ranked = package.rank(query, [h.text for h in FILMS], top_n=len(FILMS), normalize_scores=False)
+
+    reranked = nanoranker.rerank(query, FILMS)
+
+    by_text = dict(ranked)
+    assert [h.text for h in reranked] == [text for text, _ in ranked]
+    assert [h.rerank_score for h in reranked] == pytest.approx([by_text[h.text] for h in reranked], abs=1e-6)
+    # Asked again, from embeddings it has kept: the same scores.
+    assert [h.rerank_score for h in nanoranker.rerank(query, FILMS)] == [h.rerank_score for h in reranked]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "a", "Ünïcödé  naïve café — 東京, İstanbul\t\n ok", FILMS[3].text],
+    ids=["empty", "one-char", "non-ascii", "passage"],
+)
+def test_the_ngram_vector_is_bit_for_bit_nanorankers_own(text: str) -> None:
+    import nanoranker as package
+    import numpy as np
+
+    from query_api._ngram_hashing import textual_embedding
+
+    assert np.array_equal(textual_embedding(text), package.textual_embed(text))
+
+
+def test_nanoranker_keeps_every_hit_when_two_share_their_text(nanoranker: NanoRanker) -> None:
+    twins = [FILMS[0], hit("inception-copy", FILMS[3].text), FILMS[3]]
+
+    reranked = nanoranker.rerank("Who directed 'Inception'?", twins)
+
+    assert [h.id for h in reranked] == ["inception-copy", "inception", "spielberg"]
+    assert reranked[0].rerank_score == reranked[1].rerank_score
+
+
+def test_nanoranker_puts_the_described_wikipedia_article_first(nanoranker: NanoRanker) -> None:
+    """Short descriptions as queries, the first 1,000 characters of each article as its passage."""
+    titles = ["2001: A Space Odyssey", "Accordion", "Acropolis of Athens", "Academy Awards", "Acrobatics"]
+    articles = {a["title"]: a for a in wiki_articles() if a["title"] in titles}
+    passages = [hit(title, f"{title}\n\n{articles[title]['extract']}"[:1000]) for title in titles]
+
+    for title in titles:
+        # The described article comes last into the reranker.
+        candidates = [p for p in passages if p.id != title] + [p for p in passages if p.id == title]
+        reranked = nanoranker.rerank(articles[title]["description"], candidates)
+        assert reranked[0].id == title, articles[title]["description"]
+
+
+def test_nanoranker_is_chosen_by_its_name() -> None:
+    assert isinstance(load_reranker(Settings(rerank_model="nanoranker")), NanoRanker)
+
+
 def test_no_reranker_is_loaded_unless_configured() -> None:
     assert load_reranker(Settings()) is None
 
-    with pytest.raises(RerankerUnavailable, match="RAGSTREAM_RERANK_MODEL is not set"):
-        load_reranker(Settings(rerank=True))
+
+def test_reranking_on_by_default_without_a_model_uses_nanoranker() -> None:
+    assert isinstance(load_reranker(Settings(rerank=True)), NanoRanker)
 
 
 @pytest.mark.integration
 async def test_the_api_does_not_start_with_a_reranker_it_cannot_load(
-    kafka_broker: Any, chroma_server: Any, embedder: Embedder, tmp_path: Path
+    module_settings: Callable[..., Settings], embedder: Embedder, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        collection=f"rerank-{suffix}",
-        chunks_topic=f"rerank-{suffix}.chunks",
-        stats_topic=f"rerank-{suffix}.stats",
-        rerank_model=str(tmp_path / "missing-reranker"),
-    )
+    settings = module_settings("rerank", rerank_model=str(tmp_path / "missing-reranker"))
     app = create_app(settings, embedder=embedder)
 
     with pytest.raises(RerankerUnavailable, match="missing-reranker"):
         async with app.router.lifespan_context(app):
             pass
+
+
+@pytest.mark.integration
+async def test_the_api_reranks_with_nanoranker_when_asked(
+    module_settings: Callable[..., Settings],
+    embedder: Embedder,
+    index_chunks: Callable[..., Awaitable[None]],
+    serve: Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]],
+) -> None:
+    settings = module_settings("rerank-nano", rerank_model="nanoranker")
+    await ensure_topics(settings)
+    await index_chunks(
+        settings,
+        [h.id for h in FILMS],
+        [h.text for h in FILMS],
+        [
+            {
+                "doc_id": h.doc_id,
+                "source": "films",
+                "version": 1,
+                "indexed_at": 1.0,
+                "chunk_index": 0,
+                "chunk_count": 1,
+                "content_type": "text/plain",
+            }
+            for h in FILMS
+        ],
+    )
+    query = "Which movie about dreams did Christopher Nolan make?"
+
+    async with serve(create_app(settings, embedder=embedder)) as client:
+        response = await client.post("/v1/search", json={"query": query, "k": 2, "rerank": True})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reranked"] is True
+    assert body["hits"][0]["id"] == "inception"
+    assert body["hits"][0]["rerank_score"] >= body["hits"][1]["rerank_score"]

@@ -7,9 +7,8 @@ is checked is the whole way from a tenant's write to another tenant's search.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -37,6 +36,8 @@ from schemas.api_keys import ApiKeyEntry, new_api_key
 from schemas.settings import Settings
 from streams.feedback import read_feedback
 from streams.topics import ensure_topics
+
+Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
 
 KEYS = {name: new_api_key() for name in ("admin", "acme", "globex")}
 ENTRIES = [
@@ -168,22 +169,9 @@ def test_a_websocket_under_v1_is_refused_without_a_key() -> None:
 
 
 @pytest.fixture(scope="module")
-def security_settings(kafka_broker: Any, chroma_server: Any) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        collection=f"security-{suffix}",
-        events_topic=f"security-{suffix}.events",
-        dlq_topic=f"security-{suffix}.dlq",
-        stats_topic=f"security-{suffix}.stats",
-        chunks_topic=f"security-{suffix}.chunks",
-        feedback_topic=f"security-{suffix}.feedback",
-        consumer_group=f"security-{suffix}-indexer",
-        consumer_input="events",
-        partitions=2,
-        api_keys=ENTRIES,
-        answer_generator="extractive",
+def security_settings(module_settings: Callable[..., Settings]) -> Settings:
+    return module_settings(
+        "security", consumer_input="events", api_keys=ENTRIES, answer_generator="extractive"
     )
 
 
@@ -216,14 +204,6 @@ async def index_new_events(settings: Settings, embedder: Embedder) -> None:
         await consumer.commit()
 
 
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://query-api") as client:
-            yield client
-
-
 class LastFirst:
     """A reranker that turns the order around: it reorders only what retrieval gave it."""
 
@@ -232,7 +212,9 @@ class LastFirst:
 
 
 @pytest.fixture(scope="module")
-async def receipts(security_settings: Settings, embedder: Embedder) -> dict[tuple[str, str], Any]:
+async def receipts(
+    security_settings: Settings, embedder: Embedder, serve: Serve
+) -> dict[tuple[str, str], Any]:
     """Writes every document with its writer's key; the receipts by (writer, doc_id)."""
     await ensure_topics(security_settings)
     written = {}
@@ -250,7 +232,10 @@ async def receipts(security_settings: Settings, embedder: Embedder) -> dict[tupl
 
 @pytest.fixture(scope="module")
 async def api(
-    security_settings: Settings, embedder: Embedder, receipts: dict[tuple[str, str], Any]
+    security_settings: Settings,
+    embedder: Embedder,
+    receipts: dict[tuple[str, str], Any],
+    serve: Serve,
 ) -> AsyncIterator[httpx.AsyncClient]:
     await index_new_events(security_settings, embedder)
     # Started after the indexing: its BM25 index replays the whole chunk log before it serves.
@@ -418,7 +403,7 @@ async def test_health_readiness_and_metrics_need_no_key(api: httpx.AsyncClient) 
 
 @pytest.mark.integration
 async def test_without_keys_configured_the_api_is_open_and_sees_everything(
-    api: httpx.AsyncClient, security_settings: Settings, embedder: Embedder
+    api: httpx.AsyncClient, security_settings: Settings, embedder: Embedder, serve: Serve
 ) -> None:
     open_settings = security_settings.model_copy(update={"api_keys": ()})
     async with serve(create_app(open_settings, embedder=embedder)) as client:

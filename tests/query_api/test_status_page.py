@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-import chromadb
 import orjson
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.async_api import BrowserContext, Error, Page, async_playwright, expect
 
-from consumers.chunk_log import chunk_record
 from consumers.embedder import Embedder
-from deploy import free_port
 from query_api import create_app
 from query_api.status_page import EventRate, router
 from schemas.api_keys import ApiKeyEntry
 from schemas.settings import Settings
 from streams.topics import ensure_topics
+
+IndexChunks = Callable[..., Awaitable[None]]
+ServeHttp = Callable[[Any], AbstractAsyncContextManager[str]]
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -92,27 +90,13 @@ def test_the_page_is_served_as_html_by_itself() -> None:
 
 
 @pytest.fixture(scope="module")
-def page_settings(kafka_broker: Any, chroma_server: Any) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        chroma_port=chroma_server.port,
-        collection=f"page-{suffix}",
-        events_topic=f"page-{suffix}.events",
-        changes_topic=f"page-{suffix}.changes",
-        dlq_topic=f"page-{suffix}.dlq",
-        stats_topic=f"page-{suffix}.stats",
-        chunks_topic=f"page-{suffix}.chunks",
-        consumer_group=f"page-{suffix}-indexer",
-        streams_app_id=f"page-{suffix}-changes",
-        # Events cross two hops to the index: the changes stage, then the indexers.
-        consumer_input="changes",
-        partitions=2,
-    )
+def page_settings(module_settings: Callable[..., Settings]) -> Settings:
+    # Events cross two hops to the index: the changes stage, then the indexers.
+    return module_settings("page", consumer_input="changes")
 
 
 @pytest.fixture(scope="module")
-async def indexed(page_settings: Settings, embedder: Embedder) -> None:
+async def indexed(page_settings: Settings, index_chunks: IndexChunks) -> None:
     """The corpus in Chroma and in the chunk log, the way the consumers write both."""
     await ensure_topics(page_settings)
     now = time.time()
@@ -130,46 +114,14 @@ async def indexed(page_settings: Settings, embedder: Embedder) -> None:
         for doc_id, _, seconds_ago in CORPUS
     ]
     ids = [uuid.uuid4().hex for _ in CORPUS]
-    client = await chromadb.AsyncHttpClient(host=page_settings.chroma_host, port=page_settings.chroma_port)
-    collection = await client.get_or_create_collection(
-        page_settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
-    )
-    await collection.add(
-        ids=ids,
-        documents=texts,
-        embeddings=embedder.encode(texts),
-        metadatas=metadatas,  # type: ignore[arg-type]
-    )
-    async with AIOKafkaProducer(bootstrap_servers=page_settings.bootstrap_servers, acks="all") as producer:
-        for chunk_id, text, metadata in zip(ids, texts, metadatas, strict=True):
-            await producer.send(
-                page_settings.chunks_topic, chunk_record(chunk_id, text, metadata), key=chunk_id.encode()
-            )
-        await producer.flush()
-
-
-@asynccontextmanager
-async def _serve(settings: Settings, embedder: Embedder) -> AsyncIterator[str]:
-    """The app served by uvicorn on a free port, in this event loop; yields its base URL."""
-    port = free_port()
-    app = create_app(settings, embedder=embedder)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            await task
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    await index_chunks(page_settings, ids, texts, metadatas)
 
 
 @pytest.fixture(scope="module")
-async def base_url(page_settings: Settings, embedder: Embedder, indexed: None) -> AsyncIterator[str]:
-    async with _serve(page_settings, embedder) as url:
+async def base_url(
+    page_settings: Settings, embedder: Embedder, indexed: None, serve_http: ServeHttp
+) -> AsyncIterator[str]:
+    async with serve_http(create_app(page_settings, embedder=embedder)) as url:
         yield url
 
 
@@ -269,11 +221,15 @@ async def test_live_panel_shows_lag_and_freshness_and_updates_events_per_second(
 
 @pytest.mark.integration
 async def test_with_api_keys_the_page_opens_asks_for_a_key_and_sends_the_one_pasted(
-    browser: BrowserContext, page_settings: Settings, embedder: Embedder, indexed: None
+    browser: BrowserContext,
+    page_settings: Settings,
+    embedder: Embedder,
+    indexed: None,
+    serve_http: ServeHttp,
 ) -> None:
     key = "rsk_status-page-test"
     settings = page_settings.model_copy(update={"api_keys": (ApiKeyEntry.for_key(key),)})
-    async with _serve(settings, embedder) as url:
+    async with serve_http(create_app(settings, embedder=embedder)) as url:
         page = await browser.new_page()
         try:
             await page.goto(url)
