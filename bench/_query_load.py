@@ -1,0 +1,98 @@
+"""The query bench's load generator, in a process of its own so that its CPU shows apart from the
+server's: N clients (one keep-alive connection each) send ``/v1/search`` requests.
+
+    python bench/_query_load.py < plan.json > result.json
+
+Closed loop (``rate`` 0): each client sends its next request as soon as the last one is answered,
+so latency includes waiting behind the other clients' requests. Open loop (``rate`` > 0):
+requests are due at fixed times and latency counts from the time due, so a slow answer is not
+hidden by the requests it held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+#: The line written to stdout when the warm-up ends; the result follows as one JSON line.
+MEASURING = "measuring"
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _client(
+    api: httpx.AsyncClient,
+    plan: dict[str, Any],
+    tickets: itertools.count[int],
+    started: float,
+    samples: list[tuple[float, float, float, int]],
+) -> None:
+    """Send requests until the phase ends; each sample is (sent at, latency s, took_ms, status)."""
+    queries: list[str] = plan["queries"]
+    rate: float = plan["rate"]
+    ends = started + plan["warmup_s"] + plan["seconds"]
+    while True:
+        ticket = next(tickets)
+        due = started + ticket / rate if rate else time.perf_counter()
+        if due >= ends:
+            return
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        body = {"query": queries[ticket % len(queries)], "k": plan["k"], "mode": plan["mode"]}
+        try:
+            response = await api.post("/v1/search", json=body)
+        except httpx.TransportError:
+            # A dropped connection is an error to count, not a reason to stop measuring.
+            samples.append((due - started, time.perf_counter() - due, -1.0, 0))
+            continue
+        latency = time.perf_counter() - due
+        took_ms = orjson.loads(response.content).get("took_ms", -1.0) if response.status_code == 200 else -1.0
+        samples.append((due - started, latency, took_ms, response.status_code))
+
+
+async def run(plan: dict[str, Any]) -> dict[str, Any]:
+    clients = plan["clients"]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    samples: list[tuple[float, float, float, int]] = []
+    async with httpx.AsyncClient(base_url=plan["url"], limits=limits, timeout=60) as api:
+        tickets = itertools.count()
+        started = time.perf_counter()
+        tasks = [_client(api, plan, tickets, started, samples) for _ in range(clients)]
+        cpu_at_mark: list[float] = []
+        # The parent samples every process's CPU at this line: the measured requests start.
+        mark = asyncio.get_running_loop().call_later(plan["warmup_s"], _announce_measuring, cpu_at_mark)
+        await asyncio.gather(*tasks)
+        mark.cancel()
+    measured = [s for s in samples if s[0] >= plan["warmup_s"]]
+    return {
+        "latencies_s": [s[1] for s in measured],
+        "took_ms": [s[2] for s in measured],
+        "statuses": [s[3] for s in measured],
+        "client_cpu_s": _cpu_seconds() - (cpu_at_mark[0] if cpu_at_mark else 0.0),
+    }
+
+
+def _announce_measuring(cpu_at_mark: list[float]) -> None:
+    cpu_at_mark.append(_cpu_seconds())
+    sys.stdout.write(MEASURING + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    plan = json.load(sys.stdin)
+    sys.stdout.write(json.dumps(asyncio.run(run(plan))) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The query bench's figures: percentiles per phase, CPU per process, and what each part of a
+search costs on its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import chromadb
+from rich.console import Console
+from rich.table import Table
+
+from bench._query_index import BenchCorpus
+from consumers.embedder import Embedder
+from consumers.sink import open_collection
+from schemas import Settings
+
+GOAL_P50_MS, GOAL_P99_MS = 15.0, 50.0
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50, p95, p99 and max of ``values`` (ms), NaN when there are too few to cut."""
+    if len(values) < 2:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": max(values)}
+
+
+async def component_costs(settings: Settings, queries: list[str], torch_threads: int) -> dict[str, Any]:
+    """Each part of a search timed alone, one query at a time, from this process (ms percentiles).
+
+    The same model and threads as the API, and the same Chroma requests its vector leg makes:
+    ``n_results`` = k in vector mode, the candidate depth in hybrid mode.
+    """
+    embedder = await asyncio.to_thread(
+        Embedder, settings.model, settings.precision, settings.embed_batch_size, torch_threads
+    )
+    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    collection = await open_collection(client, settings.collection)
+    depth = settings.hybrid_candidates
+    timings: dict[str, list[float]] = {
+        "embed the query": [],
+        "Chroma query, 10 hits with documents + metadata": [],
+        f"Chroma query, {depth} hits with documents + metadata": [],
+        f"Chroma query, {depth} hits, distances only": [],
+    }
+    for query in queries[:5]:  # the first calls pay for lazy initialisation
+        embedder.encode([query])
+    for query in queries:
+        started = time.perf_counter()
+        vectors = embedder.encode([query])
+        timings["embed the query"].append((time.perf_counter() - started) * 1000)
+        for name, n_results, include in (
+            ("Chroma query, 10 hits with documents + metadata", 10, ["documents", "metadatas", "distances"]),
+            (
+                f"Chroma query, {depth} hits with documents + metadata",
+                depth,
+                ["documents", "metadatas", "distances"],
+            ),
+            (f"Chroma query, {depth} hits, distances only", depth, ["distances"]),
+        ):
+            started = time.perf_counter()
+            await collection.query(query_embeddings=vectors, n_results=n_results, include=include)  # type: ignore[arg-type]
+            timings[name].append((time.perf_counter() - started) * 1000)
+    return {"queries": len(queries), "ms": {name: percentiles(values) for name, values in timings.items()}}
+
+
+def summarize(
+    args: argparse.Namespace, corpus: BenchCorpus, measured: dict[str, Any], cache_name: str
+) -> dict[str, Any]:
+    phases = {}
+    for name, result in measured["phases"].items():
+        ok = [s == 200 for s in result["statuses"]]
+        latencies = [value * 1000 for value, good in zip(result["latencies_s"], ok, strict=True) if good]
+        handler = [value for value, good in zip(result["took_ms"], ok, strict=True) if good]
+        seconds = args.seconds if "(1 client)" not in name else args.single_seconds
+        phases[name] = {
+            "requests": len(ok),
+            "errors": ok.count(False),
+            "throughput_rps": len(latencies) / seconds,
+            "latency_ms": percentiles(latencies),
+            "handler_ms": percentiles(handler),
+            "cpu_cores": result["cpu_cores"],
+        }
+    return {
+        "args": vars(args),
+        "corpus": {
+            "articles": corpus.articles,
+            "preloaded_articles": len(corpus.indexed),
+            "preloaded_chunks": len(corpus.chunks),
+            "held_out_articles": len(corpus.held_out),
+            "distinct_queries": len(corpus.queries),
+            "embedding_cache": cache_name,
+        },
+        "load_s": measured["load_s"],
+        "ingest": measured["ingest"],
+        "phases": phases,
+        "components": measured["components"],
+    }
+
+
+def _latency_table(report: dict[str, Any]) -> Table:
+    args, corpus = report["args"], report["corpus"]
+    loop = f"open loop at {args['rate']:g} req/s" if args["rate"] else "closed loop"
+    table = Table(
+        title=f"/v1/search over {corpus['preloaded_chunks']} chunks, k={args['k']}, "
+        f"{args['clients']} clients ({loop}), ingesting {args['ingest_rate']:g} docs/s"
+    )
+    for column in ("mode", "requests", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right")
+    table.add_column("in handler p50 / p99 ms", justify="right")
+    for name, phase in report["phases"].items():
+        lat, handler = phase["latency_ms"], phase["handler_ms"]
+        table.add_row(
+            name,
+            str(phase["requests"]),
+            str(phase["errors"]),
+            f"{phase['throughput_rps']:.0f}",
+            f"{lat['p50']:.1f}",
+            f"{lat['p95']:.1f}",
+            f"{lat['p99']:.1f}",
+            f"{lat['max']:.0f}",
+            f"{handler['p50']:.1f} / {handler['p99']:.1f}",
+        )
+    return table
+
+
+def _cpu_table(report: dict[str, Any]) -> Table:
+    phases = {name: phase for name, phase in report["phases"].items() if "(1 client)" not in name}
+    table = Table(title="CPU used during each measured phase, in cores (the machine has 2)")
+    table.add_column("process")
+    for name in phases:
+        table.add_column(name, justify="right")
+    processes = list(next(iter(phases.values()))["cpu_cores"]) if phases else []
+    named = [p for p in processes if p != "machine"]
+    for process in named:
+        table.add_row(process, *(f"{phase['cpu_cores'][process]:.2f}" for phase in phases.values()))
+    # What the bench did not start: Ray's daemons, and anyone else's work on a shared machine.
+    table.add_row(
+        "everything else",
+        *(
+            f"{phase['cpu_cores']['machine'] - sum(phase['cpu_cores'][p] for p in named):.2f}"
+            for phase in phases.values()
+        ),
+    )
+    table.add_row("whole machine", *(f"{phase['cpu_cores']['machine']:.2f}" for phase in phases.values()))
+    return table
+
+
+def _component_table(report: dict[str, Any]) -> Table:
+    components = report["components"]
+    table = Table(title=f"parts of a search alone, one at a time ({components['queries']} queries)")
+    for column in ("part", "p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(column, justify="right" if column != "part" else "left")
+    for name, cuts in components["ms"].items():
+        table.add_row(name, f"{cuts['p50']:.1f}", f"{cuts['p95']:.1f}", f"{cuts['p99']:.1f}")
+    return table
+
+
+def print_report(console: Console, report: dict[str, Any]) -> None:
+    console.print(_latency_table(report))
+    console.print(_cpu_table(report))
+    console.print(_component_table(report))
+    ingest = report["ingest"]
+    console.print(
+        f"ingestion meanwhile: {ingest['documents_published']} documents published, "
+        f"{ingest['chunks_embedded']} chunks embedded by the consumer"
+    )
+    hybrid = report["phases"].get("hybrid")
+    if hybrid is not None:
+        lat, clients = hybrid["latency_ms"], report["args"]["clients"]
+        if not report["args"]["rate"] and hybrid["throughput_rps"]:
+            # Little's law: with every client always waiting, latency = clients / throughput.
+            floor = clients / hybrid["throughput_rps"] * 1000
+            console.print(f"closed loop: mean hybrid latency = {clients} / throughput ≈ {floor:.0f} ms")
+        met = lat["p50"] <= GOAL_P50_MS and lat["p99"] <= GOAL_P99_MS
+        console.print(
+            f"goal for hybrid (p50 ≤ {GOAL_P50_MS:g} ms, p99 ≤ {GOAL_P99_MS:g} ms): "
+            f"{'met' if met else 'missed'} (p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms)"
+        )

