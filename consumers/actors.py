@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from consumers.consumer import IndexingConsumer
-from consumers.embedder import Embedder
+from consumers.embedder import EMBEDDING_MEMORY_ENV, Embedder
 from schemas import Settings
 
 log = logging.getLogger(__name__)
@@ -99,13 +99,12 @@ class ConsumerGroup:
             max_task_retries=-1,
             # Ray sets OMP_NUM_THREADS=num_cpus in workers, which slows torch's CPU kernels
             # even after torch.set_num_threads(); give OpenMP the threads torch is given.
-            # oneDNN caches a compiled kernel per input shape (1024 by default), and every batch
-            # of sentences pads to a new length: the cache, not the backlog, made RSS creep up
-            # batch after batch. Two malloc arenas also keep fragmentation down.
+            # The kernel caches are capped (see EMBEDDING_MEMORY_ENV: they, not the backlog, made
+            # RSS creep up batch after batch); two malloc arenas also keep fragmentation down.
             runtime_env={
                 "env_vars": {
                     "OMP_NUM_THREADS": str(threads),
-                    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0",
+                    **EMBEDDING_MEMORY_ENV,
                     "MALLOC_ARENA_MAX": "2",
                 }
             },

@@ -32,6 +32,7 @@ from consumers.embedder import Embedder
 from consumers.errors import is_retriable
 from consumers.fetch_queue import FetchQueue
 from consumers.indexer import BatchResult, DocumentIndexer
+from consumers.memory import release_free_heap
 from consumers.sink import ChromaSink, ChunkChanges
 from consumers.stats import ConsumerStats
 from schemas import DocumentEvent, InvalidEvent, Settings
@@ -284,6 +285,7 @@ class IndexingConsumer:
             written_s,
             seconds,
         )
+        release_free_heap()
         self.stats.record_batch(len(planned.records), len(planned.dead), planned.result, seconds)
         with contextlib.suppress(Exception):
             # Stats are advisory: a lost stats message must never stop indexing.
