@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scale import scaled, scaled_timeout
 
-from consumers.sink import open_collection
+from consumers.sink import HNSW_EF_SEARCH, open_collection
 
 pytestmark = [pytest.mark.integration, scaled_timeout()]
 
@@ -52,3 +52,18 @@ async def test_every_live_record_is_found_by_its_own_embedding_after_churn(chrom
     assert not unreachable, (
         f"{len(unreachable)} of {len(ids)} live records not found first: {unreachable[:5]}"
     )
+
+
+async def test_every_collection_searches_wide_enough_even_one_made_before(chroma_server):
+    client = await chromadb.AsyncHttpClient(host="127.0.0.1", port=chroma_server.port)
+    old = await client.create_collection(
+        "made-with-chroma-defaults", embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
+    )
+    assert old.configuration["hnsw"]["ef_search"] < HNSW_EF_SEARCH
+
+    await open_collection(client, old.name)
+    new = await open_collection(client, "made-by-ragstream")
+
+    assert (await client.get_collection(old.name)).configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
+    assert new.configuration["hnsw"]["ef_search"] == HNSW_EF_SEARCH
+    assert new.configuration["hnsw"]["space"] == "cosine"
