@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 
 from consumers.chunk_log import publish_chunk_changes
 from consumers.chunking import Chunker
@@ -193,8 +194,16 @@ class IndexingConsumer:
             batch = await self._consumer.getmany(
                 timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
             )
-            if batch and generation == self._generation:
+            if not batch:
+                continue
+            if generation == self._generation:
                 self._queue.put(generation, batch)
+            else:
+                # Fetched across a rebalance or a rewind: the records may come from positions
+                # set after it, which have now moved past them. Dropped without a seek, they
+                # would be skipped (the next commit would pass over them), so fetch again from
+                # the committed offsets; replaying is always safe.
+                await self._refetch(set(batch))
 
     async def _work_loop(self) -> None:
         """Plan each queued batch while the previous one is written; commits stay in offset order."""
@@ -325,9 +334,24 @@ class IndexingConsumer:
             with contextlib.suppress(Exception):
                 await writing
 
-    async def _rewind_to_committed(self) -> None:
+    async def _refetch(self, partitions: set[TopicPartition]) -> None:
+        """Rewind those of ``partitions`` still assigned; retried until the coordinator answers."""
         assert self._consumer is not None
-        for tp in self._consumer.assignment():
+        while not self._stopping.is_set():
+            still_ours = partitions & self._consumer.assignment()
+            try:
+                await self._rewind_to_committed(still_ours)
+            except KafkaError as exc:
+                log.warning("cannot read committed offsets to refetch (%s); trying again", exc)
+                await asyncio.sleep(RETRY_BACKOFF_S)
+                continue
+            log.info("a fetch crossed a rebalance or rewind: refetched %d partition(s)", len(still_ours))
+            return
+
+    async def _rewind_to_committed(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Seek ``partitions`` (default: every assigned one) back to their committed offsets."""
+        assert self._consumer is not None
+        for tp in self._consumer.assignment() if partitions is None else partitions:
             committed = await self._consumer.committed(tp)
             if committed is None:
                 await self._consumer.seek_to_beginning(tp)
