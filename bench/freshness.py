@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -33,8 +32,8 @@ from query_api import create_app
 from ragstream.stack import LocalStack
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events
-from streams.lag import LagReader
 from streams.publisher import EventPublisher
+from streams.topic_records import read_topic_records
 from streams.topics import ensure_topics
 
 console = Console()
@@ -107,23 +106,11 @@ async def measure(
 
 async def record_times(bootstrap_servers: str, topic: str) -> dict[str, float]:
     """doc_id → unix seconds at which its (last) record was produced to ``topic``."""
-    async with LagReader(bootstrap_servers) as reader:
-        partitions = [TopicPartition(topic, p.partition) for p in await reader.read(topic, "nobody")]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        times: dict[str, float] = {}
-        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    if record.key is not None and record.value is not None:
-                        times[record.key.decode()] = record.timestamp / 1000
-        return times
-    finally:
-        await consumer.stop()
+    return {
+        record.key.decode(): record.timestamp / 1000
+        for record in await read_topic_records(bootstrap_servers, topic)
+        if record.key is not None and record.value is not None
+    }
 
 
 async def hop_breakdown(
