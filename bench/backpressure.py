@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import itertools
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+from bench._services import private_services
 from consumers.actors import ConsumerGroup
-from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events
 from streams.lag import LagReader
@@ -85,11 +84,8 @@ def main() -> None:
     parser.add_argument("--sample-every", type=float, default=5.0)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="ragstream-bench-") as state:
-        ensure_kafka_jars()
-        broker, chroma = KafkaBroker(Path(state), free_port()), ChromaServer(Path(state), free_port())
-        broker.start()
-        chroma.start()
+    with private_services("bench") as services:
+        broker, chroma = services.broker, services.chroma
         settings = Settings(
             bootstrap_servers=broker.bootstrap_servers,
             chroma_port=chroma.port,
@@ -132,8 +128,6 @@ def main() -> None:
             _, complete = asyncio.run(total_lag(settings))
         finally:
             group.stop()
-            chroma.stop()
-            broker.stop()
 
     table = Table(title=f"backpressure: backlog {backlog} events ({args.factor:g} min of indexing)")
     for column in ("figure", "value"):

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._services import private_services
 from consumers.actors import ConsumerGroup
-from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
 from query_api import create_app
 from ragstream.stack import LocalStack
 from schemas import DocumentEvent, Settings
@@ -186,18 +185,15 @@ def main() -> None:
     if len(events) < count + 1:
         parser.error(f"the corpus has {len(events)} articles; lower --seconds or --rate")
 
-    with tempfile.TemporaryDirectory(prefix="ragstream-freshness-") as state:
-        ensure_kafka_jars()
-        broker, chroma = KafkaBroker(Path(state), free_port()), ChromaServer(Path(state), free_port())
-        broker.start()
-        chroma.start()
+    with private_services("freshness") as services:
+        broker, chroma, state = services.broker, services.chroma, services.state
         settings = Settings(
             bootstrap_servers=broker.bootstrap_servers,
             chroma_port=chroma.port,
             collection="freshness",
             consumers=args.consumers,
             consumer_input=args.topology,
-            state_dir=Path(state),
+            state_dir=state,
         )
         group = ConsumerGroup(settings, args.consumers)
         stage = LocalStack(settings).stage_process()
@@ -212,8 +208,6 @@ def main() -> None:
         finally:
             group.stop()
             stage.stop()
-            chroma.stop()
-            broker.stop()
     report(latencies, hops, args.seconds, args.rate, args.mode, args.topology)
 
 

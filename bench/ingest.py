@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._services import private_services
 from consumers.actors import ConsumerGroup
 from consumers.chunking import Chunker
 from consumers.embedder import Embedder
-from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
 from schemas import Settings
 from streams.corpus import wiki_events
 from streams.lag import LagReader
@@ -74,11 +73,8 @@ def main() -> None:
     console.print(f"baseline encode: {len(texts) / baseline_s:.1f} chunks/s ({embedder.precision})")
     del embedder
 
-    with tempfile.TemporaryDirectory(prefix="ragstream-bench-") as state:
-        ensure_kafka_jars()
-        broker, chroma = KafkaBroker(Path(state), free_port()), ChromaServer(Path(state), free_port())
-        broker.start()
-        chroma.start()
+    with private_services("bench") as services:
+        broker, chroma = services.broker, services.chroma
         settings = Settings(
             bootstrap_servers=broker.bootstrap_servers,
             chroma_port=chroma.port,
@@ -96,8 +92,6 @@ def main() -> None:
             embedded = sum(s["chunks_embedded"] for s in group.stats())
         finally:
             group.stop()
-            chroma.stop()
-            broker.stop()
 
     table = Table(title=f"ingest: {len(texts)} chunks, batch {args.batch_size}, {args.consumers} consumer(s)")
     for column in ("path", "seconds", "chunks/s"):
