@@ -14,7 +14,6 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from consumers.embedder import Embedder
 from consumers.sink import open_collection
 from query_api.answers import router as answers_router
 from query_api.auth import ApiKeyMiddleware
@@ -24,6 +23,8 @@ from query_api.freshness import router as freshness_router
 from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
 from query_api.metrics import PipelineMetrics
+from query_api.query_batcher import QueryBatcher, TextEncoder
+from query_api.query_model import load_query_model
 from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, embedder: Embedder | None = None, reranker: Reranker | None = None
+    settings: Settings, embedder: TextEncoder | None = None, reranker: Reranker | None = None
 ) -> FastAPI:
     """Build the query API; ``embedder`` and ``reranker`` may be given (tests), else the lifespan
     loads the configured models."""
@@ -62,17 +63,9 @@ def create_app(
             # server address in a process, and the sink in the consumers uses the default.
             chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
             collection = await open_collection(chroma, settings.collection)
-            model = (
-                embedder
-                if embedder is not None
-                else await asyncio.to_thread(
-                    Embedder,
-                    settings.model,
-                    settings.precision,
-                    settings.embed_batch_size,
-                    settings.torch_threads,
-                )
-            )
+            model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
+            query_batcher = QueryBatcher(model, settings.query_batch_max)
+            stack.push_async_callback(query_batcher.close)
 
             active_reranker = (
                 reranker if reranker is not None else await asyncio.to_thread(load_reranker, settings)
@@ -106,6 +99,7 @@ def create_app(
                 chroma=chroma,
                 collection=collection,
                 embedder=model,
+                query_batcher=query_batcher,
                 lag_reader=lag_reader,
                 stats=stats,
                 metrics=PipelineMetrics(stats, lag_reader, settings),

@@ -100,7 +100,7 @@ async def _retrieve(
         # The BM25 index knows every document id; until it has replayed the log it may not.
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
         return await vector_candidates(
-            services.collection, services.embedder, query, depth, search_filter, known_ids
+            services.collection, services.query_batcher.embed, query, depth, search_filter, known_ids
         )
     found = await asyncio.to_thread(view.index.search, query, depth, search_filter)
     return [_lexical_hit(hit, rank) for rank, hit in enumerate(found, start=1)]

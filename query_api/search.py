@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from query_api.filters import SearchFilter
@@ -12,8 +11,6 @@ from query_api.models import RetrieverHit, SearchHit
 if TYPE_CHECKING:
     from chromadb.api.models.AsyncCollection import AsyncCollection
     from chromadb.api.types import Where
-
-    from consumers.embedder import Embedder
 
 __all__ = ["PREFIX_IN_LIMIT", "PREFIX_OVERFETCH_MAX", "vector_candidates"]
 
@@ -28,7 +25,7 @@ DocIdsWithPrefix = Callable[[str, int], list[str] | None]
 
 async def vector_candidates(
     collection: AsyncCollection,
-    embedder: Embedder,
+    embed: Callable[[str], Awaitable[Any]],
     query: str,
     limit: int,
     search_filter: SearchFilter,
@@ -41,8 +38,8 @@ async def vector_candidates(
     more chunks than needed and filter them, up to ``PREFIX_OVERFETCH_MAX``: past that a very
     selective prefix may return fewer hits than exist.
     """
-    # Encoding takes tens of milliseconds of CPU: off the event loop, so other requests proceed.
-    vectors = await asyncio.to_thread(embedder.encode, [query])
+    # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
+    vectors = await embed(query)
     prefix = search_filter.doc_id_prefix
     if prefix is None:
         return _ranked(await _query(collection, vectors, limit, search_filter.to_where()))

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from query_api.chunk_log_view import ChunkLogView
 from query_api.metrics import PipelineMetrics
+from query_api.query_batcher import QueryBatcher, TextEncoder
 from query_api.rerank import Reranker
 from query_api.stats import StatsTail
 from schemas.settings import Settings
@@ -19,15 +20,15 @@ if TYPE_CHECKING:
     from chromadb.api import AsyncClientAPI
     from chromadb.api.models.AsyncCollection import AsyncCollection
 
-    from consumers.embedder import Embedder
-
 
 @dataclass(frozen=True)
 class Services:
     settings: Settings
     chroma: AsyncClientAPI
     collection: AsyncCollection
-    embedder: Embedder
+    #: The query model (also used by the extractive generator); searches go through the batcher.
+    embedder: TextEncoder
+    query_batcher: QueryBatcher
     lag_reader: LagReader
     stats: StatsTail
     metrics: PipelineMetrics

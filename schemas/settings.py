@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     embed_batch_size: int = Field(default=32, ge=1)
     torch_threads: int = Field(default=0, ge=0, description="0 = cores shared among the consumers")
+    query_runtime: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="what runs the API's query model: ONNX Runtime (the model traced at start, ~3x "
+        "faster for one short query; torch if the model does not trace) or torch, as the consumers",
+    )
+    query_threads: int = Field(default=1, ge=1, description="threads of the API's query model")
+    query_batch_max: int = Field(default=32, ge=1, description="most concurrent queries encoded together")
 
     # Chunking
     chunk_size: int = Field(default=1000, ge=50, description="characters per chunk")

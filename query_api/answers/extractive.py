@@ -14,7 +14,7 @@ from query_api.answers.generator import GeneratorName
 from query_api.answers.prompt import Passage, Prompt
 
 if TYPE_CHECKING:
-    from consumers.embedder import Embedder
+    from query_api.query_batcher import TextEncoder
 
 #: A sentence ends at . ! or ? followed by space, or at a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")
@@ -47,7 +47,7 @@ class ExtractiveGenerator:
     name: GeneratorName = "extractive"
     model: str | None = None
 
-    def __init__(self, embedder: Embedder, *, sentences: int) -> None:
+    def __init__(self, embedder: TextEncoder, *, sentences: int) -> None:
         self._embedder = embedder
         self._sentences = sentences
 

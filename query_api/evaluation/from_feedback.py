@@ -21,7 +21,7 @@ from query_api.evaluation.runner import MODES, ModeResult, evaluate_modes
 from schemas import Settings
 
 if TYPE_CHECKING:
-    from consumers.embedder import Embedder
+    from query_api.query_batcher import TextEncoder
 
 __all__ = ["FeedbackEvaluationReport", "NoFeedbackCases", "run_feedback_evaluation"]
 
@@ -71,7 +71,7 @@ class FeedbackEvaluationReport:
 def run_feedback_evaluation(
     settings: Settings,
     results_dir: Path = Path("bench/results"),
-    embedder: Embedder | None = None,
+    embedder: TextEncoder | None = None,
     say: Callable[[str], None] = lambda _: None,
 ) -> FeedbackEvaluationReport:
     """Evaluate every mode on the cases confirmed in ``settings.feedback_topic``; the report is
@@ -99,11 +99,10 @@ def run_feedback_evaluation(
             counts,
         )
     if embedder is None:
-        from consumers.embedder import Embedder
+        from query_api.query_model import load_query_model
 
-        embedder = Embedder(
-            settings.model, settings.precision, settings.embed_batch_size, settings.torch_threads
-        )
+        # The API's own query model, so that the figures are the API's.
+        embedder = load_query_model(settings)
     say(f"querying {len(cases)} cases in each mode")
     # The BM25 view is replayed in memory: an index directory from the environment may belong to
     # the running API.

@@ -130,7 +130,7 @@ def run_evaluation(
     """Evaluate retrieval on the Wikipedia sample corpus; ``own_services`` starts a private Kafka
     broker and Chroma server, else those named in ``base`` are used (with new topics and
     collections). The report is also written as JSON under ``options.results_dir``."""
-    from consumers.embedder import Embedder
+    from query_api.query_model import load_query_model
     from streams.corpus import wiki_articles, wiki_events
 
     started_at = datetime.now(UTC)
@@ -146,9 +146,8 @@ def run_evaluation(
         indexes = EvalIndexes(settings, run_id, options.consumers, say=say)
         asyncio.run(indexes.publish(list(wiki_events(options.articles))))
         main_settings = indexes.build(settings.chunk_size)
-        embedder = Embedder(
-            settings.model, settings.precision, settings.embed_batch_size, settings.torch_threads
-        )
+        # The API's own query model, so that the figures are the API's.
+        embedder = load_query_model(settings)
         say(f"querying {len(cases)} cases in each mode")
         report = EvaluationReport(
             run_id=run_id,

@@ -16,7 +16,7 @@ from query_api.models import SearchMode
 from schemas import Settings
 
 if TYPE_CHECKING:
-    from consumers.embedder import Embedder
+    from query_api.query_batcher import TextEncoder
 
 __all__ = ["MODES", "ModeResult", "RetrievalMode", "evaluate_modes"]
 
@@ -65,7 +65,7 @@ class ModeResult:
 
 def evaluate_modes(
     settings: Settings,
-    embedder: Embedder,
+    embedder: TextEncoder,
     cases: Sequence[EvalCase],
     modes: Sequence[RetrievalMode] = MODES,
     concurrency: int = 4,
@@ -76,7 +76,7 @@ def evaluate_modes(
 
 async def _evaluate(
     settings: Settings,
-    embedder: Embedder,
+    embedder: TextEncoder,
     cases: Sequence[EvalCase],
     modes: Sequence[RetrievalMode],
     concurrency: int,

@@ -1,0 +1,47 @@
+"""The ONNX Runtime query model must embed exactly as the torch model the index was built with."""
+
+import numpy as np
+import pytest
+
+from consumers.embedder import Embedder
+from consumers.onnx_embedder import OnnxEmbedder
+from query_api.query_model import load_query_model
+from schemas.settings import Settings
+
+TEXTS = [
+    "painting about the bombing of a Basque town",
+    "city in northern Italy",
+    "a",
+    "Guernica is a large 1937 oil painting by Spanish artist Pablo Picasso. " * 20,  # past 256 tokens
+    "Ünïcödé, emoji 🙂 and 数字 123",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_model() -> OnnxEmbedder:
+    return OnnxEmbedder("all-MiniLM-L6-v2")
+
+
+def test_onnx_vectors_equal_torch_fp32_vectors(onnx_model: OnnxEmbedder):
+    torch_vectors = Embedder(precision="fp32").encode(TEXTS)
+    onnx_vectors = onnx_model.encode(TEXTS)
+    assert onnx_vectors.shape == (len(TEXTS), 384) and onnx_vectors.dtype == np.float32
+    cosines = np.sum(torch_vectors * onnx_vectors, axis=1)
+    assert cosines.min() > 0.9999, cosines
+
+
+def test_a_batch_gives_each_text_the_vector_it_gets_alone(onnx_model: OnnxEmbedder):
+    together = onnx_model.encode(TEXTS)
+    for index, text in enumerate(TEXTS):
+        alone = onnx_model.encode([text])[0]
+        assert float(alone @ together[index]) > 0.9999, text
+
+
+def test_vectors_are_unit_length_and_empty_input_gives_none(onnx_model: OnnxEmbedder):
+    assert np.allclose(np.linalg.norm(onnx_model.encode(TEXTS), axis=1), 1.0, atol=1e-5)
+    assert onnx_model.encode([]).shape == (0, 384)
+
+
+def test_the_api_uses_onnx_by_default_and_torch_when_configured():
+    assert isinstance(load_query_model(Settings()), OnnxEmbedder)
+    assert isinstance(load_query_model(Settings(query_runtime="torch")), Embedder)
