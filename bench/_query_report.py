@@ -15,7 +15,9 @@ from rich.table import Table
 
 from bench._query_index import BenchCorpus
 from consumers.embedder import Embedder
+from consumers.onnx_embedder import OnnxEmbedder
 from consumers.sink import open_collection
+from query_api.query_model import load_query_model
 from schemas import Settings
 
 GOAL_P50_MS, GOAL_P99_MS = 15.0, 50.0
@@ -29,30 +31,41 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": max(values)}
 
 
-async def component_costs(settings: Settings, queries: list[str], torch_threads: int) -> dict[str, Any]:
+async def component_costs(settings: Settings, queries: list[str]) -> dict[str, Any]:
     """Each part of a search timed alone, one query at a time, from this process (ms percentiles).
 
-    The same model and threads as the API, and the same Chroma requests its vector leg makes:
-    ``n_results`` = k in vector mode, the candidate depth in hybrid mode.
+    The same query model and threads as the API (and torch's, as the consumers run it, beside
+    it), and the same Chroma requests its vector leg makes: ``n_results`` = k in vector mode, the
+    candidate depth in hybrid mode.
     """
-    embedder = await asyncio.to_thread(
-        Embedder, settings.model, settings.precision, settings.embed_batch_size, torch_threads
+    embedder = await asyncio.to_thread(load_query_model, settings)
+    torch_embedder = await asyncio.to_thread(
+        Embedder, settings.model, settings.precision, settings.embed_batch_size, settings.query_threads
     )
     client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
     collection = await open_collection(client, settings.collection)
     depth = settings.hybrid_candidates
+    runtime = "ONNX Runtime" if isinstance(embedder, OnnxEmbedder) else "torch"
+    embed_name = f"embed the query ({runtime}, as the API)"
     timings: dict[str, list[float]] = {
-        "embed the query": [],
+        embed_name: [],
+        f"embed the query (torch {torch_embedder.precision})": [],
         "Chroma query, 10 hits with documents + metadata": [],
         f"Chroma query, {depth} hits with documents + metadata": [],
         f"Chroma query, {depth} hits, distances only": [],
     }
     for query in queries[:5]:  # the first calls pay for lazy initialisation
         embedder.encode([query])
+        torch_embedder.encode([query])
     for query in queries:
         started = time.perf_counter()
+        torch_embedder.encode([query])
+        timings[f"embed the query (torch {torch_embedder.precision})"].append(
+            (time.perf_counter() - started) * 1000
+        )
+        started = time.perf_counter()
         vectors = embedder.encode([query])
-        timings["embed the query"].append((time.perf_counter() - started) * 1000)
+        timings[embed_name].append((time.perf_counter() - started) * 1000)
         for name, n_results, include in (
             ("Chroma query, 10 hits with documents + metadata", 10, ["documents", "metadatas", "distances"]),
             (

@@ -165,7 +165,7 @@ async def measure(
     return results, published
 
 
-def api_process(settings: Settings, state: Path, torch_threads: int) -> ManagedProcess:
+def api_process(settings: Settings, state: Path) -> ManagedProcess:
     """The API as ``make up`` runs it (``ragstream serve``), configured through its environment."""
     env = {
         "RAGSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -174,7 +174,8 @@ def api_process(settings: Settings, state: Path, torch_threads: int) -> ManagedP
         "RAGSTREAM_API_PORT": str(settings.api_port),
         "RAGSTREAM_CHUNK_SIZE": str(settings.chunk_size),
         "RAGSTREAM_CHUNK_OVERLAP": str(settings.chunk_overlap),
-        "RAGSTREAM_TORCH_THREADS": str(torch_threads),
+        "RAGSTREAM_QUERY_RUNTIME": settings.query_runtime,
+        "RAGSTREAM_QUERY_THREADS": str(settings.query_threads),
         "RAGSTREAM_RERANK": "false",
         "RAGSTREAM_LEXICAL_STARTUP_TIMEOUT_S": "600",
     }
@@ -213,7 +214,7 @@ def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: 
                 "api_port": free_port(),
             }
         )
-        api = api_process(settings, state, args.torch_threads)
+        api = api_process(settings, state)
         group = ConsumerGroup(settings, args.consumers)
         try:
             asyncio.run(ensure_topics(settings))
@@ -242,7 +243,7 @@ def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: 
                 raise RuntimeError(
                     f"the query API exited while measured; its log ends with:\n{api.log_tail()}"
                 )
-            costs = asyncio.run(component_costs(settings, corpus.queries[: args.probe], args.torch_threads))
+            costs = asyncio.run(component_costs(settings, corpus.queries[: args.probe]))
             embedded = sum(stats["chunks_embedded"] for stats in group.stats())
         finally:
             group.stop()
@@ -275,7 +276,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile")
     parser.add_argument("--held-out", type=int, default=400, help="articles kept out of the preload")
     parser.add_argument("--consumers", type=int, default=1)
-    parser.add_argument("--torch-threads", type=int, default=0, help="the API's; 0 = torch's default")
+    parser.add_argument("--query-runtime", choices=("onnx", "torch"), default="onnx", help="the API's")
+    parser.add_argument("--query-threads", type=int, default=1, help="the API's query model's threads")
     parser.add_argument("--probe", type=int, default=200, help="queries timed part by part, one at a time")
     parser.add_argument("--prepare-only", action="store_true", help="fill the embedding cache, then stop")
     return parser.parse_args()
@@ -287,7 +289,8 @@ def main() -> None:
         collection="bench-query",
         chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap,
-        torch_threads=args.torch_threads,
+        query_runtime=args.query_runtime,
+        query_threads=args.query_threads,
         rerank=False,
         # The consumer reads the events itself: the changes stage's CPU is not what this measures.
         consumer_input="events",

@@ -1,8 +1,13 @@
 """A BM25 index of chunks (tantivy), changed one chunk at a time and searchable after each change.
 
 Each chunk is one tantivy document: its text for BM25, its id for deletes, its doc_id for prefix
-matching, its metadata as a JSON fast field for filters, and the chunk record as it came (stored)
-so that a hit carries exactly what the chunk log said.
+matching, its metadata as a JSON fast field for filters, a numeric key as a fast field, and the
+chunk record as it came (stored) so that a hit carries exactly what the chunk log said.
+
+Ranking reads no stored record: the key of each candidate comes from its fast field (a column
+read, ~0.3 µs a chunk) and names its chunk id in a table kept beside the index, whereas loading a
+stored record costs ~5 µs. A hybrid search ranks 100 candidates per retriever and shows 10, so
+``ranked`` gives ids and scores, and ``records`` loads only the chunks that are shown.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from query_api.filters import Condition, SearchFilter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LexicalHit", "LexicalIndex"]
+__all__ = ["LexicalHit", "LexicalIndex", "RankedChunk", "StoredChunk"]
 
 _ANALYZER = "ragstream_en"
 #: Keys the query parser can address in a range; ranges on other keys are checked in Python.
@@ -35,6 +40,22 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FETCH_MAX = 10_000
 #: The writer's indexing budget; tantivy needs at least 15 MB per indexing thread.
 _WRITER_HEAP_BYTES = 64_000_000
+
+
+@dataclass(frozen=True)
+class RankedChunk:
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as the chunk log holds it."""
+
+    id: str
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,8 @@ def _schema() -> tantivy.Schema:
     builder.add_text_field("text", tokenizer_name=_ANALYZER, index_option="freq")
     builder.add_json_field("meta", tokenizer_name="raw", fast=True, index_option="basic")
     builder.add_bytes_field("record", stored=True)
+    # Names the chunk in LexicalIndex._id_of_key without loading the record.
+    builder.add_unsigned_field("key", fast=True)
     return builder.build()
 
 
@@ -98,6 +121,11 @@ class LexicalIndex:
         self._writer = self._index.writer(heap_size=_WRITER_HEAP_BYTES, num_threads=1)
         self._write_lock = threading.Lock()
         self._closed = False
+        # key → chunk id for every live chunk, and back. Keys are never reused, so a search on an
+        # older snapshot either finds its chunk's key or (deleted since) none.
+        self._id_of_key: dict[int, str] = {}
+        self._key_of_id: dict[str, int] = {}
+        self._next_key = 0
 
     def close(self) -> None:
         """Stop the writer's merge threads and remove the index directory; safe to call twice."""
@@ -124,21 +152,33 @@ class LexicalIndex:
         with self._write_lock:
             if self._closed:
                 raise RuntimeError("the lexical index is closed")
+            replaced: list[int] = []
             for chunk_id, value in latest.items():
                 self._writer.delete_documents_by_term("id", chunk_id)
+                old_key = self._key_of_id.pop(chunk_id, None)
+                if old_key is not None:
+                    replaced.append(old_key)
                 if value is None:
                     continue
+                key, self._next_key = self._next_key, self._next_key + 1
                 try:
-                    self._writer.add_document(self._document(chunk_id, value))
+                    self._writer.add_document(self._document(chunk_id, value, key))
                 except (KeyError, TypeError, ValueError) as exc:
                     # Its previous version is deleted all the same: stale text must not be found.
                     log.warning("chunk %s: malformed record left out of the BM25 index: %s", chunk_id, exc)
+                    continue
+                # New keys before the commit (older snapshots never meet them), old keys after
+                # it: a search on the snapshot before the commit still names its chunks.
+                self._id_of_key[key] = chunk_id
+                self._key_of_id[chunk_id] = key
             self._writer.commit()
             # Reload now rather than on tantivy's delayed schedule, so the change is visible on return.
             self._index.reload()
+            for key in replaced:
+                self._id_of_key.pop(key, None)
         return len(latest)
 
-    def _document(self, chunk_id: str, value: bytes) -> tantivy.Document:
+    def _document(self, chunk_id: str, value: bytes, key: int) -> tantivy.Document:
         record = orjson.loads(value)
         text, metadata = str(record["text"]), dict(record["metadata"])
         document = tantivy.Document()
@@ -148,10 +188,21 @@ class LexicalIndex:
         document.add_text("text", text)
         document.add_json("meta", metadata)
         document.add_bytes("record", value)
+        document.add_unsigned("key", key)
         return document
 
     def search(self, query: str, limit: int, search_filter: SearchFilter | None = None) -> list[LexicalHit]:
         """The ``limit`` best chunks for ``query`` by BM25 that pass ``search_filter``, best first."""
+        ranked = self.ranked(query, limit, search_filter)
+        records = self.records([chunk.id for chunk in ranked])
+        return [
+            LexicalHit(chunk.id, record.doc_id, record.text, record.metadata, chunk.score)
+            for chunk in ranked
+            if (record := records.get(chunk.id)) is not None
+        ]
+
+    def ranked(self, query: str, limit: int, search_filter: SearchFilter | None = None) -> list[RankedChunk]:
+        """Ids and BM25 scores of the ``limit`` best chunks that pass ``search_filter``, best first."""
         terms = list(dict.fromkeys(self._analyzer.analyze(query)))
         if not terms or limit < 1:
             return []
@@ -167,14 +218,7 @@ class LexicalIndex:
         fetch = limit * (4 if residual else 1) + 1
         while True:
             found = searcher.search(tantivy_query, fetch, count=False).hits
-            hits = []
-            for score, address in found:
-                record = orjson.loads(searcher.doc(address)["record"][0])
-                metadata = record["metadata"]
-                if all(condition.matches(metadata) for condition in residual):
-                    hits.append(
-                        LexicalHit(record["id"], record["doc_id"], record["text"], metadata, float(score))
-                    )
+            hits = self._passing(searcher, found, residual)
             # Settled once the fetch reaches below the score of the last hit kept: every chunk tied
             # with it is then among those fetched. (Whether the next hit ties with it cannot
             # change by fetching more, so that alone would fetch up to _FETCH_MAX on any tie.)
@@ -186,6 +230,40 @@ class LexicalIndex:
         # replicas that applied the log in other batches: the chunk id decides instead.
         hits.sort(key=lambda hit: (-hit.score, hit.id))
         return hits[:limit]
+
+    def _passing(
+        self, searcher: tantivy.Searcher, found: list[tuple[float, Any]], residual: list[Condition]
+    ) -> list[RankedChunk]:
+        """The found chunks that pass the conditions tantivy could not check, as ids and scores."""
+        if residual:
+            # Those conditions read the metadata: here the records must be loaded.
+            passing = []
+            for score, address in found:
+                record = orjson.loads(searcher.doc(address)["record"][0])
+                if all(condition.matches(record["metadata"]) for condition in residual):
+                    passing.append(RankedChunk(record["id"], float(score)))
+            return passing
+        keys = searcher.fast_field_values("key", [address for _, address in found])
+        ids = [self._id_of_key.get(int(key)) if key is not None else None for key in keys]
+        # A key without an id: the chunk was deleted after this snapshot was taken.
+        return [
+            RankedChunk(i, float(score)) for (score, _), i in zip(found, ids, strict=True) if i is not None
+        ]
+
+    def records(self, chunk_ids: list[str]) -> dict[str, StoredChunk]:
+        """The chunk records of those of ``chunk_ids`` that are indexed, by id."""
+        wanted = list(dict.fromkeys(chunk_ids))
+        if not wanted:
+            return {}
+        searcher = self._index.searcher()
+        by_id = Query.term_set_query(self._schema, "id", wanted)
+        found: dict[str, StoredChunk] = {}
+        for _, address in searcher.search(by_id, len(wanted), count=False).hits:
+            record = orjson.loads(searcher.doc(address)["record"][0])
+            found[record["id"]] = StoredChunk(
+                record["id"], record["doc_id"], record["text"], record["metadata"]
+            )
+        return found
 
     def _term_queries(self, searcher: tantivy.Searcher, terms: list[str]) -> list[Query]:
         """One BM25 query per term, weighted as if deleted chunks were gone.

@@ -1,21 +1,27 @@
-"""One search, end to end: retrieve by mode, fuse, rerank, then cut out the requested page.
+"""One search, end to end: rank by mode, fuse, load the chunks shown, rerank, cut out the page.
 
 Every page of a query is cut from the same candidate list (each retriever's top
 ``hybrid_candidates`` in hybrid mode), so paging through k at a time gives the same hits, in the
 same order, as one request for all of them.
+
+Ranking handles ids and scores only. Texts and metadata are loaded for the chunks that are
+shown (the page, or the reranker's depth) from this replica's view of the chunk log, which holds
+every chunk's record; from Chroma for any the view does not have yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from query_api.filters import SearchFilter
 from query_api.fusion import reciprocal_rank_fusion
-from query_api.lexical import LexicalHit
+from query_api.lexical import RankedChunk, StoredChunk
 from query_api.models import RetrieverHit, SearchHit, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
-from query_api.search import vector_candidates
+from query_api.search import vector_ranked
 from query_api.services import Services
 from query_api.tenancy import UNRESTRICTED, TenantScope
 
@@ -26,6 +32,14 @@ RETRIEVERS = ("vector", "lexical")
 
 class LexicalIndexNotReady(Exception):
     """The BM25 index has not replayed the chunk log yet; lexical-only results would be partial."""
+
+
+@dataclass
+class _Ranked:
+    id: str
+    score: float
+    fused_score: float | None = None
+    retrievers: dict[str, RetrieverHit] = field(default_factory=dict)
 
 
 async def search(
@@ -41,13 +55,13 @@ async def search(
     if request.mode == "lexical" and not services.lexical.caught_up:
         raise LexicalIndexNotReady(f"the BM25 index is still replaying {services.lexical.topic}")
     window = request.offset + request.k
-    if request.mode == "hybrid":
-        depth = settings.hybrid_candidates
-    else:
-        # One ranking alone does not depend on depth; fetch just what the page (and reranker) reads.
-        depth = max(window, settings.rerank_depth if rerank else 0)
+    # The chunks whose text is read: the page, or the reranker's whole depth.
+    shown = max(window, settings.rerank_depth if rerank else 0)
+    # One ranking alone does not depend on depth; fusion reads each retriever's whole depth.
+    depth = settings.hybrid_candidates if request.mode == "hybrid" else shown
     search_filter = scope.restrict(SearchFilter.from_request(request))
-    candidates = await _candidates(services, request, depth, search_filter)
+    ranking = await _ranking(services, request, depth, search_filter)
+    candidates = await _loaded(services, ranking[:shown])
     if rerank and services.reranker is not None:
         head = candidates[: settings.rerank_depth]
         reranked = await asyncio.to_thread(services.reranker.rerank, request.query, head)
@@ -63,57 +77,97 @@ async def search(
     )
 
 
-async def _candidates(
+async def _ranking(
     services: Services, request: SearchRequest, depth: int, search_filter: SearchFilter
-) -> list[SearchHit]:
+) -> list[_Ranked]:
     settings = services.settings
     if request.mode != "hybrid":
-        return await _retrieve(services, request.mode, request.query, depth, search_filter)
+        found = await _retrieve(services, request.mode, request.query, depth, search_filter)
+        return [
+            _Ranked(
+                chunk.id, chunk.score, retrievers={request.mode: RetrieverHit(rank=rank, score=chunk.score)}
+            )
+            for rank, chunk in enumerate(found, start=1)
+        ]
     weights = {"vector": settings.hybrid_vector_weight, "lexical": settings.hybrid_lexical_weight}
     # A retriever weighted 0 could only append hits nobody else ranked: skip its work.
     names = [name for name in RETRIEVERS if weights[name] > 0]
     results = await asyncio.gather(
         *(_retrieve(services, name, request.query, depth, search_filter) for name in names)
     )
-    by_id: dict[str, SearchHit] = {}
-    for hits in results:
-        for hit in hits:
-            if hit.id in by_id:
-                by_id[hit.id].retrievers.update(hit.retrievers)
-            else:
-                by_id[hit.id] = hit
+    scores = {
+        name: {chunk.id: chunk.score for chunk in found} for name, found in zip(names, results, strict=True)
+    }
     fused = reciprocal_rank_fusion(
-        {name: [hit.id for hit in hits] for name, hits in zip(names, results, strict=True)},
+        {name: [chunk.id for chunk in found] for name, found in zip(names, results, strict=True)},
         weights,
         settings.rrf_k,
     )
     return [
-        by_id[item.id].model_copy(update={"score": item.score, "fused_score": item.score}) for item in fused
+        _Ranked(
+            item.id,
+            item.score,
+            fused_score=item.score,
+            retrievers={
+                name: RetrieverHit(rank=rank, score=scores[name][item.id])
+                for name, rank in item.ranks.items()
+            },
+        )
+        for item in fused
     ]
 
 
 async def _retrieve(
     services: Services, name: str, query: str, depth: int, search_filter: SearchFilter
-) -> list[SearchHit]:
+) -> list[RankedChunk]:
     view = services.lexical
     if name == "vector":
         # The BM25 index knows every document id; until it has replayed the log it may not.
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
-        return await vector_candidates(
+        return await vector_ranked(
             services.collection, services.query_batcher.embed, query, depth, search_filter, known_ids
         )
-    found = await asyncio.to_thread(view.index.search, query, depth, search_filter)
-    return [_lexical_hit(hit, rank) for rank, hit in enumerate(found, start=1)]
+    return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)
 
 
-def _lexical_hit(hit: LexicalHit, rank: int) -> SearchHit:
-    indexed_at = hit.metadata.get("indexed_at", 0.0)
-    return SearchHit(
-        id=hit.id,
-        doc_id=hit.doc_id,
-        text=hit.text,
-        score=hit.score,
-        metadata=hit.metadata,
-        indexed_at=float(indexed_at) if isinstance(indexed_at, int | float) else 0.0,
-        retrievers={"lexical": RetrieverHit(rank=rank, score=hit.score)},
-    )
+async def _loaded(services: Services, ranking: list[_Ranked]) -> list[SearchHit]:
+    """The ranked chunks with their text and metadata, in order; a chunk deleted since it was
+    ranked is left out."""
+    ids = [ranked.id for ranked in ranking]
+    # The view holds every chunk the consumers logged, and they log a chunk before writing it
+    # to Chroma, so it lacks only chunks Chroma ranked within the last moments, or all of them
+    # while it replays the log after a start.
+    records = services.lexical.index.records(ids)
+    missing = [chunk_id for chunk_id in ids if chunk_id not in records]
+    if missing:
+        records.update(await _chroma_records(services, missing))
+    hits = []
+    for ranked in ranking:
+        record = records.get(ranked.id)
+        if record is None:
+            continue
+        indexed_at = record.metadata.get("indexed_at", 0.0)
+        hits.append(
+            SearchHit(
+                id=ranked.id,
+                doc_id=record.doc_id,
+                text=record.text,
+                score=ranked.score,
+                metadata=record.metadata,
+                indexed_at=float(indexed_at) if isinstance(indexed_at, int | float) else 0.0,
+                retrievers=ranked.retrievers,
+                fused_score=ranked.fused_score,
+            )
+        )
+    return hits
+
+
+async def _chroma_records(services: Services, chunk_ids: list[str]) -> dict[str, StoredChunk]:
+    result = await services.collection.get(ids=chunk_ids, include=["documents", "metadatas"])
+    documents = result["documents"] or [""] * len(result["ids"])
+    metadatas: list[Any] = result["metadatas"] or [{}] * len(result["ids"])
+    records = {}
+    for chunk_id, text, metadata in zip(result["ids"], documents, metadatas, strict=True):
+        meta = dict(metadata or {})
+        records[chunk_id] = StoredChunk(chunk_id, str(meta.get("doc_id", "")), text or "", meta)
+    return records

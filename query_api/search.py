@@ -1,18 +1,23 @@
-"""Vector search against the Chroma collection."""
+"""Vector search against the Chroma collection: the nearest chunks' ids and similarities.
+
+Only ids and distances come back from Chroma: the texts and metadata of the few chunks a page
+shows are loaded afterwards (``retrieval.py``), since Chroma spends about as long reading 100
+chunks' documents and metadata as finding them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from query_api.filters import SearchFilter
-from query_api.models import RetrieverHit, SearchHit
+from query_api.lexical import RankedChunk
 
 if TYPE_CHECKING:
     from chromadb.api.models.AsyncCollection import AsyncCollection
     from chromadb.api.types import Where
 
-__all__ = ["PREFIX_IN_LIMIT", "PREFIX_OVERFETCH_MAX", "vector_candidates"]
+__all__ = ["PREFIX_IN_LIMIT", "PREFIX_OVERFETCH_MAX", "vector_ranked"]
 
 #: Most document ids a doc_id prefix is expanded to for Chroma's ``$in``; beyond, we over-fetch.
 PREFIX_IN_LIMIT = 1000
@@ -23,15 +28,16 @@ PREFIX_OVERFETCH_MAX = 5000
 DocIdsWithPrefix = Callable[[str, int], list[str] | None]
 
 
-async def vector_candidates(
+async def vector_ranked(
     collection: AsyncCollection,
     embed: Callable[[str], Awaitable[Any]],
     query: str,
     limit: int,
     search_filter: SearchFilter,
     doc_ids_with_prefix: DocIdsWithPrefix | None = None,
-) -> list[SearchHit]:
-    """The ``limit`` chunks nearest to the query that pass the filter, best first, ranked.
+) -> list[RankedChunk]:
+    """The ``limit`` chunks nearest to the query that pass the filter, best first, with their
+    cosine similarity as the score.
 
     Chroma cannot match a doc_id prefix. ``doc_ids_with_prefix`` (from an index that knows every
     document id) turns it into a list of ids; without it, or for too many ids, we ask Chroma for
@@ -42,53 +48,40 @@ async def vector_candidates(
     vectors = await embed(query)
     prefix = search_filter.doc_id_prefix
     if prefix is None:
-        return _ranked(await _query(collection, vectors, limit, search_filter.to_where()))
+        return [chunk for chunk, _ in await _query(collection, vectors, limit, search_filter.to_where())]
     doc_ids = doc_ids_with_prefix(prefix, PREFIX_IN_LIMIT) if doc_ids_with_prefix else None
     if doc_ids is not None:
         if not doc_ids:
             return []
         where = search_filter.restricted_to(doc_ids).to_where()
-        found = await _query(collection, vectors, limit, where)
-        return _ranked([hit for hit in found if hit.doc_id.startswith(prefix)])
+        return [chunk for chunk, _ in await _query(collection, vectors, limit, where)]
     fetch, where = limit, search_filter.to_where()
     while True:
-        found = await _query(collection, vectors, fetch, where)
-        kept = [hit for hit in found if hit.doc_id.startswith(prefix)]
+        found = await _query(collection, vectors, fetch, where, with_doc_ids=True)
+        kept = [chunk for chunk, doc_id in found if doc_id.startswith(prefix)]
         if len(kept) >= limit or len(found) < fetch or fetch >= PREFIX_OVERFETCH_MAX:
-            return _ranked(kept[:limit])
+            return kept[:limit]
         fetch = min(fetch * 4, PREFIX_OVERFETCH_MAX)
 
 
-def _ranked(hits: list[SearchHit]) -> list[SearchHit]:
-    for rank, hit in enumerate(hits, start=1):
-        hit.retrievers["vector"] = RetrieverHit(rank=rank, score=hit.score)
-    return hits
-
-
 async def _query(
-    collection: AsyncCollection, vectors: Any, n_results: int, where: Where | None
-) -> list[SearchHit]:
+    collection: AsyncCollection,
+    vectors: Any,
+    n_results: int,
+    where: Where | None,
+    with_doc_ids: bool = False,
+) -> list[tuple[RankedChunk, str]]:
+    """(chunk, its doc_id, or "" unless ``with_doc_ids``) for the nearest ``n_results``."""
     result = await collection.query(
         query_embeddings=vectors,
         n_results=n_results,
         where=where,
-        include=["documents", "metadatas", "distances"],
+        include=["distances", "metadatas"] if with_doc_ids else ["distances"],
     )
     ids = result["ids"][0]
-    documents = (result["documents"] or [[]])[0]
-    metadatas = (result["metadatas"] or [[]])[0]
     distances = (result["distances"] or [[]])[0]
-    hits = []
-    for chunk_id, text, metadata, distance in zip(ids, documents, metadatas, distances, strict=True):
-        meta = dict(metadata or {})
-        hits.append(
-            SearchHit(
-                id=chunk_id,
-                doc_id=str(meta.get("doc_id", "")),
-                text=text or "",
-                score=1.0 - float(distance),
-                metadata=meta,
-                indexed_at=float(cast(float, meta.get("indexed_at", 0.0))),
-            )
-        )
-    return hits
+    metadatas = (result["metadatas"] or [[]])[0] if with_doc_ids else [None] * len(ids)
+    return [
+        (RankedChunk(chunk_id, 1.0 - float(distance)), str((metadata or {}).get("doc_id", "")))
+        for chunk_id, distance, metadata in zip(ids, distances, metadatas, strict=True)
+    ]

@@ -157,6 +157,37 @@ def test_an_upsert_replaces_the_chunk_text(index: LexicalIndex) -> None:
     assert index.num_chunks == len(CORPUS)
 
 
+def test_ranking_names_ids_and_scores_as_search_does_without_loading_records(index: LexicalIndex) -> None:
+    ranked = index.ranked("note on call rotations", 4)
+    hits = index.search("note on call rotations", 4)
+
+    assert [(chunk.id, chunk.score) for chunk in ranked] == [(hit.id, hit.score) for hit in hits]
+    assert ranked[0].id in {"c2", "c3"}
+
+
+def test_records_are_what_the_log_said_and_unknown_ids_are_left_out(index: LexicalIndex) -> None:
+    records = index.records(["c4", "nope", "c1", "c4"])
+
+    assert set(records) == {"c4", "c1"}
+    assert records["c4"].doc_id == "recipes/bread v2"
+    assert records["c4"].text == "Note: baking sourdough bread needs a starter."
+    assert records["c4"].metadata["year"] == 2021 and records["c4"].metadata["public"] is True
+    assert index.records([]) == {}
+
+
+def test_a_chunk_rewritten_many_times_ranks_once_with_its_last_record(index: LexicalIndex) -> None:
+    for round_ in range(5):
+        index.apply([change("c6", "science/photosynthesis", f"zyxquartz enzyme, revision {round_}.")])
+    index.apply([("c1", None), change("c1", "handbook/onboarding", "zyxquartz badges")])
+
+    ranked = index.ranked("zyxquartz", 10)
+    assert sorted(chunk.id for chunk in ranked) == ["c1", "c6"]
+    assert index.records(["c6"])["c6"].text == "zyxquartz enzyme, revision 4."
+    index.apply([("c6", None)])
+    assert [chunk.id for chunk in index.ranked("zyxquartz", 10)] == ["c1"]
+    assert index.records(["c6"]) == {}
+
+
 def test_a_tombstone_deletes_the_chunk(index: LexicalIndex) -> None:
     index.apply([("c6", None)])
 
