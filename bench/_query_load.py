@@ -1,5 +1,6 @@
 """The query bench's load generator, in a process of its own so that its CPU shows apart from the
-server's: N clients (one keep-alive connection each) send ``/v1/search`` requests.
+server's: N clients (one keep-alive connection each) send ``/v1/search`` requests. aiohttp, not httpx:
+it costs the client a third of the CPU per request, CPU the server under test shares.
 
     python bench/_query_load.py < plan.json > result.json
 
@@ -19,9 +20,10 @@ import sys
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
+JSON = {"content-type": "application/json"}
 #: The line written to stdout when the warm-up ends; the result follows as one JSON line.
 MEASURING = "measuring"
 
@@ -32,7 +34,7 @@ def _cpu_seconds() -> float:
 
 
 async def _client(
-    api: httpx.AsyncClient,
+    api: aiohttp.ClientSession,
     plan: dict[str, Any],
     tickets: itertools.count[int],
     started: float,
@@ -49,23 +51,26 @@ async def _client(
             return
         if (wait := due - time.perf_counter()) > 0:
             await asyncio.sleep(wait)
-        body = {"query": queries[ticket % len(queries)], "k": plan["k"], "mode": plan["mode"]}
+        body = orjson.dumps({"query": queries[ticket % len(queries)], "k": plan["k"], "mode": plan["mode"]})
         try:
-            response = await api.post("/v1/search", json=body)
-        except httpx.TransportError:
+            async with api.post("/v1/search", data=body, headers=JSON) as response:
+                content = await response.read()
+                status = response.status
+        except aiohttp.ClientError:
             # A dropped connection is an error to count, not a reason to stop measuring.
             samples.append((due - started, time.perf_counter() - due, -1.0, 0))
             continue
         latency = time.perf_counter() - due
-        took_ms = orjson.loads(response.content).get("took_ms", -1.0) if response.status_code == 200 else -1.0
-        samples.append((due - started, latency, took_ms, response.status_code))
+        took_ms = orjson.loads(content).get("took_ms", -1.0) if status == 200 else -1.0
+        samples.append((due - started, latency, took_ms, status))
 
 
 async def run(plan: dict[str, Any]) -> dict[str, Any]:
     clients = plan["clients"]
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     samples: list[tuple[float, float, float, int]] = []
-    async with httpx.AsyncClient(base_url=plan["url"], limits=limits, timeout=60) as api:
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(plan["url"], connector=connector, timeout=timeout) as api:
         tickets = itertools.count()
         started = time.perf_counter()
         tasks = [_client(api, plan, tickets, started, samples) for _ in range(clients)]

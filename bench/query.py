@@ -151,9 +151,9 @@ async def measure(
     ingest = asyncio.create_task(ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop))
     results: dict[str, dict[str, Any]] = {}
     try:
-        for index, mode in enumerate(MODES):
+        for index, mode in enumerate(args.modes):
             # Each mode starts at its own place in the queries, so no mode meets another's first.
-            start = index * len(corpus.queries) // len(MODES)
+            start = index * len(corpus.queries) // len(args.modes)
             queries = corpus.queries[start:] + corpus.queries[:start]
             console.print(f"{mode}: {args.clients} clients, {args.warmup:g} s warm-up, {args.seconds:g} s")
             results[mode] = await run_phase(url, mode, queries, args, pids, args.clients)
@@ -266,6 +266,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=64, help="characters per chunk (at most)")
     parser.add_argument("--chunk-overlap", type=int, default=0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to measure")
     parser.add_argument("--seconds", type=float, default=30, help="measured seconds per mode")
     parser.add_argument("--warmup", type=float, default=5, help="unmeasured seconds first, per mode")
     parser.add_argument("--rate", type=float, default=0, help="requests/s, open loop; 0 = closed loop")

@@ -23,6 +23,7 @@ from query_api.freshness import router as freshness_router
 from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
 from query_api.metrics import PipelineMetrics
+from query_api.nearest import IndexUnreachable, NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
 from query_api.query_model import load_query_model
 from query_api.rerank import Reranker, load_reranker
@@ -63,6 +64,14 @@ def create_app(
             # server address in a process, and the sink in the consumers uses the default.
             chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
             collection = await open_collection(chroma, settings.collection)
+            nearest = await stack.enter_async_context(
+                NearestChunks(
+                    settings.chroma_host,
+                    settings.chroma_port,
+                    str(collection.id),
+                    max_batch=settings.query_batch_max,
+                )
+            )
             model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
             query_batcher = QueryBatcher(model, settings.query_batch_max)
             stack.push_async_callback(query_batcher.close)
@@ -100,6 +109,7 @@ def create_app(
                 collection=collection,
                 embedder=model,
                 query_batcher=query_batcher,
+                nearest=nearest,
                 lag_reader=lag_reader,
                 stats=stats,
                 metrics=PipelineMetrics(stats, lag_reader, settings),
@@ -122,6 +132,7 @@ def create_app(
     app.include_router(freshness_router)
     app.include_router(status_page_router)
     app.add_exception_handler(httpx.TransportError, _index_unreachable)
+    app.add_exception_handler(IndexUnreachable, _index_unreachable)
     # On the path, not per router: every /v1 route, today's and any added later, needs a key.
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     return app

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import tantivy
@@ -42,8 +42,9 @@ _FETCH_MAX = 10_000
 _WRITER_HEAP_BYTES = 64_000_000
 
 
-@dataclass(frozen=True)
-class RankedChunk:
+class RankedChunk(NamedTuple):
+    """A chunk's place in a ranking: a tuple, since a search makes hundreds of them."""
+
     id: str
     score: float
 

@@ -60,8 +60,8 @@ async def search(
     # One ranking alone does not depend on depth; fusion reads each retriever's whole depth.
     depth = settings.hybrid_candidates if request.mode == "hybrid" else shown
     search_filter = scope.restrict(SearchFilter.from_request(request))
-    ranking = await _ranking(services, request, depth, search_filter)
-    candidates = await _loaded(services, ranking[:shown])
+    ranking = await _ranking(services, request, depth, shown, search_filter)
+    candidates = await _loaded(services, ranking)
     if rerank and services.reranker is not None:
         head = candidates[: settings.rerank_depth]
         reranked = await asyncio.to_thread(services.reranker.rerank, request.query, head)
@@ -78,8 +78,9 @@ async def search(
 
 
 async def _ranking(
-    services: Services, request: SearchRequest, depth: int, search_filter: SearchFilter
+    services: Services, request: SearchRequest, depth: int, shown: int, search_filter: SearchFilter
 ) -> list[_Ranked]:
+    """The first ``shown`` chunks of the ranking by ``request.mode``, each retriever ``depth`` deep."""
     settings = services.settings
     if request.mode != "hybrid":
         found = await _retrieve(services, request.mode, request.query, depth, search_filter)
@@ -87,7 +88,7 @@ async def _ranking(
             _Ranked(
                 chunk.id, chunk.score, retrievers={request.mode: RetrieverHit(rank=rank, score=chunk.score)}
             )
-            for rank, chunk in enumerate(found, start=1)
+            for rank, chunk in enumerate(found[:shown], start=1)
         ]
     weights = {"vector": settings.hybrid_vector_weight, "lexical": settings.hybrid_lexical_weight}
     # A retriever weighted 0 could only append hits nobody else ranked: skip its work.
@@ -95,14 +96,15 @@ async def _ranking(
     results = await asyncio.gather(
         *(_retrieve(services, name, request.query, depth, search_filter) for name in names)
     )
-    scores = {
-        name: {chunk.id: chunk.score for chunk in found} for name, found in zip(names, results, strict=True)
-    }
     fused = reciprocal_rank_fusion(
         {name: [chunk.id for chunk in found] for name, found in zip(names, results, strict=True)},
         weights,
         settings.rrf_k,
     )
+    head = fused[:shown]
+    scores = {
+        name: {chunk.id: chunk.score for chunk in found} for name, found in zip(names, results, strict=True)
+    }
     return [
         _Ranked(
             item.id,
@@ -113,7 +115,7 @@ async def _ranking(
                 for name, rank in item.ranks.items()
             },
         )
-        for item in fused
+        for item in head
     ]
 
 
@@ -125,7 +127,7 @@ async def _retrieve(
         # The BM25 index knows every document id; until it has replayed the log it may not.
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
         return await vector_ranked(
-            services.collection, services.query_batcher.embed, query, depth, search_filter, known_ids
+            services.nearest, services.query_batcher.embed, query, depth, search_filter, known_ids
         )
     return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)
 

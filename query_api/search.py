@@ -1,6 +1,7 @@
 """Vector search against the Chroma collection: the nearest chunks' ids and similarities.
 
-Only ids and distances come back from Chroma: the texts and metadata of the few chunks a page
+Only ids and distances come back from Chroma (``nearest.py``, batched with the queries of
+concurrent searches): the texts and metadata of the few chunks a page
 shows are loaded afterwards (``retrieval.py``), since Chroma spends about as long reading 100
 chunks' documents and metadata as finding them.
 """
@@ -8,13 +9,13 @@ chunks' documents and metadata as finding them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from query_api.filters import SearchFilter
 from query_api.lexical import RankedChunk
+from query_api.nearest import NearestChunks
 
 if TYPE_CHECKING:
-    from chromadb.api.models.AsyncCollection import AsyncCollection
     from chromadb.api.types import Where
 
 __all__ = ["PREFIX_IN_LIMIT", "PREFIX_OVERFETCH_MAX", "vector_ranked"]
@@ -29,7 +30,7 @@ DocIdsWithPrefix = Callable[[str, int], list[str] | None]
 
 
 async def vector_ranked(
-    collection: AsyncCollection,
+    chroma: NearestChunks,
     embed: Callable[[str], Awaitable[Any]],
     query: str,
     limit: int,
@@ -48,16 +49,16 @@ async def vector_ranked(
     vectors = await embed(query)
     prefix = search_filter.doc_id_prefix
     if prefix is None:
-        return [chunk for chunk, _ in await _query(collection, vectors, limit, search_filter.to_where())]
+        return [chunk for chunk, _ in await _query(chroma, vectors, limit, search_filter.to_where())]
     doc_ids = doc_ids_with_prefix(prefix, PREFIX_IN_LIMIT) if doc_ids_with_prefix else None
     if doc_ids is not None:
         if not doc_ids:
             return []
         where = search_filter.restricted_to(doc_ids).to_where()
-        return [chunk for chunk, _ in await _query(collection, vectors, limit, where)]
+        return [chunk for chunk, _ in await _query(chroma, vectors, limit, where)]
     fetch, where = limit, search_filter.to_where()
     while True:
-        found = await _query(collection, vectors, fetch, where, with_doc_ids=True)
+        found = await _query(chroma, vectors, fetch, where, with_doc_ids=True)
         kept = [chunk for chunk, doc_id in found if doc_id.startswith(prefix)]
         if len(kept) >= limit or len(found) < fetch or fetch >= PREFIX_OVERFETCH_MAX:
             return kept[:limit]
@@ -65,22 +66,16 @@ async def vector_ranked(
 
 
 async def _query(
-    collection: AsyncCollection,
+    chroma: NearestChunks,
     vectors: Any,
     n_results: int,
     where: Where | None,
     with_doc_ids: bool = False,
 ) -> list[tuple[RankedChunk, str]]:
     """(chunk, its doc_id, or "" unless ``with_doc_ids``) for the nearest ``n_results``."""
-    result = await collection.query(
-        query_embeddings=vectors,
-        n_results=n_results,
-        where=where,
-        include=["distances", "metadatas"] if with_doc_ids else ["distances"],
-    )
-    ids = result["ids"][0]
-    distances = (result["distances"] or [[]])[0]
-    metadatas = (result["metadatas"] or [[]])[0] if with_doc_ids else [None] * len(ids)
+    found = await chroma.nearest(vectors, n_results, cast(dict[str, Any] | None, where), with_doc_ids)
+    ids, distances = found.ids, found.distances
+    metadatas = found.metadatas if found.metadatas is not None else [None] * len(ids)
     return [
         (RankedChunk(chunk_id, 1.0 - float(distance)), str((metadata or {}).get("doc_id", "")))
         for chunk_id, distance, metadata in zip(ids, distances, metadatas, strict=True)

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from query_api.chunk_log_view import ChunkLogView
 from query_api.metrics import PipelineMetrics
+from query_api.nearest import NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
 from query_api.rerank import Reranker
 from query_api.stats import StatsTail
@@ -29,6 +30,8 @@ class Services:
     #: The query model (also used by the extractive generator); searches go through the batcher.
     embedder: TextEncoder
     query_batcher: QueryBatcher
+    #: Vector search's nearest-neighbour queries (the collection's other calls use ``collection``).
+    nearest: NearestChunks
     lag_reader: LagReader
     stats: StatsTail
     metrics: PipelineMetrics
