@@ -6,8 +6,9 @@ it costs the client a third of the CPU per request, CPU the server under test sh
 
 Closed loop (``rate`` 0): each client sends its next request as soon as the last one is answered,
 so latency includes waiting behind the other clients' requests. Open loop (``rate`` > 0):
-requests are due at fixed times and latency counts from the time due, so a slow answer is not
-hidden by the requests it held back.
+requests arrive as a Poisson process of that rate (independent users: random gaps, bursts
+included), each taken by a free client, and latency counts from the arrival, so a slow answer is
+not hidden by the requests it held back.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import resource
 import sys
 import time
@@ -33,20 +35,34 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def arrivals(rate: float, seconds: float, seed: int = 11) -> list[float]:
+    """Poisson arrival times (s from the start) over ``seconds``: exponential gaps of mean 1/rate."""
+    rng, times, now = random.Random(seed), [], 0.0
+    while True:
+        now += rng.expovariate(rate)
+        if now >= seconds:
+            return times
+        times.append(now)
+
+
 async def _client(
     api: aiohttp.ClientSession,
     plan: dict[str, Any],
     tickets: itertools.count[int],
+    due_times: list[float] | None,
     started: float,
     samples: list[tuple[float, float, float, int]],
+    steps: list[dict[str, float]],
 ) -> None:
-    """Send requests until the phase ends; each sample is (sent at, latency s, took_ms, status)."""
+    """Send requests until the phase ends; each sample is (sent at, latency s, took_ms, status),
+    and ``steps`` gets each answer's Server-Timing, by step."""
     queries: list[str] = plan["queries"]
-    rate: float = plan["rate"]
     ends = started + plan["warmup_s"] + plan["seconds"]
     while True:
         ticket = next(tickets)
-        due = started + ticket / rate if rate else time.perf_counter()
+        if due_times is not None and ticket >= len(due_times):
+            return
+        due = started + due_times[ticket] if due_times is not None else time.perf_counter()
         if due >= ends:
             return
         if (wait := due - time.perf_counter()) > 0:
@@ -56,6 +72,7 @@ async def _client(
             async with api.post("/v1/search", data=body, headers=JSON) as response:
                 content = await response.read()
                 status = response.status
+                timing = response.headers.get("Server-Timing", "")
         except aiohttp.ClientError:
             # A dropped connection is an error to count, not a reason to stop measuring.
             samples.append((due - started, time.perf_counter() - due, -1.0, 0))
@@ -63,17 +80,31 @@ async def _client(
         latency = time.perf_counter() - due
         took_ms = orjson.loads(content).get("took_ms", -1.0) if status == 200 else -1.0
         samples.append((due - started, latency, took_ms, status))
+        steps.append(_server_timing(timing) if due - started >= plan["warmup_s"] and status == 200 else {})
+
+
+def _server_timing(header: str) -> dict[str, float]:
+    """``embed;dur=3.1, vector;dur=5.0`` → {"embed": 3.1, "vector": 5.0}."""
+    steps = {}
+    for part in header.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name and duration:
+            steps[name] = float(duration)
+    return steps
 
 
 async def run(plan: dict[str, Any]) -> dict[str, Any]:
     clients = plan["clients"]
     samples: list[tuple[float, float, float, int]] = []
+    steps: list[dict[str, float]] = []
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(plan["url"], connector=connector, timeout=timeout) as api:
         tickets = itertools.count()
+        rate = plan["rate"]
+        due_times = arrivals(rate, plan["warmup_s"] + plan["seconds"]) if rate else None
         started = time.perf_counter()
-        tasks = [_client(api, plan, tickets, started, samples) for _ in range(clients)]
+        tasks = [_client(api, plan, tickets, due_times, started, samples, steps) for _ in range(clients)]
         cpu_at_mark: list[float] = []
         # The parent samples every process's CPU at this line: the measured requests start.
         mark = asyncio.get_running_loop().call_later(plan["warmup_s"], _announce_measuring, cpu_at_mark)
@@ -84,6 +115,7 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
         "latencies_s": [s[1] for s in measured],
         "took_ms": [s[2] for s in measured],
         "statuses": [s[3] for s in measured],
+        "server_timing": [step for step in steps if step],
         "client_cpu_s": _cpu_seconds() - (cpu_at_mark[0] if cpu_at_mark else 0.0),
     }
 

@@ -24,6 +24,7 @@ from query_api.rerank import RerankerUnavailable
 from query_api.search import vector_ranked
 from query_api.services import Services
 from query_api.tenancy import UNRESTRICTED, TenantScope
+from query_api.timings import Timings
 
 __all__ = ["LexicalIndexNotReady", "search"]
 
@@ -43,10 +44,14 @@ class _Ranked:
 
 
 async def search(
-    services: Services, request: SearchRequest, scope: TenantScope = UNRESTRICTED
+    services: Services,
+    request: SearchRequest,
+    scope: TenantScope = UNRESTRICTED,
+    timings: Timings | None = None,
 ) -> SearchResponse:
     """Answer ``request`` from the documents ``scope`` may see; the caller has checked that
-    ``k + offset`` is within the candidate depth."""
+    ``k + offset`` is within the candidate depth. ``timings`` gets the time of each step."""
+    timings = timings if timings is not None else Timings()
     started = time.perf_counter()
     settings = services.settings
     rerank = settings.rerank if request.rerank is None else request.rerank
@@ -60,11 +65,13 @@ async def search(
     # One ranking alone does not depend on depth; fusion reads each retriever's whole depth.
     depth = settings.hybrid_candidates if request.mode == "hybrid" else shown
     search_filter = scope.restrict(SearchFilter.from_request(request))
-    ranking = await _ranking(services, request, depth, shown, search_filter)
-    candidates = await _loaded(services, ranking)
+    ranking = await _ranking(services, request, depth, shown, search_filter, timings)
+    with timings.measure("load"):
+        candidates = await _loaded(services, ranking)
     if rerank and services.reranker is not None:
         head = candidates[: settings.rerank_depth]
-        reranked = await asyncio.to_thread(services.reranker.rerank, request.query, head)
+        with timings.measure("rerank"):
+            reranked = await asyncio.to_thread(services.reranker.rerank, request.query, head)
         candidates = reranked + candidates[settings.rerank_depth :]
     return SearchResponse(
         query=request.query,
@@ -78,12 +85,17 @@ async def search(
 
 
 async def _ranking(
-    services: Services, request: SearchRequest, depth: int, shown: int, search_filter: SearchFilter
+    services: Services,
+    request: SearchRequest,
+    depth: int,
+    shown: int,
+    search_filter: SearchFilter,
+    timings: Timings,
 ) -> list[_Ranked]:
     """The first ``shown`` chunks of the ranking by ``request.mode``, each retriever ``depth`` deep."""
     settings = services.settings
     if request.mode != "hybrid":
-        found = await _retrieve(services, request.mode, request.query, depth, search_filter)
+        found = await _retrieve(services, request.mode, request.query, depth, search_filter, timings)
         return [
             _Ranked(
                 chunk.id, chunk.score, retrievers={request.mode: RetrieverHit(rank=rank, score=chunk.score)}
@@ -94,13 +106,14 @@ async def _ranking(
     # A retriever weighted 0 could only append hits nobody else ranked: skip its work.
     names = [name for name in RETRIEVERS if weights[name] > 0]
     results = await asyncio.gather(
-        *(_retrieve(services, name, request.query, depth, search_filter) for name in names)
+        *(_retrieve(services, name, request.query, depth, search_filter, timings) for name in names)
     )
-    fused = reciprocal_rank_fusion(
-        {name: [chunk.id for chunk in found] for name, found in zip(names, results, strict=True)},
-        weights,
-        settings.rrf_k,
-    )
+    with timings.measure("fuse"):
+        fused = reciprocal_rank_fusion(
+            {name: [chunk.id for chunk in found] for name, found in zip(names, results, strict=True)},
+            weights,
+            settings.rrf_k,
+        )
     head = fused[:shown]
     scores = {
         name: {chunk.id: chunk.score for chunk in found} for name, found in zip(names, results, strict=True)
@@ -120,16 +133,17 @@ async def _ranking(
 
 
 async def _retrieve(
-    services: Services, name: str, query: str, depth: int, search_filter: SearchFilter
+    services: Services, name: str, query: str, depth: int, search_filter: SearchFilter, timings: Timings
 ) -> list[RankedChunk]:
     view = services.lexical
     if name == "vector":
         # The BM25 index knows every document id; until it has replayed the log it may not.
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
         return await vector_ranked(
-            services.nearest, services.query_batcher.embed, query, depth, search_filter, known_ids
+            services.nearest, services.query_batcher.embed, query, depth, search_filter, known_ids, timings
         )
-    return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)
+    with timings.measure("lexical"):
+        return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)
 
 
 async def _loaded(services: Services, ranking: list[_Ranked]) -> list[SearchHit]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from query_api.models import DocumentInfo, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
 from query_api.services import Services, get_services
 from query_api.tenancy import TenantScope
+from query_api.timings import Timings
 
 router = APIRouter()
 
@@ -41,6 +43,7 @@ async def search(
     body: SearchRequest,
     services: ServicesDep,
     caller: CallerDep,
+    response: Response,
     consistent_with: Annotated[
         str | None, Query(max_length=2048, description="the same as the body's consistent_with")
     ] = None,
@@ -60,9 +63,14 @@ async def search(
                 }
             ]
         )
-    await _wait_for_write(services, body, consistent_with)
+    timings = Timings()
+    # Read-your-writes: the wait for the index to include the write is part of the answer's time.
+    with timings.measure("wait") if body.consistent_with or consistent_with else contextlib.nullcontext():
+        await _wait_for_write(services, body, consistent_with)
     try:
-        return await retrieval.search(services, body, TenantScope(caller.tenant))
+        found = await retrieval.search(services, body, TenantScope(caller.tenant), timings)
+        response.headers["Server-Timing"] = timings.header()
+        return found
     except RerankerUnavailable as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     except retrieval.LexicalIndexNotReady as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from query_api.filters import SearchFilter
 from query_api.lexical import RankedChunk
 from query_api.nearest import NearestChunks
+from query_api.timings import Timings
 
 if TYPE_CHECKING:
     from chromadb.api.types import Where
@@ -36,6 +37,7 @@ async def vector_ranked(
     limit: int,
     search_filter: SearchFilter,
     doc_ids_with_prefix: DocIdsWithPrefix | None = None,
+    timings: Timings | None = None,
 ) -> list[RankedChunk]:
     """The ``limit`` chunks nearest to the query that pass the filter, best first, with their
     cosine similarity as the score.
@@ -45,8 +47,21 @@ async def vector_ranked(
     more chunks than needed and filter them, up to ``PREFIX_OVERFETCH_MAX``: past that a very
     selective prefix may return fewer hits than exist.
     """
+    timings = timings if timings is not None else Timings()
     # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
-    vectors = await embed(query)
+    with timings.measure("embed"):
+        vectors = await embed(query)
+    with timings.measure("vector"):
+        return await _nearest(chroma, vectors, limit, search_filter, doc_ids_with_prefix)
+
+
+async def _nearest(
+    chroma: NearestChunks,
+    vectors: Any,
+    limit: int,
+    search_filter: SearchFilter,
+    doc_ids_with_prefix: DocIdsWithPrefix | None,
+) -> list[RankedChunk]:
     prefix = search_filter.doc_id_prefix
     if prefix is None:
         return [chunk for chunk, _ in await _query(chroma, vectors, limit, search_filter.to_where())]

@@ -163,6 +163,22 @@ async def test_search_ranks_the_document_that_answers_first(api: httpx.AsyncClie
     assert scores[-1] > 0 and scores[0] <= 1.0
 
 
+@pytest.mark.parametrize(
+    ("mode", "steps"),
+    [("hybrid", {"embed", "vector", "lexical", "fuse", "load"}), ("vector", {"embed", "vector", "load"})],
+)
+async def test_search_says_where_its_time_went_in_server_timing(
+    api: httpx.AsyncClient, mode: str, steps: set[str]
+) -> None:
+    response = await api.post("/v1/search", json={"query": "bread", "k": 2, "mode": mode})
+
+    header = response.headers["server-timing"]
+    durations = dict(part.strip().split(";dur=") for part in header.split(","))
+    assert set(durations) == steps
+    assert all(float(ms) >= 0 for ms in durations.values())
+    assert sum(float(ms) for ms in durations.values()) <= response.json()["took_ms"] * 2 + 1
+
+
 async def test_search_finds_the_chunk_not_just_the_document(api: httpx.AsyncClient) -> None:
     hits = await _search(api, "how long should the loaf stay in the oven?", k=1)
 
