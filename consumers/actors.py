@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +26,9 @@ class ConsumerActor:
 
     def __init__(self, settings: Settings, torch_threads: int) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Before the model loads, so that torch's threads are born with it too.
+        lower_priority(settings.consumer_niceness)
+        self._niceness = settings.consumer_niceness
         # One line per Chroma request would drown what matters.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._consumer = IndexingConsumer(
@@ -37,6 +41,7 @@ class ConsumerActor:
         """Consume until ``stop``; returns the final counters."""
         if self._stopping.is_set():
             return asdict(self._consumer.stats)
+        lower_priority(self._niceness)  # threads Ray started since __init__
         await self._consumer.start()
         try:
             await self._consumer.run()
@@ -53,6 +58,27 @@ class ConsumerActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def lower_priority(niceness: int) -> None:
+    """Run every thread of this process at ``niceness`` or lower priority (never raise it).
+
+    Indexing is throughput work and searches are latency work: where both share a machine, a
+    consumer in the middle of an embedding batch must not make searches wait for the CPU. With
+    nice 10 a busy consumer gets about a tenth of a core that a search wants, and all of the
+    CPU nobody else wants. On Linux the nice value belongs to each thread, and a new thread
+    starts with its creator's, so every thread alive now is changed.
+    """
+    if niceness <= 0:
+        return
+    tasks = Path("/proc/self/task")
+    thread_ids = [int(entry.name) for entry in tasks.iterdir()] if tasks.exists() else [0]
+    for thread_id in thread_ids:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread_id) < niceness:
+                os.setpriority(os.PRIO_PROCESS, thread_id, niceness)
+        except OSError:  # the thread ended meanwhile
+            continue
 
 
 def init_ray(consumers: int) -> None:

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     )
     consumers: int = Field(default=1, ge=1)
     consumer_num_cpus: float = Field(default=1.0, ge=0, description="Ray CPUs reserved per consumer actor")
+    consumer_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU priority of the consumer processes (nice; 0 = normal): where the API shares "
+        "their machine, searches come first and indexing gets all the CPU they leave",
+    )
     #: Chaos testing only: probability that a consumer process dies right after its Chroma
     #: write and before its offset commit, the worst moment for exactly-once.
     crash_before_commit_probability: float = Field(default=0.0, ge=0, le=1)
