@@ -88,16 +88,23 @@ class MicroBatcher(Generic[T, R]):
                 await asyncio.gather(*(self._call(batch) for batch in batches))
 
     async def _call(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        futures = [future for _, future in batch]
         try:
             results = await self._run([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} items")
+        except asyncio.CancelledError:
+            # close() cancelled the worker with this batch in flight: its requests must not hang.
+            for future in futures:
+                if not future.done():
+                    future.set_exception(BatcherClosed(f"the {self._name} batcher closed"))
+            raise
         except Exception as exc:
             log.debug("%s of %d failed: %r", self._name, len(batch), exc)
-            for _, future in batch:
+            for future in futures:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)

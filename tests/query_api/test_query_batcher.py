@@ -82,3 +82,15 @@ async def test_a_closed_batcher_refuses_queries():
     await batcher.close()  # twice is fine
     with pytest.raises(RuntimeError, match="closed"):
         await batcher.embed("late")
+
+
+async def test_a_query_in_flight_when_the_batcher_closes_fails_instead_of_hanging():
+    encoder = CountingEncoder()
+    encoder.gate.clear()  # the model call never returns on its own
+    batcher = QueryBatcher(encoder)
+    in_flight = asyncio.create_task(batcher.embed("stuck"))
+    await asyncio.sleep(0.05)
+    await batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(in_flight, timeout=2)
+    encoder.gate.set()
