@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,27 +88,18 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def run_phase(
-    url: str,
-    mode: str,
-    queries: list[str],
-    args: argparse.Namespace,
-    pids: dict[str, int],
-    *,
-    clients: int,
-    rate: float,
-    warmup_s: float,
-    seconds: float,
+    url: str, queries: list[str], args: argparse.Namespace, pids: dict[str, int], phase: Phase
 ) -> dict[str, Any]:
     """One load-generator run; returns its samples and every process's CPU over the measured part."""
     plan = {
         "url": url,
-        "mode": mode,
+        "mode": phase.mode,
         "queries": queries,
         "k": args.k,
-        "clients": clients,
-        "rate": rate,
-        "warmup_s": warmup_s,
-        "seconds": seconds,
+        "clients": phase.clients,
+        "rate": phase.rate,
+        "warmup_s": phase.warmup_s,
+        "seconds": phase.seconds,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -123,8 +115,8 @@ async def run_phase(
     result: dict[str, Any] = json.loads(await process.stdout.read())  # to the end: one long line
     after, wall = cpu_snapshot(pids), time.perf_counter() - started
     if await process.wait() != 0:
-        raise RuntimeError(f"the load generator failed for mode {mode}")
-    result.update(wall_s=wall, seconds=seconds, clients=clients, rate=rate, mode=mode)
+        raise RuntimeError(f"the load generator failed for {phase.name}")
+    result.update(wall_s=wall, seconds=phase.seconds, clients=phase.clients, rate=phase.rate, mode=phase.mode)
     result["cpu_cores"] = {name: (after[name] - before[name]) / wall for name in before}
     result["cpu_cores"]["load generator"] = result.pop("client_cpu_s") / wall
     return result
@@ -156,6 +148,34 @@ async def ingest_steadily(
     return published
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One load-generator run: ``rate`` 0 is a closed loop."""
+
+    name: str
+    mode: str
+    clients: int
+    rate: float
+    warmup_s: float
+    seconds: float
+
+
+def planned_phases(args: argparse.Namespace) -> list[list[Phase]]:
+    """Every phase in order, grouped by the queries they share (a mode and its 1-client run)."""
+    groups = []
+    for mode in args.modes:
+        group = [Phase(mode, mode, args.clients, 0.0, args.warmup, args.seconds)]
+        if args.single_seconds > 0:
+            group.append(Phase(f"{mode} (1 client)", mode, 1, 0.0, 1.0, args.single_seconds))
+        groups.append(group)
+    for rate in args.rates:
+        for mode in args.rate_modes:
+            groups.append(
+                [Phase(f"{mode} at {rate:g}/s", mode, args.clients, rate, args.warmup, args.seconds)]
+            )
+    return groups
+
+
 async def measure(
     settings: Settings, url: str, corpus: BenchCorpus, args: argparse.Namespace, pids: dict[str, int]
 ) -> tuple[dict[str, dict[str, Any]], int]:
@@ -163,51 +183,16 @@ async def measure(
     stop = asyncio.Event()
     ingest = asyncio.create_task(ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop))
     results: dict[str, dict[str, Any]] = {}
-    phase_count = len(args.modes) + len(args.rates) * len(args.rate_modes)
+    groups = planned_phases(args)
     try:
-        for index, mode in enumerate([*args.modes, *(m for _ in args.rates for m in args.rate_modes)]):
-            # Each phase starts at its own place in the queries, so no phase meets another's first.
-            start = index * len(corpus.queries) // phase_count
+        for index, group in enumerate(groups):
+            # Each group starts at its own place in the queries, so no group meets another's first.
+            start = index * len(corpus.queries) // len(groups)
             queries = corpus.queries[start:] + corpus.queries[:start]
-            if index < len(args.modes):
-                console.print(f"{mode}: {args.clients} clients, closed loop, {args.seconds:g} s")
-                results[mode] = await run_phase(
-                    url,
-                    mode,
-                    queries,
-                    args,
-                    pids,
-                    clients=args.clients,
-                    rate=0.0,
-                    warmup_s=args.warmup,
-                    seconds=args.seconds,
-                )
-                if args.single_seconds > 0:
-                    results[f"{mode} (1 client)"] = await run_phase(
-                        url,
-                        mode,
-                        queries,
-                        args,
-                        pids,
-                        clients=1,
-                        rate=0.0,
-                        warmup_s=1.0,
-                        seconds=args.single_seconds,
-                    )
-                continue
-            rate = args.rates[(index - len(args.modes)) // len(args.rate_modes)]
-            console.print(f"{mode}: {args.clients} clients, {rate:g} requests/s offered, {args.seconds:g} s")
-            results[f"{mode} at {rate:g}/s"] = await run_phase(
-                url,
-                mode,
-                queries,
-                args,
-                pids,
-                clients=args.clients,
-                rate=rate,
-                warmup_s=args.warmup,
-                seconds=args.seconds,
-            )
+            for phase in group:
+                loop = f"{phase.rate:g} requests/s offered" if phase.rate else "closed loop"
+                console.print(f"{phase.name}: {phase.clients} clients, {loop}, {phase.seconds:g} s")
+                results[phase.name] = await run_phase(url, queries, args, pids, phase)
     finally:
         stop.set()
         published = await ingest

@@ -57,10 +57,9 @@ class OnnxEmbedder:
         source = SentenceTransformer(resolve_model_path(model), device="cpu").eval()
         self._tokenizer = source.tokenizer
         self._max_length = int(source.max_seq_length or 512)
-        self._input_names = [
-            name for name in self._tokenizer.model_input_names if name in _tokenize(self, ["probe"])
-        ]
-        graph = _export(source, self._input_names, _tokenize(self, ["probe"]), torch)
+        sample = _tokenize(self, ["probe"])
+        self._input_names = [name for name in self._tokenizer.model_input_names if name in sample]
+        graph = _export(source, self._input_names, sample, torch)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

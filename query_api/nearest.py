@@ -73,7 +73,7 @@ class NearestChunks:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, json_serialize=_json_text)
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
 
     async def stop(self) -> None:
         """Close the connections; safe to call twice."""
@@ -135,7 +135,3 @@ class NearestChunks:
             )
             for row in range(len(queries))
         ]
-
-
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
