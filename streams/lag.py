@@ -127,6 +127,18 @@ class LagReader:
             lags.append(PartitionLag(tp.topic, tp.partition, offset, end, max(lag, 0)))
         return lags
 
+    async def resume_offset(self, topic: str, group: str, partition: int) -> int:
+        """Where ``group`` resumes reading the partition: its committed offset, else (never
+        committed, consumers reading from the earliest) the first offset the log still holds."""
+        admin, consumer = self._started_admin(), self._consumer
+        assert consumer is not None
+        tp = TopicPartition(topic, partition)
+        committed = await self._retrying(lambda: admin.list_consumer_group_offsets(group, partitions=[tp]))
+        meta = committed.get(tp)
+        if meta is not None and meta.offset >= 0:
+            return int(meta.offset)
+        return int((await consumer.beginning_offsets([tp]))[tp])
+
     def _started_admin(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             raise RuntimeError("LagReader is not started")

@@ -4,7 +4,8 @@ Per event: validate (invalid → ``docs.dlq``, original bytes and the reason in 
 normalise, then ask the table whether it changes the document. Output is acknowledged by the
 broker *before* the table is updated: a crash in between re-emits the event on replay (a
 duplicate the idempotent consumers absorb) instead of remembering an event that was never
-emitted (a lost change).
+emitted (a lost change). For the same reason an event that fails to be handled stops the worker
+(faust would ack it), and offsets the consumer skipped are read and handled (see ``continuity``).
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ import logging
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import faust
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from schemas import DocumentEvent, EventOp, InvalidEvent, Settings
+from streams.changes.continuity import OffsetContinuity
 from streams.changes.dedupe import Decision, DocumentState, decide, next_state
 from streams.changes.normalise import normalise_event
 from streams.changes.watchdog import StallDetector
 from streams.dlq import DeadLetter
 from streams.lag import LagReader
+from streams.topic_records import read_partition_range
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,23 @@ TABLE_NAME = "documents"
 
 #: The worker's exit status when the watchdog found a partition without progress (EX_TEMPFAIL).
 STALLED_EXIT_CODE = 75
+#: The worker's exit status when an event could not be handled (EX_SOFTWARE).
+FAILED_EXIT_CODE = 70
+
+
+class SourceRecord(Protocol):
+    """A record of the events topic: faust's ``Message``, or aiokafka's for offsets faust skipped."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 def _broker_urls(bootstrap_servers: str) -> list[str]:
@@ -85,13 +106,52 @@ class ChangesStage:
         self._stalls = StallDetector(s.streams_stall_timeout_s)
         self._lag = LagReader(s.bootstrap_servers, client_id=f"{s.streams_app_id}-watchdog")
         self.app.timer(min(5.0, s.streams_stall_timeout_s / 3))(self._watch)
+        self._continuity = OffsetContinuity()
+        self.app.on_partitions_revoked.connect(self._forget_revoked)
 
     async def _process(self, stream: faust.StreamT) -> AsyncIterator[None]:
         async for event in stream.events():
-            await self.handle(event.message)
+            message = event.message
+            try:
+                await self.handle(message)
+            except Exception:
+                # faust acks the event an agent fails on and would commit past it: a lost change.
+                # Exiting first leaves it uncommitted, and the restarted worker replays it.
+                log.exception(
+                    "handling %s[%d]@%d failed; exiting to restart from the committed offsets",
+                    message.topic, message.partition, message.offset,
+                )  # fmt: skip
+                os._exit(FAILED_EXIT_CODE)
             yield None
 
-    async def handle(self, message: faust.types.tuples.Message) -> Decision | None:
+    async def handle(self, message: SourceRecord) -> list[Decision | None]:
+        """Process one source record, after any the consumer skipped before it; returns the
+        decision for each (None for one dead-lettered)."""
+        return [await self._handle_one(record) for record in [*await self._skipped_before(message), message]]
+
+    async def _skipped_before(self, message: SourceRecord) -> list[ConsumerRecord]:
+        partition = message.partition
+        if not self._continuity.knows(partition):
+            await self._lag.start()
+            resume = await self._lag.resume_offset(message.topic, self.settings.streams_app_id, partition)
+            self._continuity.start_at(partition, resume)
+        skipped = self._continuity.skipped_before(partition, message.offset)
+        if not skipped:
+            return []
+        records = await read_partition_range(
+            self.settings.bootstrap_servers, message.topic, partition, skipped.start, skipped.stop
+        )
+        log.warning(
+            "the consumer skipped offsets %d to %d of %s[%d] (%d records); handling them first",
+            skipped.start, skipped.stop - 1, message.topic, partition, len(records),
+        )  # fmt: skip
+        return records
+
+    def _forget_revoked(self, _sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+        (revoked,) = args  # faust sends the set of TopicPartitions taken away
+        self._continuity.forget(tp.partition for tp in revoked if tp.topic == self.settings.events_topic)
+
+    async def _handle_one(self, message: SourceRecord) -> Decision | None:
         """Process one source record; returns the decision, or None if it was dead-lettered."""
         try:
             document = self._decode(message.value)
@@ -129,7 +189,7 @@ class ChangesStage:
             # acknowledged, so that a retried send can never put it before the delete.
             await (await self.changes_topic.send(key=key, value=None))
 
-    async def _dead_letter(self, message: faust.types.tuples.Message, reason: str) -> None:
+    async def _dead_letter(self, message: SourceRecord, reason: str) -> None:
         letter = DeadLetter(
             reason, InvalidEvent.__name__, message.topic, message.partition, message.offset,
             message.key, message.value,

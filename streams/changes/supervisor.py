@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from streams.changes.stage import STALLED_EXIT_CODE
+from streams.changes.stage import FAILED_EXIT_CODE, STALLED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ BACKOFF_S = 1.0
 BACKOFF_MAX_S = 30.0
 #: How long a worker asked to stop may take before it is killed.
 STOP_TIMEOUT_S = 30.0
+
+
+_EXIT_REASONS = {
+    STALLED_EXIT_CODE: "it found a partition without progress",
+    FAILED_EXIT_CODE: "an event could not be handled",
+}
 
 
 def supervise(worker_command: Sequence[str]) -> int:
@@ -53,7 +59,7 @@ def supervise(worker_command: Sequence[str]) -> int:
             break
         if time.monotonic() - started >= HEALTHY_RUN_S:
             backoff = BACKOFF_S
-        reason = "it found a partition without progress" if code == STALLED_EXIT_CODE else "it exited"
+        reason = _EXIT_REASONS.get(code, "it exited")
         log.warning(
             "stage worker (pid %d) stopped with status %d: %s; starting it again in %.0f s",
             worker.pid,
