@@ -127,8 +127,9 @@ async def ingest_steadily(
 ) -> int:
     """Publish ``rate`` documents per second until ``stop``; returns how many were published.
 
-    Held-out articles first (new text to chunk and embed); once they are used up, the same
-    articles again under a new version, which re-chunks them and rewrites their metadata.
+    Held-out articles first; once they are used up, the same articles again as new revisions
+    whose text begins with the revision's number. That shifts every chunk boundary of the first
+    paragraph, so a revision costs chunking and embedding like new text, not a metadata update.
     """
     published = 0
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
@@ -137,7 +138,8 @@ async def ingest_steadily(
             event = events[published % len(events)]
             round_ = published // len(events)
             if round_:
-                event = event.model_copy(update={"version": event.version + round_})
+                update = {"version": event.version + round_, "content": f"Revision {round_}. {event.content}"}
+                event = event.model_copy(update=update)
             await publisher.publish(event)
             published += 1
             # A steady schedule, not "sleep after each": a slow publish must not lower the rate.
