@@ -45,7 +45,7 @@ async def component_costs(settings: Settings, queries: list[str]) -> dict[str, A
     client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
     collection = await open_collection(client, settings.collection)
     depth = settings.hybrid_candidates
-    runtime = "ONNX Runtime" if isinstance(embedder, OnnxEmbedder) else "torch"
+    runtime = f"ONNX Runtime {embedder.precision}" if isinstance(embedder, OnnxEmbedder) else "torch"
     embed_name = f"embed the query ({runtime}, as the API)"
     timings: dict[str, list[float]] = {
         embed_name: [],

@@ -212,6 +212,7 @@ def api_process(settings: Settings, state: Path) -> ManagedProcess:
         "RAGSTREAM_CHUNK_OVERLAP": str(settings.chunk_overlap),
         "RAGSTREAM_QUERY_RUNTIME": settings.query_runtime,
         "RAGSTREAM_QUERY_THREADS": str(settings.query_threads),
+        "RAGSTREAM_QUERY_PRECISION": settings.query_precision,
         "RAGSTREAM_RERANK": "false",
         "RAGSTREAM_LEXICAL_STARTUP_TIMEOUT_S": "600",
     }
@@ -321,6 +322,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--held-out", type=int, default=400, help="articles kept out of the preload")
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--query-runtime", choices=("onnx", "torch"), default="onnx", help="the API's")
+    parser.add_argument("--query-precision", choices=("fp32", "int8"), default="fp32", help="the ONNX one's")
     parser.add_argument("--query-threads", type=int, default=1, help="the API's query model's threads")
     parser.add_argument("--probe", type=int, default=200, help="queries timed part by part, one at a time")
     parser.add_argument("--prepare-only", action="store_true", help="fill the embedding cache, then stop")
@@ -334,6 +336,7 @@ def main() -> None:
         chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap,
         query_runtime=args.query_runtime,
+        query_precision=args.query_precision,
         # Searches first: the consumer takes the CPU they leave (the figures are measured so).
         consumer_niceness=10,
         query_threads=args.query_threads,

@@ -22,7 +22,9 @@ def load_query_model(settings: Settings) -> TextEncoder:
     """
     if settings.query_runtime == "onnx":
         try:
-            return OnnxEmbedder(settings.model, threads=settings.query_threads)
+            return OnnxEmbedder(
+                settings.model, threads=settings.query_threads, precision=settings.query_precision
+            )
         except OnnxExportError as exc:
             log.warning("%s; queries are embedded by torch instead", exc)
     return Embedder(settings.model, settings.precision, settings.embed_batch_size, settings.query_threads)

@@ -45,3 +45,29 @@ def test_vectors_are_unit_length_and_empty_input_gives_none(onnx_model: OnnxEmbe
 def test_the_api_uses_onnx_by_default_and_torch_when_configured():
     assert isinstance(load_query_model(Settings()), OnnxEmbedder)
     assert isinstance(load_query_model(Settings(query_runtime="torch")), Embedder)
+
+
+def test_int8_weights_keep_each_vector_close_to_torch_and_the_ranking_of_passages():
+    int8 = OnnxEmbedder("all-MiniLM-L6-v2", precision="int8")
+    assert int8.precision == "int8"
+    torch_model = Embedder(precision="fp32")
+    cosines = np.sum(torch_model.encode(TEXTS) * int8.encode(TEXTS), axis=1)
+    assert cosines.min() > 0.98, cosines
+    passages = [
+        "Guernica is a 1937 painting by Pablo Picasso about the bombing of the Basque town of Guernica.",
+        "Turin is a city in northern Italy, the capital of Piedmont.",
+        "The sunflower is a species of flowering plant in the family Asteraceae.",
+    ]
+    stored = torch_model.encode(passages)
+    queries = [
+        "painting about the bombing of a Basque town",
+        "city in northern Italy",
+        "flowering plant species",
+    ]
+    # The passage each query should find is still its nearest, with int8 queries against fp32 passages.
+    assert list(np.argmax(int8.encode(queries) @ stored.T, axis=1)) == [0, 1, 2]
+
+
+def test_an_unknown_precision_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="fp32"):
+        OnnxEmbedder("all-MiniLM-L6-v2", precision="fp16")
