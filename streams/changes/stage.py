@@ -127,7 +127,21 @@ class ChangesStage:
     async def handle(self, message: SourceRecord) -> list[Decision | None]:
         """Process one source record, after any the consumer skipped before it; returns the
         decision for each (None for one dead-lettered)."""
-        return [await self._handle_one(record) for record in [*await self._skipped_before(message), message]]
+        decisions = []
+        for skipped in await self._skipped_before(message):
+            decisions.append(await self._handle_one(skipped))
+            self._acknowledge_skipped(skipped)
+        decisions.append(await self._handle_one(message))
+        return decisions
+
+    def _acknowledge_skipped(self, record: ConsumerRecord) -> None:
+        """Tell faust's consumer that a record it skipped is handled: else its commits stop short
+        of that offset for good, and the watchdog restarts the worker."""
+        handled = faust.types.tuples.Message(
+            record.topic, record.partition, record.offset, record.timestamp / 1000, record.timestamp_type,
+            list(record.headers), record.key, record.value, None,
+        )  # fmt: skip
+        self.app.consumer.ack(handled)
 
     async def _skipped_before(self, message: SourceRecord) -> list[ConsumerRecord]:
         partition = message.partition
