@@ -114,15 +114,11 @@ class LagReader:
         if not partitions:
             return []
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
-        committed = await self._retrying(
-            lambda: admin.list_consumer_group_offsets(group, partitions=partitions)
-        )
+        committed = await self._committed(admin, group, partitions)
         lags = []
         for tp in partitions:
             end = ends[tp]
-            meta = committed.get(tp)
-            # The broker answers -1 for a partition the group never committed.
-            offset = meta.offset if meta is not None and meta.offset >= 0 else None
+            offset = committed[tp]
             lag = end - offset if offset is not None else end
             lags.append(PartitionLag(tp.topic, tp.partition, offset, end, max(lag, 0)))
         return lags
@@ -133,11 +129,22 @@ class LagReader:
         admin, consumer = self._started_admin(), self._consumer
         assert consumer is not None
         tp = TopicPartition(topic, partition)
-        committed = await self._retrying(lambda: admin.list_consumer_group_offsets(group, partitions=[tp]))
-        meta = committed.get(tp)
-        if meta is not None and meta.offset >= 0:
-            return int(meta.offset)
+        committed = (await self._committed(admin, group, [tp]))[tp]
+        if committed is not None:
+            return committed
         return int((await consumer.beginning_offsets([tp]))[tp])
+
+    async def _committed(
+        self, admin: AIOKafkaAdminClient, group: str, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """The group's committed offset of each partition; None where it never committed."""
+        answer = await self._retrying(lambda: admin.list_consumer_group_offsets(group, partitions=partitions))
+        committed: dict[TopicPartition, int | None] = {}
+        for tp in partitions:
+            meta = answer.get(tp)
+            # The broker answers -1 for a partition the group never committed.
+            committed[tp] = int(meta.offset) if meta is not None and meta.offset >= 0 else None
+        return committed
 
     def _started_admin(self) -> AIOKafkaAdminClient:
         if self._admin is None:

@@ -26,11 +26,7 @@ async def read_topic_records(bootstrap_servers: str, topic: str) -> list[Consume
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[ConsumerRecord] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                found.extend(records)
+        found = await _read_until(consumer, await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
     return sorted(found, key=lambda r: (r.partition, r.offset))
@@ -53,11 +49,17 @@ async def read_partition_range(
         consumer.assign([tp])
         consumer.seek(tp, start)
         # Never wait for offsets that do not exist yet.
-        stop = min(stop, (await consumer.end_offsets([tp]))[tp])
-        found: list[ConsumerRecord] = []
-        while await consumer.position(tp) < stop:
-            for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                found.extend(r for r in records if r.offset < stop)
+        found = await _read_until(consumer, {tp: min(stop, (await consumer.end_offsets([tp]))[tp])})
     finally:
         await consumer.stop()
-    return [r for r in found if r.offset >= start]
+    return [r for r in found if start <= r.offset < stop]
+
+
+async def _read_until(consumer: AIOKafkaConsumer, stops: dict[TopicPartition, int]) -> list[ConsumerRecord]:
+    """What the assigned consumer reads from where it stands until each partition's position
+    reaches its stop offset (the last fetch may bring records past it)."""
+    found: list[ConsumerRecord] = []
+    while [tp for tp, stop in stops.items() if await consumer.position(tp) < stop]:
+        for records in (await consumer.getmany(*stops, timeout_ms=1000)).values():
+            found.extend(records)
+    return found

@@ -9,8 +9,9 @@ catches that one.
 
 So the stage checks each record's offset against the one it expects next in that partition,
 starting from the group's committed offset when it first meets the partition, and reads any
-offsets in between straight from the broker, to handle them first, in order. Offsets that hold
-no record (markers, compacted away) read as nothing.
+offsets in between straight from the broker, to handle them first, in order, and then acknowledge
+them to faust so that its commits pass them. Offsets that hold no record (markers, compacted away)
+read as nothing.
 """
 
 from __future__ import annotations
