@@ -132,6 +132,9 @@ async def ingest_steadily(
     paragraph, so a revision costs chunking and embedding like new text, not a metadata update.
     """
     published = 0
+    if rate <= 0:  # a baseline without ingestion
+        await stop.wait()
+        return published
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
         started = time.perf_counter()
         while not stop.is_set():
@@ -318,7 +321,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--single-seconds", type=float, default=10, help="then one client alone per mode; 0 = skip"
     )
-    parser.add_argument("--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile")
+    parser.add_argument("--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile; 0 = none, a baseline")
     parser.add_argument("--held-out", type=int, default=400, help="articles kept out of the preload")
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--query-runtime", choices=("onnx", "torch"), default="onnx", help="the API's")
