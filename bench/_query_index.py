@@ -139,6 +139,9 @@ class _EmptyIndex:
     async def existing_chunks(self, doc_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
         return {}
 
+    async def embeddings(self, chunk_ids: list[str]) -> np.ndarray:
+        raise AssertionError("an empty collection has no chunk to update")
+
     async def write(self, changes: object) -> None:
         raise AssertionError("the preload writes through the real sink")
 

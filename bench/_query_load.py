@@ -87,7 +87,8 @@ def _server_timing(header: str) -> dict[str, float]:
     """``embed;dur=3.1, vector;dur=5.0`` → {"embed": 3.1, "vector": 5.0}."""
     steps = {}
     for part in header.split(","):
-        name, _, duration = part.strip().partition(";dur=")
+        name, *params = part.strip().split(";")
+        duration = next((p.removeprefix("dur=") for p in params if p.startswith("dur=")), "")
         if name and duration:
             steps[name] = float(duration)
     return steps

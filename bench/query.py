@@ -321,7 +321,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--single-seconds", type=float, default=10, help="then one client alone per mode; 0 = skip"
     )
-    parser.add_argument("--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile; 0 = none, a baseline")
+    parser.add_argument(
+        "--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile; 0 = none, a baseline"
+    )
     parser.add_argument("--held-out", type=int, default=400, help="articles kept out of the preload")
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--query-runtime", choices=("onnx", "torch"), default="onnx", help="the API's")

@@ -25,6 +25,7 @@ class Encoder(Protocol):
 
 class Sink(Protocol):
     async def existing_chunks(self, doc_ids: list[str]) -> dict[str, dict[str, dict[str, Any]]]: ...
+    async def embeddings(self, chunk_ids: list[str]) -> np.ndarray: ...
     async def write(self, changes: ChunkChanges) -> None: ...
 
 
@@ -146,6 +147,9 @@ class DocumentIndexer:
         if changes.new_texts:
             # Embedding holds the CPU for seconds: keep the event loop (and Kafka heartbeats) free.
             changes.new_embeddings = await asyncio.to_thread(self._encoder.encode, changes.new_texts)
+        if changes.updated_ids:
+            # The chunk log carries every upsert's vector; an updated chunk keeps the one it has.
+            changes.updated_embeddings = await self._sink.embeddings(changes.updated_ids)
         result.chunks_embedded = len(changes.new_ids)
         result.chunks_deleted = len(changes.deleted_ids)
         return changes, result

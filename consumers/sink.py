@@ -28,6 +28,8 @@ class ChunkChanges:
     updated_ids: list[str] = field(default_factory=list)
     updated_texts: list[str] = field(default_factory=list)
     updated_metadatas: list[Metadata] = field(default_factory=list)
+    #: The unchanged vectors of the updated chunks, read back for the chunk log (Chroma keeps its own).
+    updated_embeddings: np.ndarray | None = None
     deleted_ids: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -97,6 +99,16 @@ class ChromaSink:
         for chunk_id, metadata in zip(result["ids"], result["metadatas"] or [], strict=True):
             found[str(metadata["doc_id"])][chunk_id] = dict(metadata)
         return found
+
+    async def embeddings(self, chunk_ids: list[str]) -> np.ndarray:
+        """The stored vectors of these chunks, in their order (every one must be in the index)."""
+        result = await self.collection.get(ids=chunk_ids, include=["embeddings"])
+        row = {chunk_id: index for index, chunk_id in enumerate(result["ids"])}
+        missing = [chunk_id for chunk_id in chunk_ids if chunk_id not in row]
+        if missing:
+            raise KeyError(f"{len(missing)} chunks are not in the index, e.g. {missing[0]}")
+        stored = np.asarray(result["embeddings"], dtype=np.float32)
+        return stored[[row[chunk_id] for chunk_id in chunk_ids]]
 
     async def write(self, changes: ChunkChanges) -> None:
         """Apply a batch's changes; returns only once Chroma acknowledged every request.

@@ -31,6 +31,8 @@ from query_api.routes import router
 from query_api.services import Services
 from query_api.stats import StatsTail
 from query_api.status_page import router as status_page_router
+from query_api.vector_coverage import VectorCoverage
+from query_api.vector_index import VectorIndex
 from schemas.settings import Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
@@ -57,6 +59,7 @@ def create_app(
                     lexical_index,
                     settings.bootstrap_servers,
                     settings.chunks_topic,
+                    vectors=VectorIndex() if settings.local_vectors else None,
                     max_record_bytes=settings.max_document_bytes + 1024 * 1024,
                 )
             )
@@ -72,6 +75,7 @@ def create_app(
                     max_batch=settings.query_batch_max,
                 )
             )
+            vector_coverage = await stack.enter_async_context(VectorCoverage(lexical, collection))
             model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
             query_batcher = QueryBatcher(model, settings.query_batch_max)
             stack.push_async_callback(query_batcher.close)
@@ -114,6 +118,7 @@ def create_app(
                 stats=stats,
                 metrics=PipelineMetrics(stats, lag_reader, settings),
                 lexical=lexical,
+                vector_coverage=vector_coverage,
                 reranker=active_reranker,
                 publisher=publisher,
             )

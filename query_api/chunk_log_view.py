@@ -1,4 +1,4 @@
-"""The BM25 index as a view of the chunk log: replayed from the beginning on start, then followed.
+"""The BM25 and vector indexes as a view of the chunk log: replayed from the start, then followed.
 
 The chunk log is compacted and keyed by chunk id, so applying it in order (upsert = replace the
 chunk, tombstone = delete it) from any point at or before a position gives the index as of that
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,8 +18,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from consumers.chunk_log import embedding_of
 from query_api.background import BackgroundLoop
 from query_api.lexical import LexicalIndex
+from query_api.vector_index import VectorChange, VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,13 @@ __all__ = ["ChunkLogView"]
 
 
 class ChunkLogView(BackgroundLoop):
-    """Keeps ``index`` equal to the chunk log ``topic``; ``start()``/``stop()`` are idempotent.
+    """Keeps ``index`` (and ``vectors``, if given) equal to the chunk log ``topic``;
+    ``start()``/``stop()`` are idempotent.
 
-    Each poll's records are applied in one commit, so a change is searchable within one fetch and
-    one commit of reaching the broker. While the broker or the topic is missing it keeps retrying;
-    a missing topic counts as an empty log.
+    Each poll's records are applied in one commit, to both indexes before the applied offsets
+    move, so a change is searchable within one fetch and one commit of reaching the broker.
+    While the broker or the topic is missing it keeps retrying; a missing topic counts as an
+    empty log.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class ChunkLogView(BackgroundLoop):
         bootstrap_servers: str,
         topic: str,
         *,
+        vectors: VectorIndex | None = None,
         max_records: int = 5000,
         max_record_bytes: int = 1024 * 1024,
         fetch_max_wait_ms: int = 100,
@@ -47,6 +53,7 @@ class ChunkLogView(BackgroundLoop):
         partition_check_s: float = 30.0,
     ) -> None:
         self.index = index
+        self.vectors = vectors
         self.topic = topic
         self._bootstrap_servers = bootstrap_servers
         self._max_records = max_records
@@ -143,10 +150,11 @@ class ChunkLogView(BackgroundLoop):
                     if self.has_applied(targets):
                         self._caught_up.set()
                         log.info(
-                            "BM25 index caught up with %s: %d chunks in %.1f s",
+                            "BM25 index caught up with %s: %d chunks in %.1f s%s",
                             self.topic,
                             self.index.num_chunks,
                             now - started,
+                            self._vectors_state(),
                         )
                     elif now - last_progress >= self._progress_interval_s:
                         last_progress = now
@@ -165,6 +173,13 @@ class ChunkLogView(BackgroundLoop):
         finally:
             await consumer.stop()
             await admin.close()
+
+    def _vectors_state(self) -> str:
+        if self.vectors is None:
+            return ""
+        if self.vectors.complete:
+            return f"; {self.vectors.num_vectors} vectors, searched here"
+        return "; some chunks were logged without vectors: vector searches go to Chroma"
 
     async def _wait_for_topic(self, admin: AIOKafkaAdminClient) -> list[int]:
         while True:
@@ -199,17 +214,32 @@ class ChunkLogView(BackgroundLoop):
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return {tp.partition: end for tp, end in ends.items()}
 
+    def _apply_changes(
+        self, changes: list[tuple[str, bytes | None]], vector_changes: list[VectorChange], threads: int
+    ) -> None:
+        self.index.apply(changes)
+        if self.vectors is not None:
+            self.vectors.apply(vector_changes, threads)
+
     async def _apply(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
-        changes = [
-            (record.key.decode(), record.value)
-            for records in batch.values()
-            for record in records
-            if record.key is not None
-        ]
-        # Committing takes milliseconds of CPU in tantivy (which releases the GIL): off the loop.
-        await asyncio.to_thread(self.index.apply, changes)
+        records = [record for records in batch.values() for record in records if record.key is not None]
+        changes = [(record.key.decode(), record.value) for record in records]
+        vector_changes = (
+            [
+                VectorChange(
+                    chunk_id, value is None, embedding_of(record.headers) if value is not None else None
+                )
+                for (chunk_id, value), record in zip(changes, records, strict=True)
+            ]
+            if self.vectors is not None
+            else []
+        )
+        # Committing takes milliseconds of CPU in tantivy and adding vectors in hnswlib (both
+        # release the GIL): off the loop. The replay may use every core; then searches need them.
+        threads = 1 if self.caught_up else max(1, os.cpu_count() or 1)
+        await asyncio.to_thread(self._apply_changes, changes, vector_changes, threads)
         for tp in batch:
             self._applied[tp.partition] = await consumer.position(tp)
         async with self._progress:

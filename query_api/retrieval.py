@@ -140,7 +140,14 @@ async def _retrieve(
         # The BM25 index knows every document id; until it has replayed the log it may not.
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
         return await vector_ranked(
-            services.nearest, services.query_batcher.embed, query, depth, search_filter, known_ids, timings
+            services.nearest,
+            services.query_batcher.embed,
+            query,
+            depth,
+            search_filter,
+            known_ids,
+            timings,
+            services.vector_coverage.searchable,
         )
     with timings.measure("lexical"):
         return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)

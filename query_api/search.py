@@ -1,6 +1,9 @@
-"""Vector search against the Chroma collection: the nearest chunks' ids and similarities.
+"""Vector search: the nearest chunks' ids and similarities, from this replica's index or Chroma.
 
-Only ids and distances come back from Chroma (``nearest.py``, batched with the queries of
+An unfiltered search is answered by the replica's own HNSW view of the chunk log
+(``vector_index.py``) once that holds every chunk's vector. Chroma answers the rest: filtered
+searches (it filters inside its graph walk) and any search while the view is replaying or
+incomplete. Only ids and distances come back from Chroma (``nearest.py``, batched with the queries of
 concurrent searches): the texts and metadata of the few chunks a page
 shows are loaded afterwards (``retrieval.py``), since Chroma spends about as long reading 100
 chunks' documents and metadata as finding them.
@@ -8,6 +11,7 @@ chunks' documents and metadata as finding them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -15,6 +19,7 @@ from query_api.filters import SearchFilter
 from query_api.lexical import RankedChunk
 from query_api.nearest import NearestChunks
 from query_api.timings import Timings
+from query_api.vector_index import VectorIndex, VectorSearchFailed
 
 if TYPE_CHECKING:
     from chromadb.api.types import Where
@@ -38,6 +43,7 @@ async def vector_ranked(
     search_filter: SearchFilter,
     doc_ids_with_prefix: DocIdsWithPrefix | None = None,
     timings: Timings | None = None,
+    local: VectorIndex | None = None,
 ) -> list[RankedChunk]:
     """The ``limit`` chunks nearest to the query that pass the filter, best first, with their
     cosine similarity as the score.
@@ -46,12 +52,23 @@ async def vector_ranked(
     document id) turns it into a list of ids; without it, or for too many ids, we ask Chroma for
     more chunks than needed and filter them, up to ``PREFIX_OVERFETCH_MAX``: past that a very
     selective prefix may return fewer hits than exist.
+
+    ``local``, when given, answers instead of Chroma if the filter is empty: the caller vouches
+    that it holds every chunk.
     """
     timings = timings if timings is not None else Timings()
     # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
     with timings.measure("embed"):
         vectors = await embed(query)
     with timings.measure("vector"):
+        if local is not None and not search_filter:
+            try:
+                (found,) = await asyncio.to_thread(local.nearest, vectors, limit)
+                timings.describe("vector", "replica")
+                return found
+            except VectorSearchFailed:
+                pass  # Chroma's graph answers instead
+        timings.describe("vector", "chroma")
         return await _nearest(chroma, vectors, limit, search_filter, doc_ids_with_prefix)
 
 

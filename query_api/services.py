@@ -13,6 +13,7 @@ from query_api.nearest import NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
 from query_api.rerank import Reranker
 from query_api.stats import StatsTail
+from query_api.vector_coverage import VectorCoverage
 from schemas.settings import Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
@@ -37,6 +38,8 @@ class Services:
     metrics: PipelineMetrics
     #: The BM25 index, kept as a view of the chunk log.
     lexical: ChunkLogView
+    #: Which vector index answers a vector search: this replica's own, or Chroma's.
+    vector_coverage: VectorCoverage
     reranker: Reranker | None = None
     #: Publishes the documents written through the API; None = this instance accepts no writes.
     publisher: EventPublisher | None = None

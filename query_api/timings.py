@@ -17,6 +17,11 @@ class Timings:
 
     def __init__(self) -> None:
         self.ms: dict[str, float] = {}
+        self.descriptions: dict[str, str] = {}
+
+    def describe(self, name: str, description: str) -> None:
+        """Say how a step was done (Server-Timing's ``desc``), e.g. which index answered."""
+        self.descriptions[name] = description
 
     @contextmanager
     def measure(self, name: str) -> Iterator[None]:
@@ -28,5 +33,9 @@ class Timings:
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - started) * 1000
 
     def header(self) -> str:
-        """The ``Server-Timing`` value, e.g. ``embed;dur=3.10, vector;dur=5.02``."""
-        return ", ".join(f"{name};dur={ms:.2f}" for name, ms in self.ms.items())
+        """The ``Server-Timing`` value, e.g. ``embed;dur=3.10, vector;dur=0.92;desc="replica"``."""
+        parts = []
+        for name, ms in self.ms.items():
+            description = self.descriptions.get(name)
+            parts.append(f"{name};dur={ms:.2f}" + (f';desc="{description}"' if description else ""))
+        return ", ".join(parts)

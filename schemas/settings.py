@@ -134,6 +134,11 @@ class Settings(BaseSettings):
         default=100, ge=1, le=2000, description="hits each retriever contributes; bounds k + offset"
     )
     rrf_k: int = Field(default=60, ge=1, description="reciprocal rank fusion constant")
+    local_vectors: bool = Field(
+        default=True,
+        description="each API replica keeps the chunk vectors of the chunk log in memory (HNSW, "
+        "~1.6 KB a chunk) and answers unfiltered vector searches itself; off = every one goes to Chroma",
+    )
     lexical_index_dir: Path | None = Field(
         default=None, description="parent of each replica's own BM25 index directory; None = in memory"
     )

@@ -31,9 +31,17 @@ class MemorySink:
                 found.setdefault(chunk["metadata"]["doc_id"], {})[chunk_id] = dict(chunk["metadata"])
         return found
 
+    async def embeddings(self, chunk_ids: list[str]) -> np.ndarray:
+        return np.stack([self.chunks[chunk_id]["vector"] for chunk_id in chunk_ids])
+
     async def write(self, changes: ChunkChanges) -> None:
+        assert changes.new_embeddings is not None or not changes.new_ids
         for i, chunk_id in enumerate(changes.new_ids):
-            self.chunks[chunk_id] = {"text": changes.new_texts[i], "metadata": dict(changes.new_metadatas[i])}
+            self.chunks[chunk_id] = {
+                "text": changes.new_texts[i],
+                "metadata": dict(changes.new_metadatas[i]),
+                "vector": changes.new_embeddings[i],
+            }
         for chunk_id, metadata in zip(changes.updated_ids, changes.updated_metadatas, strict=True):
             merged = {**self.chunks[chunk_id]["metadata"], **metadata}
             self.chunks[chunk_id]["metadata"] = {k: v for k, v in merged.items() if v is not None}

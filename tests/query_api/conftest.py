@@ -16,8 +16,9 @@ import uvicorn
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from consumers.chunk_log import chunk_record
+from consumers.chunk_log import publish_chunk_changes
 from consumers.embedder import Embedder
+from consumers.sink import ChunkChanges
 from deploy import ChromaServer, KafkaBroker, free_port
 from schemas.settings import Settings
 
@@ -59,7 +60,8 @@ def module_settings(kafka_broker: KafkaBroker, chroma_server: ChromaServer) -> C
 def index_chunks(embedder: Embedder) -> Callable[..., Awaitable[None]]:
     """A writer: ``await index_chunks(settings, ids, texts, metadatas)`` puts the chunks into the
     settings' Chroma collection with real embeddings and then onto its chunk log, the way the
-    consumers write both; ``chunk_log=False`` writes Chroma only."""
+    consumers write both; ``chunk_log=False`` writes Chroma only, ``vectors_in_log=False`` logs the
+    chunks without their vectors (as an older version did)."""
 
     async def write(
         settings: Settings,
@@ -68,25 +70,29 @@ def index_chunks(embedder: Embedder) -> Callable[..., Awaitable[None]]:
         metadatas: list[dict[str, Any]],
         *,
         chunk_log: bool = True,
+        vectors_in_log: bool = True,
     ) -> None:
         client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
         collection = await client.get_or_create_collection(
             settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
         )
+        vectors = embedder.encode(texts)
         await collection.add(
             ids=ids,
             documents=texts,
-            embeddings=embedder.encode(texts),
+            embeddings=vectors,
             metadatas=metadatas,  # type: ignore[arg-type]
         )
         if not chunk_log:
             return
+        changes = ChunkChanges(
+            new_ids=ids,
+            new_texts=texts,
+            new_metadatas=metadatas,  # type: ignore[arg-type]
+            new_embeddings=vectors if vectors_in_log else None,
+        )
         async with AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all") as producer:
-            for chunk_id, text, metadata in zip(ids, texts, metadatas, strict=True):
-                await producer.send(
-                    settings.chunks_topic, chunk_record(chunk_id, text, metadata), key=chunk_id.encode()
-                )
-            await producer.flush()
+            await publish_chunk_changes(producer, settings.chunks_topic, changes)
 
     return write
 

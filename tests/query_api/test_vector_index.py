@@ -1,0 +1,110 @@
+"""The replica's own vector index: what it returns after upserts, replacements and deletes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from query_api.vector_index import VectorChange, VectorIndex
+
+
+def unit_vectors(count: int, dimension: int = 16, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, dimension)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def upserts(vectors: np.ndarray, prefix: str = "c") -> list[VectorChange]:
+    return [VectorChange(f"{prefix}{i}", False, vector) for i, vector in enumerate(vectors)]
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int, prefix: str = "c") -> list[str]:
+    order = np.argsort(-(vectors @ query))[:k]
+    return [f"{prefix}{i}" for i in order]
+
+
+def test_nearest_agrees_with_exact_cosine_search_and_scores_are_similarities() -> None:
+    vectors = unit_vectors(3000)
+    index = VectorIndex(initial_capacity=16)  # grows many times on the way
+    index.apply(upserts(vectors), threads=2)
+    queries = unit_vectors(20, seed=1)
+
+    results = index.nearest(queries, 10)
+
+    assert index.num_vectors == 3000 and index.complete
+    agreed = [
+        len(set(exact_top(vectors, q, 10)) & {c.id for c in got})
+        for q, got in zip(queries, results, strict=True)
+    ]
+    assert sum(agreed) >= 0.98 * 200  # HNSW is approximate, but at ef 200 on 3,000 points barely
+    best = results[0][0]
+    assert best.score == pytest.approx(float(vectors[int(best.id[1:])] @ queries[0]), abs=1e-5)
+    assert [c.score for c in results[0]] == sorted((c.score for c in results[0]), reverse=True)
+
+
+def test_a_deleted_chunk_is_never_returned_and_its_slot_is_reused() -> None:
+    vectors = unit_vectors(200)
+    index = VectorIndex(initial_capacity=200)
+    index.apply(upserts(vectors))
+    index.apply([VectorChange(f"c{i}", True) for i in range(0, 200, 2)])
+    index.apply(upserts(unit_vectors(100, seed=2), prefix="n"))
+
+    found = {c.id for row in index.nearest(unit_vectors(30, seed=3), 50) for c in row}
+
+    assert index.num_vectors == 200
+    assert not any(chunk_id.startswith("c") and int(chunk_id[1:]) % 2 == 0 for chunk_id in found)
+    assert any(chunk_id.startswith("n") for chunk_id in found)
+    assert index._index is not None and index._index.get_max_elements() == 200  # no growth needed
+
+
+def test_an_upserted_chunk_is_found_at_its_new_vector_only() -> None:
+    vectors = unit_vectors(100)
+    index = VectorIndex()
+    index.apply(upserts(vectors))
+    moved = -vectors[7]
+    index.apply([VectorChange("c7", False, moved)])
+
+    (near_new,) = index.nearest(moved[None, :], 1)
+    (near_old,) = index.nearest(vectors[7][None, :], 100)
+
+    assert near_new[0].id == "c7" and near_new[0].score == pytest.approx(1.0, abs=1e-5)
+    assert next(c.score for c in near_old if c.id == "c7") == pytest.approx(-1.0, abs=1e-5)
+    assert index.num_vectors == 100
+
+
+def test_the_last_change_of_a_chunk_in_one_batch_wins() -> None:
+    vectors = unit_vectors(3)
+    index = VectorIndex()
+    index.apply(
+        [VectorChange("a", False, vectors[0]), VectorChange("a", True), VectorChange("b", False, vectors[1])]
+    )
+
+    assert index.num_vectors == 1
+    assert [c.id for c in index.nearest(vectors[:1], 5)[0]] == ["b"]
+
+
+def test_a_chunk_logged_without_its_vector_makes_the_index_incomplete_until_replaced_or_deleted() -> None:
+    vectors = unit_vectors(2)
+    index = VectorIndex()
+    index.apply([VectorChange("a", False, vectors[0]), VectorChange("b", False, None)])
+    assert not index.complete
+
+    index.apply([VectorChange("b", False, vectors[1])])
+    assert index.complete
+    index.apply([VectorChange("c", False, None)])
+    index.apply([VectorChange("c", True)])
+    assert index.complete and index.num_vectors == 2
+
+
+def test_an_empty_index_returns_nothing_and_k_beyond_its_size_returns_all() -> None:
+    index = VectorIndex()
+    assert index.nearest(unit_vectors(2), 5) == [[], []]
+    index.apply(upserts(unit_vectors(3)))
+    assert len(index.nearest(unit_vectors(1, seed=4), 10)[0]) == 3
+
+
+def test_a_vector_of_another_dimension_is_left_out_and_makes_the_index_incomplete() -> None:
+    index = VectorIndex()
+    index.apply(upserts(unit_vectors(2, dimension=8)))
+    index.apply([VectorChange("x", False, unit_vectors(1, dimension=4)[0])])
+
+    assert not index.complete and index.num_vectors == 2
