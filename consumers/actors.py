@@ -67,7 +67,8 @@ def lower_priority(niceness: int) -> None:
     consumer in the middle of an embedding batch must not make searches wait for the CPU. With
     nice 10 a busy consumer gets about a tenth of a core that a search wants, and all of the
     CPU nobody else wants. On Linux the nice value belongs to each thread, and a new thread
-    starts with its creator's, so every thread alive now is changed.
+    starts with its creator's, so every thread alive now is changed. Where the kernel groups
+    processes by session, nice alone does nothing against the API (see ``_lower_autogroup``).
     """
     if niceness <= 0:
         return
@@ -77,6 +78,44 @@ def lower_priority(niceness: int) -> None:
         try:
             if os.getpriority(os.PRIO_PROCESS, thread_id) < niceness:
                 os.setpriority(os.PRIO_PROCESS, thread_id, niceness)
+        except OSError:  # the thread ended meanwhile
+            continue
+    if _autogroups_enabled() and not _lower_autogroup(niceness):
+        _idle_policy(thread_ids)
+
+
+def _autogroups_enabled() -> bool:
+    setting = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    try:
+        return setting.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _lower_autogroup(niceness: int) -> bool:
+    """Where the kernel groups processes by session (``sched_autogroup_enabled``), nice values
+    only weigh threads against others of the same session: against the API, started in a
+    session of its own, a nice consumer counted as much as any process. So the consumer takes
+    a session of its own (leaving its parent's, whose processes should not slow down with it)
+    and lowers that session's group, which is what the scheduler weighs against the API's.
+    True if done; a process group leader (as Ray makes each worker) cannot start a session.
+    """
+    try:
+        if os.getsid(0) != os.getpid():
+            os.setsid()
+        Path("/proc/self/autogroup").write_text(str(niceness))
+    except OSError:
+        return False
+    return True
+
+
+def _idle_policy(thread_ids: list[int]) -> None:
+    """SCHED_IDLE: a thread that runs only when nothing else wants the CPU, whatever group the
+    other is in, and that any waking thread preempts at once. Under autogroups, the one lever
+    left to a consumer that cannot have a session of its own."""
+    for thread_id in thread_ids:
+        try:
+            os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
         except OSError:  # the thread ended meanwhile
             continue
 

@@ -101,7 +101,9 @@ class Settings(BaseSettings):
         ge=0,
         le=19,
         description="CPU priority of the consumer processes (nice; 0 = normal): at 10, where the API "
-        "shares their machine, searches come first and indexing gets all the CPU they leave",
+        "shares their machine, searches come first and indexing gets all the CPU they leave; under "
+        "the kernel's session autogroups, a consumer that cannot lower a session group of its own "
+        "runs SCHED_IDLE instead",
     )
     #: Chaos testing only: probability that a consumer process dies right after its Chroma
     #: write and before its offset commit, the worst moment for exactly-once.
