@@ -74,27 +74,14 @@ class VectorIndex:
         return not self._without_vector
 
     def apply(self, changes: Iterable[VectorChange], threads: int = 1) -> None:
-        """Apply changes in order; the last change of a chunk wins."""
-        latest = {change.chunk_id: change for change in changes}
-        upserts = []
-        with self._lock:
-            for chunk_id, change in latest.items():
-                self._remove(chunk_id)
-                if change.deleted:
-                    continue
-                if change.vector is None:
-                    self._without_vector.add(chunk_id)
-                    continue
-                self.dimension = self.dimension or len(change.vector)
-                if change.vector.shape != (self.dimension,):
-                    # Chroma refuses such a vector too; until it is replaced, Chroma answers.
-                    log.warning("chunk %s: vector of shape %s left out", chunk_id, change.vector.shape)
-                    self._without_vector.add(chunk_id)
-                    continue
-                upserts.append(change)
-        for start in range(0, len(upserts), _SLICE):
+        """Apply changes in order; the last change of a chunk wins. A chunk replaced is never
+        missing for a search in between: its old point goes out as its new one comes in."""
+        latest = list({change.chunk_id: change for change in changes}.values())
+        for start in range(0, len(latest), _SLICE):
             with self._lock:
-                self._add(upserts[start : start + _SLICE], threads)
+                upserts = [change for change in latest[start : start + _SLICE] if self._takes_out(change)]
+                if upserts:
+                    self._add(upserts, threads)
 
     def nearest(self, vectors: np.ndarray, k: int) -> list[list[RankedChunk]]:
         """Per row of ``vectors``, up to ``k`` chunks by cosine similarity, best first."""
@@ -119,13 +106,27 @@ class VectorIndex:
 
     # --- under the lock ----------------------------------------------------------------------------
 
-    def _remove(self, chunk_id: str) -> None:
+    def _takes_out(self, change: VectorChange) -> bool:
+        """Removes the chunk's current point; True if ``change`` brings a vector to add."""
+        chunk_id = change.chunk_id
         self._without_vector.discard(chunk_id)
         label = self._label_of.pop(chunk_id, None)
         if label is not None:
             assert self._index is not None
             self._index.mark_deleted(label)
             del self._id_of[label]
+        if change.deleted:
+            return False
+        if change.vector is None:
+            self._without_vector.add(chunk_id)
+            return False
+        self.dimension = self.dimension or len(change.vector)
+        if change.vector.shape != (self.dimension,):
+            # Chroma refuses such a vector too; until it is replaced, Chroma answers.
+            log.warning("chunk %s: vector of shape %s left out", chunk_id, change.vector.shape)
+            self._without_vector.add(chunk_id)
+            return False
+        return True
 
     def _add(self, upserts: list[VectorChange], threads: int) -> None:
         vectors = np.stack([np.asarray(change.vector, dtype=np.float32) for change in upserts])

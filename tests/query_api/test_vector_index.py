@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,27 @@ def test_a_vector_of_another_dimension_is_left_out_and_makes_the_index_incomplet
     index.apply([VectorChange("x", False, unit_vectors(1, dimension=4)[0])])
 
     assert not index.complete and index.num_vectors == 2
+
+
+def test_a_chunk_re_upserted_is_found_by_every_search_meanwhile() -> None:
+    # Metadata edits re-log a chunk with the vector it has: searches must never miss it then.
+    vectors = unit_vectors(500)
+    index = VectorIndex()
+    index.apply(upserts(vectors))
+    stop, misses, searches = threading.Event(), [], [0]
+
+    def search() -> None:
+        while not stop.is_set():
+            (top,) = index.nearest(vectors[7][None, :], 1)
+            searches[0] += 1
+            if [c.id for c in top] != ["c7"]:
+                misses.append(top)
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    for _ in range(300):
+        index.apply([VectorChange("c7", False, vectors[7]), *upserts(vectors[100:110], prefix="x")])
+    stop.set()
+    searcher.join()
+
+    assert searches[0] > 0 and misses == []
