@@ -84,13 +84,15 @@ async def _client(
 
 
 def _server_timing(header: str) -> dict[str, float]:
-    """``embed;dur=3.1, vector;dur=5.0`` → {"embed": 3.1, "vector": 5.0}."""
+    """``embed;dur=3.1, vector;dur=1.0;desc="replica"`` → {"embed": 3.1, "vector (replica)": 1.0}:
+    a step's description (which index answered) keeps its own column."""
     steps = {}
     for part in header.split(","):
         name, *params = part.strip().split(";")
-        duration = next((p.removeprefix("dur=") for p in params if p.startswith("dur=")), "")
-        if name and duration:
-            steps[name] = float(duration)
+        fields = dict(param.split("=", 1) for param in params if "=" in param)
+        if name and "dur" in fields:
+            description = fields.get("desc", "").strip('"')
+            steps[f"{name} ({description})" if description else name] = float(fields["dur"])
     return steps
 
 
