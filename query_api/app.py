@@ -75,7 +75,9 @@ def create_app(
                     max_batch=settings.query_batch_max,
                 )
             )
-            vector_coverage = await stack.enter_async_context(VectorCoverage(lexical, collection))
+            vector_coverage = await stack.enter_async_context(
+                VectorCoverage(lexical, collection, max_batch=settings.query_batch_max)
+            )
             model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
             query_batcher = QueryBatcher(model, settings.query_batch_max)
             stack.push_async_callback(query_batcher.close)

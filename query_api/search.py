@@ -11,15 +11,15 @@ chunks' documents and metadata as finding them.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from query_api.filters import SearchFilter
 from query_api.lexical import RankedChunk
+from query_api.local_nearest import LocalNearest
 from query_api.nearest import NearestChunks
 from query_api.timings import Timings
-from query_api.vector_index import VectorIndex, VectorSearchFailed
+from query_api.vector_index import VectorSearchFailed
 
 if TYPE_CHECKING:
     from chromadb.api.types import Where
@@ -43,7 +43,7 @@ async def vector_ranked(
     search_filter: SearchFilter,
     doc_ids_with_prefix: DocIdsWithPrefix | None = None,
     timings: Timings | None = None,
-    local: VectorIndex | None = None,
+    local: LocalNearest | None = None,
 ) -> list[RankedChunk]:
     """The ``limit`` chunks nearest to the query that pass the filter, best first, with their
     cosine similarity as the score.
@@ -63,7 +63,7 @@ async def vector_ranked(
     with timings.measure("vector"):
         if local is not None and not search_filter:
             try:
-                (found,) = await asyncio.to_thread(local.nearest, vectors, limit)
+                found = await local.nearest(vectors, limit)
                 timings.describe("vector", "replica")
                 return found
             except VectorSearchFailed:

@@ -3,8 +3,9 @@
 The consumers log each chunk before writing it to Chroma, so in a running pipeline the chunk
 log holds all of Chroma and more. A collection filled some other way (or a log whose older
 records were never written) would leave the replica's index short of chunks that Chroma
-would find, silently. Comparing the two counts catches that; while Chroma holds more (also
-for a moment while a batch's deletes reach the log before Chroma), Chroma answers.
+would find, silently. Comparing the two counts catches that: while Chroma holds more, Chroma
+answers. A batch's deletes reach the log before Chroma, so Chroma may hold more for a moment
+in a healthy pipeline too; only a shortfall seen twice in a row, ``retry_s`` apart, counts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from query_api.background import BackgroundLoop
 from query_api.chunk_log_view import ChunkLogView
+from query_api.local_nearest import LocalNearest
 from query_api.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -23,28 +25,36 @@ __all__ = ["VectorCoverage"]
 
 
 class VectorCoverage(BackgroundLoop):
-    """``searchable`` is the replica's vector index when it may answer, else None (ask Chroma)."""
+    """``searchable`` searches the replica's vector index when it may answer, else is None
+    (ask Chroma)."""
 
     def __init__(
         self,
         view: ChunkLogView,
         collection: Any,
         *,
+        max_batch: int = 32,
         interval_s: float = 30.0,
         retry_s: float = 2.0,
     ) -> None:
         self._view = view
+        self._nearest = LocalNearest(view.vectors, max_batch) if view.vectors is not None else None
         self._collection = collection
         self._interval_s = interval_s
         self._retry_s = retry_s
         self._covers = False
 
     @property
-    def searchable(self) -> VectorIndex | None:
-        vectors = self._view.vectors
-        if vectors is None or not self._view.caught_up or not vectors.complete or not self._covers:
+    def searchable(self) -> LocalNearest | None:
+        nearest = self._nearest
+        if nearest is None or not self._view.caught_up or not nearest.index.complete or not self._covers:
             return None
-        return vectors
+        return nearest
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._nearest is not None:
+            await self._nearest.close()
 
     async def _run(self) -> None:
         while True:
@@ -55,13 +65,24 @@ class VectorCoverage(BackgroundLoop):
                 await self._check(vectors)
             await asyncio.sleep(self._interval_s if self._covers else self._retry_s)
 
-    async def _check(self, vectors: VectorIndex) -> None:
+    async def _count(self) -> int | None:
         try:
-            in_chroma = await self._collection.count()
+            return int(await self._collection.count())
         except Exception as exc:  # Chroma unreachable: vector searches fail either way
             log.warning("could not count the chunks in Chroma: %s", exc)
+            return None
+
+    async def _check(self, vectors: VectorIndex) -> None:
+        in_chroma = await self._count()
+        if in_chroma is None:
             return
         covers = in_chroma <= vectors.num_vectors
+        if self._covers and not covers:
+            await asyncio.sleep(self._retry_s)
+            in_chroma = await self._count()
+            if in_chroma is None:
+                return
+            covers = in_chroma <= vectors.num_vectors
         if covers != self._covers:
             if covers:
                 log.info(

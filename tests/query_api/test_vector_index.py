@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
 import pytest
 
+from query_api.batching import BatcherClosed
+from query_api.local_nearest import LocalNearest
 from query_api.vector_index import VectorChange, VectorIndex
 
 
@@ -134,3 +137,18 @@ def test_a_chunk_re_upserted_is_found_by_every_search_meanwhile() -> None:
     searcher.join()
 
     assert searches[0] > 0 and misses == []
+
+
+async def test_concurrent_searches_through_one_thread_get_their_own_answers() -> None:
+    vectors = unit_vectors(300)
+    index = VectorIndex()
+    index.apply(upserts(vectors))
+    nearest = LocalNearest(index, max_batch=8)
+    queries = unit_vectors(20, seed=5)
+
+    answers = await asyncio.gather(*(nearest.nearest(query, 5) for query in queries))
+    await nearest.close()
+
+    assert answers == index.nearest(queries, 5)
+    with pytest.raises(BatcherClosed):
+        await nearest.nearest(queries[0], 5)
