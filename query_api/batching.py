@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatcherClosed", "MicroBatcher"]
+__all__ = ["BatcherClosed", "MicroBatcher", "OneThreadBatcher"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -108,3 +109,34 @@ class MicroBatcher(Generic[T, R]):
         for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+class OneThreadBatcher(Generic[T, R]):
+    """``await submit(item)`` → ``run([..., item, ...])``'s result for it, ``run`` being blocking
+    work (a model call, an index search) done on one thread of its own, off the event loop.
+
+    One thread, not a pool: concurrent calls of CPU-bound work on a small machine only slow each
+    other down, and the items that arrive meanwhile go together into the next call instead.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], list[R]],
+        max_batch: int,
+        key: Callable[[T], Hashable] = lambda _: None,
+        name: str = "batch",
+    ) -> None:
+        self._sync_run = run
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name.replace(" ", "-"))
+        self._batcher: MicroBatcher[T, R] = MicroBatcher(self._run, max_batch, key, name)
+
+    async def submit(self, item: T) -> R:
+        return await self._batcher.submit(item)
+
+    async def close(self) -> None:
+        """Take no more items; those still waiting fail with ``BatcherClosed``. Idempotent."""
+        await self._batcher.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, items: list[T]) -> list[R]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._sync_run, items)

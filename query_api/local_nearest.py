@@ -3,17 +3,14 @@
 A search takes ~1 ms of CPU and the index's lock. Sent one per request to a thread pool, 32
 concurrent searches are 32 threads queueing on that lock, each woken in turn; here one thread
 searches, and the searches that arrived while it was busy go into its next call
-(``batching.MicroBatcher``), as the query embedding does.
+(``batching.OneThreadBatcher``), as the query embedding does.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from query_api.batching import MicroBatcher
+from query_api.batching import OneThreadBatcher
 from query_api.lexical import RankedChunk
 from query_api.vector_index import VectorIndex
 
@@ -25,8 +22,7 @@ class LocalNearest:
 
     def __init__(self, index: VectorIndex, max_batch: int = 32) -> None:
         self.index = index
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vector-search")
-        self._batcher: MicroBatcher[tuple[np.ndarray, int], list[RankedChunk]] = MicroBatcher(
+        self._batcher: OneThreadBatcher[tuple[np.ndarray, int], list[RankedChunk]] = OneThreadBatcher(
             self._search, max_batch, key=lambda query: query[1], name="vector search"
         )
 
@@ -36,9 +32,8 @@ class LocalNearest:
     async def close(self) -> None:
         """Stop searching; searches still waiting fail. Safe to call twice."""
         await self._batcher.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _search(self, queries: list[tuple[np.ndarray, int]]) -> list[list[RankedChunk]]:
+    def _search(self, queries: list[tuple[np.ndarray, int]]) -> list[list[RankedChunk]]:
         rows = np.stack([vector for vector, _ in queries])
         k = queries[0][1]  # a batch shares its depth
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.index.nearest, rows, k)
+        return self.index.nearest(rows, k)

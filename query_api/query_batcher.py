@@ -3,18 +3,16 @@
 Each search needs its query's vector. Encoding them one per request on a shared thread pool
 lets several run at the same time, each using every core, and on a small machine they slow
 each other down. Here one thread encodes, and the queries that arrived while it was busy go
-together into its next call (``batching.MicroBatcher``).
+together into its next call (``batching.OneThreadBatcher``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
 
-from query_api.batching import MicroBatcher
+from query_api.batching import OneThreadBatcher
 
 __all__ = ["QueryBatcher", "TextEncoder"]
 
@@ -32,8 +30,7 @@ class QueryBatcher:
 
     def __init__(self, encoder: TextEncoder, max_batch: int = 32) -> None:
         self.encoder = encoder
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-embed")
-        self._batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
+        self._batcher: OneThreadBatcher[str, np.ndarray] = OneThreadBatcher(
             self._encode, max_batch, name="query embedding"
         )
 
@@ -43,11 +40,10 @@ class QueryBatcher:
     async def close(self) -> None:
         """Stop encoding; queries still waiting fail. Safe to call twice."""
         await self._batcher.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _encode(self, queries: list[str]) -> list[np.ndarray]:
+    def _encode(self, queries: list[str]) -> list[np.ndarray]:
         # The same query asked twice at once (a page and the next, a retry) is encoded once.
         texts = list(dict.fromkeys(queries))
-        vectors = await asyncio.get_running_loop().run_in_executor(self._executor, self.encoder.encode, texts)
+        vectors = self.encoder.encode(texts)
         row = {text: index for index, text in enumerate(texts)}
         return [vectors[row[query] : row[query] + 1] for query in queries]
