@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 import uuid
@@ -285,6 +286,22 @@ async def test_healthz_answers_ok(api: httpx.AsyncClient) -> None:
     response = await api.get("/healthz")
 
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+async def test_what_start_up_made_is_left_out_of_garbage_collection_while_serving(
+    api_settings: Settings, embedder: Embedder, indexed: None, serve: Serve
+) -> None:
+    # Full collections walk every object they track, holding the GIL: searches wait meanwhile.
+    app = create_app(api_settings, embedder=embedder)
+
+    async with serve(app) as client:
+        services = app.state.services
+        tracked = any(item is services for item in gc.get_objects())
+        search = await client.post("/v1/search", json={"query": "bread", "k": 1})
+
+    assert not tracked
+    assert search.status_code == 200
+    assert any(item is services for item in gc.get_objects())  # handed back when the app stops
 
 
 async def test_readyz_is_200_when_kafka_and_chroma_answer(api: httpx.AsyncClient) -> None:
