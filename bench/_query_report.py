@@ -100,6 +100,7 @@ def summarize(
             "handler_ms": percentiles(handler),
             "steps_ms": _steps(result.get("server_timing", [])),
             "cpu_cores": result["cpu_cores"],
+            "gc": result.get("gc"),
         }
     return {
         "args": vars(args),
@@ -209,6 +210,20 @@ def _cpu_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _gc_table(report: dict[str, Any]) -> Table:
+    phases = {name: phase for name, phase in report["phases"].items() if phase.get("gc")}
+    table = Table(title="the API's garbage collection during each measured phase (/metrics)")
+    table.add_column("")
+    for name in phases:
+        table.add_column(name, justify="right")
+    table.add_row("full collections", *(f"{phase['gc']['full']:.0f}" for phase in phases.values()))
+    table.add_row(
+        "paused, all generations", *(f"{phase['gc']['seconds'] * 1000:.0f} ms" for phase in phases.values())
+    )
+    table.add_row("pauses over 100 ms", *(f"{phase['gc']['long']:.0f}" for phase in phases.values()))
+    return table
+
+
 def _component_table(report: dict[str, Any]) -> Table:
     components = report["components"]
     table = Table(title=f"parts of a search alone, one at a time ({components['queries']} queries)")
@@ -226,6 +241,7 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
         console.print(_latency_table(report, open_loop=True))
     console.print(_steps_table(report))
     console.print(_cpu_table(report))
+    console.print(_gc_table(report))
     console.print(_component_table(report))
     ingest = report["ingest"]
     console.print(

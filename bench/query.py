@@ -51,6 +51,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._query_gc import gc_delta, read_gc_pauses
 from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
 from bench._query_report import component_costs, print_report, summarize
 from consumers.actors import ConsumerGroup
@@ -111,9 +112,11 @@ async def run_phase(
     process.stdin.write(json.dumps(plan).encode())
     process.stdin.close()
     await process.stdout.readline()  # the warm-up is over
+    gc_before = await read_gc_pauses(url)
     before, started = cpu_snapshot(pids), time.perf_counter()
     result: dict[str, Any] = json.loads(await process.stdout.read())  # to the end: one long line
     after, wall = cpu_snapshot(pids), time.perf_counter() - started
+    result["gc"] = gc_delta(gc_before, await read_gc_pauses(url))
     if await process.wait() != 0:
         raise RuntimeError(f"the load generator failed for {phase.name}")
     result.update(wall_s=wall, seconds=phase.seconds, clients=phase.clients, rate=phase.rate, mode=phase.mode)

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from query_api.gc_pauses import BUCKETS, GcPauses, gc_pauses
 from query_api.stats import StatsTail
 from schemas import Settings
 from streams.hops import HopLag, read_pipeline_lag
@@ -65,6 +66,28 @@ class PipelineCollector(Collector):
         yield lag
 
 
+class GcPauseCollector(Collector):
+    """This process's garbage collection pauses, by generation (``gc_pauses.py``)."""
+
+    def __init__(self, pauses: GcPauses) -> None:
+        self._pauses = pauses
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "ragstream_api_gc_pause_seconds",
+            "Seconds the API's Python stopped for a garbage collection, by generation (2 = full)",
+            labels=["generation"],
+        )
+        for generation, histogram in sorted(self._pauses.histograms().items()):
+            buckets = [
+                (f"{bound:g}", float(count))
+                for bound, count in zip(BUCKETS, histogram.cumulative, strict=True)
+            ]
+            buckets.append(("+Inf", float(histogram.count)))
+            family.add_metric([str(generation)], buckets, sum_value=histogram.sum_seconds)
+        yield family
+
+
 def _bound(text: str) -> float:
     return math.inf if text == "+Inf" else float(text)
 
@@ -78,6 +101,7 @@ class PipelineMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = PipelineCollector(stats)
         self.registry.register(self._collector)
+        self.registry.register(GcPauseCollector(gc_pauses()))
         self._lag_reader = lag_reader
         self._settings = settings
         self._lag_timeout_s = lag_timeout_s

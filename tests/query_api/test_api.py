@@ -415,6 +415,18 @@ async def test_metrics_sum_the_latest_counters_of_every_consumer(
     assert "# TYPE ragstream_batch_seconds histogram" in text
 
 
+async def test_metrics_show_the_apis_garbage_collection_pauses(api: httpx.AsyncClient) -> None:
+    gc.collect()  # at least one full collection to show
+
+    lines = (await api.get("/metrics")).text.splitlines()
+
+    assert "# TYPE ragstream_api_gc_pause_seconds histogram" in lines
+    full = next(
+        line for line in lines if line.startswith('ragstream_api_gc_pause_seconds_count{generation="2"}')
+    )
+    assert float(full.split()[-1]) >= 1
+
+
 async def test_metrics_report_the_consumer_groups_lag_per_partition(
     api: httpx.AsyncClient, api_settings: Settings
 ) -> None:
