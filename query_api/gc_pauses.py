@@ -8,35 +8,36 @@ this histogram shows whether pauses of that size come back.
 
 from __future__ import annotations
 
-import bisect
 import gc
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BUCKETS", "GcPauses", "PauseHistogram", "gc_pauses"]
+from prometheus_client import Histogram
 
+__all__ = ["BUCKETS", "GC_PAUSE_METRIC", "GcPauses", "gc_pauses"]
+
+GC_PAUSE_METRIC = "ragstream_api_gc_pause_seconds"
 #: Upper bounds (seconds) of the histogram's buckets; the last, +Inf, is implied.
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-@dataclass(frozen=True)
-class PauseHistogram:
-    """Cumulative counts per bound of ``BUCKETS``, then the count of all, and their sum."""
-
-    cumulative: tuple[int, ...]
-    count: int
-    sum_seconds: float
-
-
 class GcPauses:
-    """Times every collection through ``gc.callbacks``; one per process (see ``gc_pauses``)."""
+    """Times every collection through ``gc.callbacks``; one per process (see ``gc_pauses``).
+
+    ``histogram`` belongs to no registry: each app registers it in its own.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = {generation: [0] * (len(BUCKETS) + 1) for generation in range(3)}
-        self._sums = dict.fromkeys(range(3), 0.0)
+        self.histogram = Histogram(
+            GC_PAUSE_METRIC,
+            "Seconds the API's Python stopped for a garbage collection, by generation (2 = full)",
+            ["generation"],
+            buckets=BUCKETS,
+            registry=None,
+        )
+        # Every generation is shown from the start, at 0, not from its first collection on.
+        self._generations = [self.histogram.labels(str(generation)) for generation in range(3)]
         self._started: float | None = None
 
     def install(self) -> None:
@@ -44,28 +45,16 @@ class GcPauses:
 
     def _observe(self, phase: str, info: dict[str, Any]) -> None:
         # Collections never overlap (the collector runs holding the GIL and does not re-enter),
-        # so one start time is enough.
+        # so one start time is enough. Observing takes the histogram's locks, which is safe here:
+        # nothing the collector tracks is allocated while they are held, so no collection can
+        # start inside them and call back in.
         if phase == "start":
             self._started = time.perf_counter()
             return
         if self._started is None:  # installed in the middle of a collection
             return
         seconds, self._started = time.perf_counter() - self._started, None
-        generation = int(info["generation"])
-        with self._lock:
-            self._counts[generation][bisect.bisect_left(BUCKETS, seconds)] += 1
-            self._sums[generation] += seconds
-
-    def histograms(self) -> dict[int, PauseHistogram]:
-        with self._lock:
-            result = {}
-            for generation, counts in self._counts.items():
-                running, cumulative = 0, []
-                for count in counts[:-1]:
-                    running += count
-                    cumulative.append(running)
-                result[generation] = PauseHistogram(tuple(cumulative), sum(counts), self._sums[generation])
-            return result
+        self._generations[int(info["generation"])].observe(seconds)
 
 
 _installed: GcPauses | None = None

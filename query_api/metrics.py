@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from query_api.gc_pauses import BUCKETS, GcPauses, gc_pauses
+from query_api.gc_pauses import gc_pauses
 from query_api.stats import StatsTail
 from schemas import Settings
 from streams.hops import HopLag, read_pipeline_lag
@@ -31,6 +31,10 @@ _COUNTERS = (
     ("chunks_skipped", "Chunks left as they were because they were already indexed"),
     ("chunks_deleted", "Stale chunks deleted from the index"),
 )
+
+
+#: The one metric read from Kafka when scraped; the rest are in memory.
+LAG_METRIC = "ragstream_consumer_lag"
 
 
 class PipelineCollector(Collector):
@@ -56,7 +60,7 @@ class PipelineCollector(Collector):
         )
 
         lag = GaugeMetricFamily(
-            "ragstream_consumer_lag",
+            LAG_METRIC,
             "Events not yet committed, per hop on the way to the index (changes stage, indexer)",
             labels=["hop", "partition"],
         )
@@ -64,28 +68,6 @@ class PipelineCollector(Collector):
             for partition in hop.partitions:
                 lag.add_metric([hop.hop.name, str(partition.partition)], partition.lag)
         yield lag
-
-
-class GcPauseCollector(Collector):
-    """This process's garbage collection pauses, by generation (``gc_pauses.py``)."""
-
-    def __init__(self, pauses: GcPauses) -> None:
-        self._pauses = pauses
-
-    def collect(self) -> Iterable[Metric]:
-        family = HistogramMetricFamily(
-            "ragstream_api_gc_pause_seconds",
-            "Seconds the API's Python stopped for a garbage collection, by generation (2 = full)",
-            labels=["generation"],
-        )
-        for generation, histogram in sorted(self._pauses.histograms().items()):
-            buckets = [
-                (f"{bound:g}", float(count))
-                for bound, count in zip(BUCKETS, histogram.cumulative, strict=True)
-            ]
-            buckets.append(("+Inf", float(histogram.count)))
-            family.add_metric([str(generation)], buckets, sum_value=histogram.sum_seconds)
-        yield family
 
 
 def _bound(text: str) -> float:
@@ -98,15 +80,27 @@ class PipelineMetrics:
     def __init__(
         self, stats: StatsTail, lag_reader: LagReader, settings: Settings, *, lag_timeout_s: float = 5.0
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
+        # PipelineCollector names its series only when collected: a ``name[]`` scrape still asks it.
+        self.registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
         self._collector = PipelineCollector(stats)
         self.registry.register(self._collector)
-        self.registry.register(GcPauseCollector(gc_pauses()))
+        self.registry.register(gc_pauses().histogram)
         self._lag_reader = lag_reader
         self._settings = settings
         self._lag_timeout_s = lag_timeout_s
 
-    async def render(self) -> bytes:
+    async def render(self, names: Collection[str] = ()) -> bytes:
+        """Every metric, or with ``names`` only those series (Prometheus's ``name[]`` filter, by
+        sample name as in ``ragstream_api_gc_pause_seconds_count``). Kafka is asked for the
+        consumer lag only when the lag is among them."""
+        if not names or LAG_METRIC in names:
+            await self._read_lag()
+        else:
+            self._collector.lag = ()
+        # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
+        return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
+
+    async def _read_lag(self) -> None:
         try:
             async with asyncio.timeout(self._lag_timeout_s):
                 await self._lag_reader.start()
@@ -115,5 +109,3 @@ class PipelineMetrics:
             # A scrape still reports the counters; a lag we cannot read is left out, not shown as 0.
             log.warning("consumer lag not read: %r", exc)
             self._collector.lag = ()
-        # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
-        return generate_latest(self.registry)

@@ -140,6 +140,17 @@ async def _check(probe: Awaitable[None]) -> str:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(services: ServicesDep) -> Response:
-    """Pipeline counters, batch durations and consumer lag in the Prometheus text format."""
-    return Response(await services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(
+    services: ServicesDep,
+    names: Annotated[
+        list[str] | None,
+        Query(
+            alias="name[]",
+            description="only these series, by sample name (repeatable), as Prometheus's own "
+            "exporters filter; the consumer lag is read from Kafka only when asked for",
+        ),
+    ] = None,
+) -> Response:
+    """Pipeline counters, batch durations, consumer lag and the API's garbage collection pauses
+    in the Prometheus text format."""
+    return Response(await services.metrics.render(names or ()), media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from bench._query_gc import gc_delta, gc_totals
 from query_api.gc_pauses import GcPauses
-from query_api.metrics import GcPauseCollector
 
 
 def _pause(pauses: GcPauses, generation: int, seconds: float) -> None:
@@ -19,7 +18,7 @@ def _pause(pauses: GcPauses, generation: int, seconds: float) -> None:
 
 def _metrics_text(pauses: GcPauses) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GcPauseCollector(pauses))
+    registry.register(pauses.histogram)
     return generate_latest(registry).decode()
 
 
