@@ -147,7 +147,7 @@ async def _retrieve(
             search_filter,
             known_ids,
             timings,
-            services.vector_coverage.searchable,
+            services.local_nearest if services.vector_coverage.covers else None,
         )
     with timings.measure("lexical"):
         return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)

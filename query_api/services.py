@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from query_api.chunk_log_view import ChunkLogView
+from query_api.local_nearest import LocalNearest
 from query_api.metrics import PipelineMetrics
 from query_api.nearest import NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
@@ -40,6 +41,8 @@ class Services:
     lexical: ChunkLogView
     #: Which vector index answers a vector search: this replica's own, or Chroma's.
     vector_coverage: VectorCoverage
+    #: Searches of this replica's vector index; None when it keeps none (``local_vectors`` off).
+    local_nearest: LocalNearest | None = None
     reranker: Reranker | None = None
     #: Publishes the documents written through the API; None = this instance accepts no writes.
     publisher: EventPublisher | None = None

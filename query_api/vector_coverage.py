@@ -16,7 +16,6 @@ from typing import Any
 
 from query_api.background import BackgroundLoop
 from query_api.chunk_log_view import ChunkLogView
-from query_api.local_nearest import LocalNearest
 from query_api.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -25,36 +24,21 @@ __all__ = ["VectorCoverage"]
 
 
 class VectorCoverage(BackgroundLoop):
-    """``searchable`` searches the replica's vector index when it may answer, else is None
-    (ask Chroma)."""
+    """``covers`` says whether the replica's vector index may answer (else Chroma answers)."""
 
     def __init__(
-        self,
-        view: ChunkLogView,
-        collection: Any,
-        *,
-        max_batch: int = 32,
-        interval_s: float = 30.0,
-        retry_s: float = 2.0,
+        self, view: ChunkLogView, collection: Any, *, interval_s: float = 30.0, retry_s: float = 2.0
     ) -> None:
         self._view = view
-        self._nearest = LocalNearest(view.vectors, max_batch) if view.vectors is not None else None
         self._collection = collection
         self._interval_s = interval_s
         self._retry_s = retry_s
         self._covers = False
 
     @property
-    def searchable(self) -> LocalNearest | None:
-        nearest = self._nearest
-        if nearest is None or not self._view.caught_up or not nearest.index.complete or not self._covers:
-            return None
-        return nearest
-
-    async def stop(self) -> None:
-        await super().stop()
-        if self._nearest is not None:
-            await self._nearest.close()
+    def covers(self) -> bool:
+        vectors = self._view.vectors
+        return vectors is not None and vectors.complete and self._view.caught_up and self._covers
 
     async def _run(self) -> None:
         while True:

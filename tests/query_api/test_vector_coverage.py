@@ -32,12 +32,12 @@ def view_with(chunks: int) -> Any:
 async def searchable_after(coverage: VectorCoverage, seconds: float) -> bool:
     async with coverage:
         await asyncio.sleep(seconds)
-        return coverage.searchable is not None
+        return coverage.covers
 
 
 async def test_the_replica_answers_once_it_holds_every_chunk_chroma_counts() -> None:
     coverage = VectorCoverage(view_with(3), CountingCollection(3), interval_s=0.05, retry_s=0.05)
-    assert coverage.searchable is None  # before the first look
+    assert not coverage.covers  # before the first look
     assert await searchable_after(coverage, 0.2)
 
 
@@ -48,7 +48,7 @@ async def test_a_moment_when_chroma_holds_more_does_not_send_searches_to_it() ->
         await asyncio.sleep(0.01)  # the first look
         answered_here = []
         for _ in range(40):
-            answered_here.append(coverage.searchable is not None)
+            answered_here.append(coverage.covers)
             await asyncio.sleep(0.02)
     assert all(answered_here)
 
