@@ -67,8 +67,11 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-def get_caller(request: Request) -> Caller:
-    """FastAPI dependency: the caller ``ApiKeyMiddleware`` admitted."""
+async def get_caller(request: Request) -> Caller:
+    """FastAPI dependency: the caller ``ApiKeyMiddleware`` admitted.
+
+    ``async`` though it awaits nothing: FastAPI runs a plain ``def`` dependency on a worker
+    thread, a round trip that under load waits for the GIL twice for a dictionary lookup."""
     caller = getattr(request.state, "caller", None)
     if not isinstance(caller, Caller):
         # Serving a document route without the middleware would skip every tenant check.

@@ -46,7 +46,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post("/v1/feedback", status_code=202, responses=_RESPONSES)
 async def post_feedback(body: FeedbackRequest, request: Request, services: ServicesDep) -> FeedbackReceipt:
     """Record a rating; answered once Kafka has it."""
-    event = FeedbackEvent(**body.model_dump(), tenant=_tenant(request))
+    event = FeedbackEvent(**body.model_dump(), tenant=await _tenant(request))
     publisher = services.publisher
     if publisher is None:
         raise HTTPException(status_code=503, detail="this API instance does not accept writes")
@@ -67,9 +67,9 @@ async def post_feedback(body: FeedbackRequest, request: Request, services: Servi
     )
 
 
-def _tenant(request: Request) -> str | None:
+async def _tenant(request: Request) -> str | None:
     """The tenant the request is authenticated as (its API key's); None while the API has no keys.
 
     Taken from the request, never from the body, so that nobody rates on another tenant's behalf.
     """
-    return get_caller(request).tenant
+    return (await get_caller(request)).tenant

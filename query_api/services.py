@@ -48,8 +48,9 @@ class Services:
     publisher: EventPublisher | None = None
 
 
-def get_services(request: Request) -> Services:
-    """FastAPI dependency: the services of the app serving this request."""
+async def get_services(request: Request) -> Services:
+    """FastAPI dependency: the services of the app serving this request. ``async`` so that FastAPI
+    calls it on the event loop, not on a worker thread (see ``auth.get_caller``)."""
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise RuntimeError("the app's lifespan has not run: its services are not open")

@@ -28,8 +28,9 @@ _EVENTS_DESCRIPTION = (
 )
 
 
-def get_answerer(request: Request, services: Annotated[Services, Depends(get_services)]) -> Answerer:
-    """FastAPI dependency: the app's answerer, built on first use over the app's services."""
+async def get_answerer(request: Request, services: Annotated[Services, Depends(get_services)]) -> Answerer:
+    """FastAPI dependency: the app's answerer, built on first use over the app's services (on the
+    event loop, as ``auth.get_caller`` says why)."""
     answerer: Answerer | None = getattr(request.app.state, "answerer", None)
     if answerer is None or answerer.services is not services:
         answerer = Answerer(services)
