@@ -330,7 +330,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--held-out", type=int, default=400, help="articles kept out of the preload")
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--query-runtime", choices=("onnx", "torch"), default="onnx", help="the API's")
-    parser.add_argument("--query-precision", choices=("fp32", "int8"), default="fp32", help="the ONNX one's")
+    parser.add_argument(
+        "--query-precision",
+        choices=("fp32", "int8-blockwise", "int8"),
+        default=Settings.model_fields["query_precision"].default,
+        help="the ONNX one's (default: the API's)",
+    )
     parser.add_argument("--query-threads", type=int, default=1, help="the API's query model's threads")
     parser.add_argument("--probe", type=int, default=200, help="queries timed part by part, one at a time")
     parser.add_argument("--prepare-only", action="store_true", help="fill the embedding cache, then stop")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from consumers.embedder import Embedder
-from consumers.onnx_embedder import OnnxEmbedder
+from consumers.onnx_embedder import SMALL_CALL_TOKENS, OnnxEmbedder
 from query_api.query_model import load_query_model
 from schemas.settings import Settings
 
@@ -43,7 +43,8 @@ def test_vectors_are_unit_length_and_empty_input_gives_none(onnx_model: OnnxEmbe
 
 
 def test_the_api_uses_onnx_by_default_and_torch_when_configured():
-    assert isinstance(load_query_model(Settings()), OnnxEmbedder)
+    default = load_query_model(Settings())
+    assert isinstance(default, OnnxEmbedder) and default.precision == "int8-blockwise"
     assert isinstance(load_query_model(Settings(query_runtime="torch")), Embedder)
 
 
@@ -66,6 +67,40 @@ def test_int8_weights_keep_each_vector_close_to_torch_and_the_ranking_of_passage
     ]
     # The passage each query should find is still its nearest, with int8 queries against fp32 passages.
     assert list(np.argmax(int8.encode(queries) @ stored.T, axis=1)) == [0, 1, 2]
+
+
+QUERIES = ["painting about the bombing of a Basque town", "city in northern Italy", "a", "Ünïcödé 123"]
+
+
+def test_blockwise_int8_embeds_a_short_query_nearly_as_fp32_and_closer_than_per_channel_int8():
+    blockwise = OnnxEmbedder("all-MiniLM-L6-v2", precision="int8-blockwise")
+    per_channel = OnnxEmbedder("all-MiniLM-L6-v2", precision="int8")
+    expected = Embedder(precision="fp32").encode(QUERIES)
+
+    # One query a call, as the API embeds a search's query when no other is waiting.
+    blockwise_cosines = np.array(
+        [
+            float(blockwise.encode([query])[0] @ vector)
+            for query, vector in zip(QUERIES, expected, strict=True)
+        ]
+    )
+    per_channel_cosines = np.sum(expected * per_channel.encode(QUERIES), axis=1)
+
+    assert blockwise.precision == "int8-blockwise"
+    assert blockwise_cosines.min() > 0.999, blockwise_cosines
+    assert np.all(1 - blockwise_cosines < 1 - per_channel_cosines), (blockwise_cosines, per_channel_cosines)
+    # Not fp32 in disguise: the int8 graph did answer.
+    assert blockwise_cosines.max() < 0.99999, blockwise_cosines
+
+
+def test_blockwise_int8_gives_fp32_vectors_for_a_call_past_its_token_limit():
+    blockwise = OnnxEmbedder("all-MiniLM-L6-v2", precision="int8-blockwise")
+    long_text = TEXTS[3]
+    assert len(blockwise._tokenizer(long_text)["input_ids"]) > SMALL_CALL_TOKENS
+
+    cosine = float(blockwise.encode([long_text])[0] @ Embedder(precision="fp32").encode([long_text])[0])
+
+    assert cosine > 0.9999
 
 
 def test_an_unknown_precision_is_refused_before_any_work():
