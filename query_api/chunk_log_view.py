@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -214,33 +215,40 @@ class ChunkLogView(BackgroundLoop):
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return {tp.partition: end for tp, end in ends.items()}
 
-    def _apply_changes(
-        self, changes: list[tuple[str, bytes | None]], vector_changes: list[VectorChange], threads: int
-    ) -> None:
+    def _apply_changes(self, records: list[ConsumerRecord], threads: int) -> None:
+        changes = [(record.key.decode(), record.value) for record in records]
         self.index.apply(changes)
         if self.vectors is not None:
-            self.vectors.apply(vector_changes, threads)
+            self.vectors.apply(
+                [
+                    VectorChange(chunk_id, True)
+                    if value is None
+                    else VectorChange(chunk_id, False, embedding_of(record.headers), _tenant_of(value))
+                    for (chunk_id, value), record in zip(changes, records, strict=True)
+                ],
+                threads,
+            )
 
     async def _apply(
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         records = [record for records in batch.values() for record in records if record.key is not None]
-        changes = [(record.key.decode(), record.value) for record in records]
-        vector_changes = (
-            [
-                VectorChange(
-                    chunk_id, value is None, embedding_of(record.headers) if value is not None else None
-                )
-                for (chunk_id, value), record in zip(changes, records, strict=True)
-            ]
-            if self.vectors is not None
-            else []
-        )
         # Committing takes milliseconds of CPU in tantivy and adding vectors in hnswlib (both
         # release the GIL): off the loop. The replay may use every core; then searches need them.
         threads = 1 if self.caught_up else max(1, os.cpu_count() or 1)
-        await asyncio.to_thread(self._apply_changes, changes, vector_changes, threads)
+        await asyncio.to_thread(self._apply_changes, records, threads)
         for tp in batch:
             self._applied[tp.partition] = await consumer.position(tp)
         async with self._progress:
             self._progress.notify_all()
+
+
+def _tenant_of(value: bytes) -> str | None:
+    """The tenant in a chunk record's metadata; None for a chunk of no tenant, or a record the
+    BM25 index refuses too (it logs why)."""
+    try:
+        metadata = orjson.loads(value).get("metadata")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    tenant = metadata.get("tenant") if isinstance(metadata, dict) else None
+    return tenant if isinstance(tenant, str) else None

@@ -99,6 +99,17 @@ class SearchFilter:
             return False
         return all(condition.matches(metadata) for condition in self.conditions)
 
+    @property
+    def tenant_only(self) -> str | None:
+        """The tenant, when the filter is that one condition and nothing else (a search by a key
+        bound to a tenant, without filters of its own)."""
+        if self.doc_id_prefix is not None or len(self.conditions) != 1:
+            return None
+        (condition,) = self.conditions
+        if condition.key == "tenant" and condition.operator == "$eq" and isinstance(condition.operand, str):
+            return condition.operand
+        return None
+
     def restricted_to(self, doc_ids: Sequence[str]) -> SearchFilter:
         """This filter, plus: the doc_id is one of ``doc_ids`` (non-empty)."""
         return SearchFilter((*self.conditions, Condition("doc_id", "$in", list(doc_ids))), self.doc_id_prefix)

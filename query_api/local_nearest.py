@@ -17,23 +17,27 @@ from query_api.vector_index import VectorIndex
 __all__ = ["LocalNearest"]
 
 
+_Query = tuple[np.ndarray, int, str | None]
+
+
 class LocalNearest:
-    """``await nearest(vector, k)`` → ``index.nearest`` for that one row; raises what it raises."""
+    """``await nearest(vector, k, tenant)`` → ``index.nearest`` for that one row; raises what it raises."""
 
     def __init__(self, index: VectorIndex, max_batch: int = 32) -> None:
         self.index = index
-        self._batcher: OneThreadBatcher[tuple[np.ndarray, int], list[RankedChunk]] = OneThreadBatcher(
-            self._search, max_batch, key=lambda query: query[1], name="vector search"
+        # A batch shares its depth and its index (the whole one, or one tenant's).
+        self._batcher: OneThreadBatcher[_Query, list[RankedChunk]] = OneThreadBatcher(
+            self._search, max_batch, key=lambda query: query[1:], name="vector search"
         )
 
-    async def nearest(self, vector: np.ndarray, k: int) -> list[RankedChunk]:
-        return await self._batcher.submit((np.asarray(vector, dtype=np.float32).reshape(-1), k))
+    async def nearest(self, vector: np.ndarray, k: int, tenant: str | None = None) -> list[RankedChunk]:
+        return await self._batcher.submit((np.asarray(vector, dtype=np.float32).reshape(-1), k, tenant))
 
     async def close(self) -> None:
         """Stop searching; searches still waiting fail. Safe to call twice."""
         await self._batcher.close()
 
-    def _search(self, queries: list[tuple[np.ndarray, int]]) -> list[list[RankedChunk]]:
-        rows = np.stack([vector for vector, _ in queries])
-        k = queries[0][1]  # a batch shares its depth
-        return self.index.nearest(rows, k)
+    def _search(self, queries: list[_Query]) -> list[list[RankedChunk]]:
+        rows = np.stack([vector for vector, _, _ in queries])
+        _, k, tenant = queries[0]
+        return self.index.nearest(rows, k, tenant)

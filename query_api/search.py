@@ -53,17 +53,19 @@ async def vector_ranked(
     more chunks than needed and filter them, up to ``PREFIX_OVERFETCH_MAX``: past that a very
     selective prefix may return fewer hits than exist.
 
-    ``local``, when given, answers instead of Chroma if the filter is empty: the caller vouches
-    that it holds every chunk.
+    ``local``, when given, answers instead of Chroma if the filter is empty, or only restricts
+    the search to one tenant (the index keeps each tenant's chunks apart): the caller vouches that
+    it holds every chunk.
     """
     timings = timings if timings is not None else Timings()
     # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
     with timings.measure("embed"):
         vectors = await embed(query)
     with timings.measure("vector"):
-        if local is not None and not search_filter:
+        tenant = search_filter.tenant_only
+        if local is not None and (not search_filter or tenant is not None):
             try:
-                found = await local.nearest(vectors, limit)
+                found = await local.nearest(vectors, limit, tenant)
                 timings.describe("vector", "replica")
                 return found
             except VectorSearchFailed:

@@ -7,6 +7,8 @@ is checked is the whole way from a tenant's write to another tenant's search.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -270,6 +272,27 @@ async def test_a_tenant_finds_only_its_own_documents_in_every_mode(
 
     assert {hit["doc_id"] for hit in hits} == SEEN_BY[tenant]
     assert all(hit["text"].startswith(COMPANY[tenant]) for hit in hits)
+    assert all(hit["metadata"]["tenant"] == tenant for hit in hits)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tenant", ["acme", "globex"])
+async def test_a_tenants_vector_search_is_answered_by_the_replicas_own_index_of_that_tenant(
+    api: httpx.AsyncClient, tenant: str
+) -> None:
+    body = {"query": "memo zorbium quarterly budget review", "k": 20, "mode": "vector"}
+    deadline = time.monotonic() + 30
+    while True:
+        response = await api.post("/v1/search", json=body, headers=auth(tenant))
+        assert response.status_code == 200, response.text
+        # Chroma answers until the replica has checked that it holds every chunk.
+        if 'desc="replica"' in response.headers["server-timing"]:
+            break
+        assert time.monotonic() < deadline, f"Chroma still answers: {response.headers['server-timing']}"
+        await asyncio.sleep(0.2)
+
+    hits = response.json()["hits"]
+    assert {hit["doc_id"] for hit in hits} == SEEN_BY[tenant]
     assert all(hit["metadata"]["tenant"] == tenant for hit in hits)
 
 

@@ -152,3 +152,62 @@ async def test_concurrent_searches_through_one_thread_get_their_own_answers() ->
     assert answers == index.nearest(queries, 5)
     with pytest.raises(BatcherClosed):
         await nearest.nearest(queries[0], 5)
+
+
+def tenant_upserts(vectors: np.ndarray, tenant: str | None, prefix: str) -> list[VectorChange]:
+    return [VectorChange(f"{prefix}{i}", False, vector, tenant) for i, vector in enumerate(vectors)]
+
+
+def test_a_tenants_search_finds_its_own_chunks_exactly_as_a_search_of_them_alone() -> None:
+    big, small, shared = unit_vectors(2000, seed=4), unit_vectors(30, seed=5), unit_vectors(500, seed=6)
+    index = VectorIndex()
+    index.apply(tenant_upserts(big, "acme", "a") + tenant_upserts(small, "tiny", "t"))
+    index.apply(tenant_upserts(shared, None, "s"))
+    query = unit_vectors(1, seed=7)
+
+    (acme,) = index.nearest(query, 10, tenant="acme")
+    (tiny,) = index.nearest(query, 10, tenant="tiny")
+    (nobody,) = index.nearest(query, 10, tenant="nobody")
+    (everyone,) = index.nearest(query, 3000)
+
+    assert [c.id for c in tiny] == exact_top(small, query[0], 10, prefix="t")  # a small tenant: all 10
+    assert len(set(c.id for c in acme) & set(exact_top(big, query[0], 10, prefix="a"))) >= 9
+    assert nobody == []
+    assert {c.id[0] for c in everyone} == {"a", "t", "s"}  # the whole index still holds every chunk
+
+
+def test_a_chunk_deleted_or_moved_to_another_tenant_leaves_its_old_tenants_index() -> None:
+    vectors = unit_vectors(40, seed=8)
+    index = VectorIndex()
+    index.apply(tenant_upserts(vectors, "acme", "c"))
+    index.apply(
+        [
+            VectorChange("c0", True),  # deleted
+            VectorChange("c1", False, vectors[1], "other"),  # now another tenant's
+            VectorChange("c2", False, vectors[2], None),  # now no tenant's
+        ]
+    )
+
+    acme = {c.id for c in index.nearest(vectors[:3], 40, tenant="acme")[0]}
+    other = [c.id for c in index.nearest(vectors[1:2], 40, tenant="other")[0]]
+
+    assert acme == {f"c{i}" for i in range(3, 40)}
+    assert other == ["c1"]
+    assert "c2" in {c.id for c in index.nearest(vectors[2:3], 1)[0]}
+
+
+async def test_concurrent_searches_of_two_tenants_each_get_their_own_tenants_chunks() -> None:
+    index = VectorIndex()
+    index.apply(tenant_upserts(unit_vectors(300, seed=9), "acme", "a"))
+    index.apply(tenant_upserts(unit_vectors(300, seed=10), "beta", "b"))
+    nearest = LocalNearest(index, max_batch=8)
+    queries = unit_vectors(24, seed=11)
+    try:
+        results = await asyncio.gather(
+            *(nearest.nearest(q, 5, "acme" if i % 2 else "beta") for i, q in enumerate(queries))
+        )
+    finally:
+        await nearest.close()
+
+    for i, found in enumerate(results):
+        assert len(found) == 5 and {c.id[0] for c in found} == {"a" if i % 2 else "b"}
