@@ -9,9 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from query_api.gc_pauses import GC_PAUSE_METRIC
 
-__all__ = ["GC_FAMILY", "gc_delta", "read_gc_pauses"]
+__all__ = ["gc_delta", "gc_totals", "read_gc_pauses"]
 
-GC_FAMILY = GC_PAUSE_METRIC
 #: A pause at least this long is one a search notices by itself.
 LONG_PAUSE_S = 0.1
 
@@ -20,7 +19,7 @@ async def read_gc_pauses(url: str) -> dict[str, float]:
     """Totals since the API started: ``full`` collections, ``seconds`` paused in all generations,
     and ``long`` pauses (over 100 ms, any generation)."""
     # Only the pause series: a whole scrape would also ask Kafka for the consumer lag.
-    series = [("name[]", GC_FAMILY + suffix) for suffix in ("_bucket", "_count", "_sum")]
+    series = [("name[]", GC_PAUSE_METRIC + suffix) for suffix in ("_bucket", "_count", "_sum")]
     async with httpx.AsyncClient(trust_env=False, timeout=10) as client:
         response = await client.get(f"{url}/metrics", params=series)
     response.raise_for_status()
@@ -30,7 +29,7 @@ async def read_gc_pauses(url: str) -> dict[str, float]:
 def gc_totals(metrics_text: str) -> dict[str, float]:
     full = seconds = long = 0.0
     for family in text_string_to_metric_families(metrics_text):
-        if family.name != GC_FAMILY:
+        if family.name != GC_PAUSE_METRIC:
             continue
         counts: dict[str, float] = {}
         within: dict[str, float] = {}

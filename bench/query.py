@@ -39,6 +39,7 @@ import json
 import sys
 import tempfile
 import time
+import typing
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -332,7 +333,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--query-runtime", choices=("onnx", "torch"), default="onnx", help="the API's")
     parser.add_argument(
         "--query-precision",
-        choices=("fp32", "int8-blockwise", "int8"),
+        choices=typing.get_args(Settings.model_fields["query_precision"].annotation),
         default=Settings.model_fields["query_precision"].default,
         help="the ONNX one's (default: the API's)",
     )

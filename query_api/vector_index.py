@@ -102,12 +102,10 @@ class VectorIndex:
         """Per row of ``vectors``, up to ``k`` chunks by cosine similarity, best first; with
         ``tenant``, only that tenant's chunks."""
         if tenant is not None:
-            own = self._tenants.get(tenant) if self._per_tenant else None
-            if own is None:
-                if not self._per_tenant:
-                    raise ValueError("this index keeps no index per tenant")
-                return [[] for _ in range(len(vectors))]
-            return own.nearest(vectors, k)
+            if not self._per_tenant:
+                raise ValueError("this index keeps no index per tenant")
+            own = self._tenants.get(tenant)
+            return own.nearest(vectors, k) if own is not None else [[] for _ in range(len(vectors))]
         rows = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
         with self._lock:
             found = min(k, len(self._label_of))
