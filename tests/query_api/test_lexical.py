@@ -213,6 +213,7 @@ def test_a_malformed_record_removes_the_chunk_rather_than_keep_stale_text(index:
     index.apply([("c6", b"not json")])
 
     assert index.search("zyxquartz", 10) == []
+    assert index.records(["c6"]) == {}
 
 
 FILTERS = {
