@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -37,6 +39,10 @@ class ChunkLogView(BackgroundLoop):
     move, so a change is searchable within one fetch and one commit of reaching the broker.
     While the broker or the topic is missing it keeps retrying; a missing topic counts as an
     empty log.
+
+    Changes are applied on a thread of their own at nice ``niceness`` (and tantivy's indexing
+    and merge threads, which that thread starts, with it): keeping the view current is
+    throughput work beside the searches it serves, so it takes the CPU they leave.
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class ChunkLogView(BackgroundLoop):
         retry_backoff_s: float = 2.0,
         progress_interval_s: float = 5.0,
         partition_check_s: float = 30.0,
+        niceness: int = 10,
     ) -> None:
         self.index = index
         self.vectors = vectors
@@ -63,6 +70,8 @@ class ChunkLogView(BackgroundLoop):
         self._retry_backoff_s = retry_backoff_s
         self._progress_interval_s = progress_interval_s
         self._partition_check_s = partition_check_s
+        self._niceness = niceness
+        self._applier: ThreadPoolExecutor | None = None
         self._applied: dict[int, int] = {}
         self._caught_up = asyncio.Event()
         self._start_failed = asyncio.Event()
@@ -112,6 +121,13 @@ class ChunkLogView(BackgroundLoop):
     # --- following the log -----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        # Leaving the block waits for a change being applied: the index outlives its last write.
+        with ThreadPoolExecutor(
+            1, "chunk-log-apply", initializer=_lower_this_thread, initargs=(self._niceness,)
+        ) as self._applier:
+            await self._follow_forever()
+
+    async def _follow_forever(self) -> None:
         while True:
             try:
                 await self._follow()
@@ -233,14 +249,26 @@ class ChunkLogView(BackgroundLoop):
         self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]
     ) -> None:
         records = [record for records in batch.values() for record in records if record.key is not None]
-        # Committing takes milliseconds of CPU in tantivy and adding vectors in hnswlib (both
-        # release the GIL): off the loop. The replay may use every core; then searches need them.
+        # Committing takes 10–200 ms of CPU in tantivy, and adding vectors some in hnswlib (both
+        # release the GIL): off the loop, at low priority. The replay may use every core; then
+        # searches need them.
         threads = 1 if self.caught_up else max(1, os.cpu_count() or 1)
-        await asyncio.to_thread(self._apply_changes, records, threads)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._applier, self._apply_changes, records, threads)
         for tp in batch:
             self._applied[tp.partition] = await consumer.position(tp)
         async with self._progress:
             self._progress.notify_all()
+
+
+def _lower_this_thread(niceness: int) -> None:
+    """Lower the calling thread's priority to ``niceness`` (threads of one process share their
+    session's group, so against the API's other threads nice applies as such)."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < niceness:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError as exc:  # not on Linux, or not allowed: the view is just as correct
+        log.warning("could not lower the chunk log view's priority: %s", exc)
 
 
 def _tenant_of(value: bytes) -> str | None:

@@ -123,7 +123,9 @@ class LexicalIndex:
         self._index = tantivy.Index(self._schema, path=self._dir)
         self._analyzer = _analyzer()
         self._index.register_tokenizer(_ANALYZER, self._analyzer)
-        self._writer = self._index.writer(heap_size=_WRITER_HEAP_BYTES, num_threads=1)
+        # Made by the first ``apply``: tantivy's indexing and merge threads start with the
+        # priority of the thread that makes the writer, which should be the one that applies.
+        self._writer: tantivy.IndexWriter | None = None
         self._write_lock = threading.Lock()
         self._closed = False
         # key → chunk id for every live chunk, and back. Keys are never reused, so a search on an
@@ -141,7 +143,8 @@ class LexicalIndex:
             if self._closed:
                 return
             self._closed = True
-            self._writer.wait_merging_threads()
+            if self._writer is not None:
+                self._writer.wait_merging_threads()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -160,11 +163,14 @@ class LexicalIndex:
         with self._write_lock:
             if self._closed:
                 raise RuntimeError("the lexical index is closed")
+            if self._writer is None:
+                self._writer = self._index.writer(heap_size=_WRITER_HEAP_BYTES, num_threads=1)
+            writer = self._writer
             replaced: list[int] = []
             # Each changed chunk's record once the commit is visible: None if it is gone.
             records: dict[str, bytes | None] = dict.fromkeys(latest)
             for chunk_id, value in latest.items():
-                self._writer.delete_documents_by_term("id", chunk_id)
+                writer.delete_documents_by_term("id", chunk_id)
                 old_key = self._key_of_id.pop(chunk_id, None)
                 if old_key is not None:
                     replaced.append(old_key)
@@ -172,7 +178,7 @@ class LexicalIndex:
                     continue
                 key, self._next_key = self._next_key, self._next_key + 1
                 try:
-                    self._writer.add_document(self._document(chunk_id, value, key))
+                    writer.add_document(self._document(chunk_id, value, key))
                 except (KeyError, TypeError, ValueError) as exc:
                     # Its previous version is deleted all the same: stale text must not be found.
                     log.warning("chunk %s: malformed record left out of the BM25 index: %s", chunk_id, exc)
@@ -182,7 +188,7 @@ class LexicalIndex:
                 self._id_of_key[key] = chunk_id
                 self._key_of_id[chunk_id] = key
                 records[chunk_id] = value
-            self._writer.commit()
+            writer.commit()
             # Reload now rather than on tantivy's delayed schedule, so the change is visible on return.
             self._index.reload()
             for key in replaced:

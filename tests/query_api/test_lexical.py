@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -414,6 +416,56 @@ async def test_waiting_for_offsets_returns_once_they_are_applied(
     assert view.has_applied(offsets)
     assert ids(view.index.search("asdfghjkl", 1)) == ["c10"]
     assert not await view.wait_for({0: offsets[0] + 1000}, timeout=0.2)
+
+
+def thread_niceness() -> dict[int, tuple[str, int]]:
+    """Every thread of this process: its name as the kernel knows it, and its nice value."""
+    threads = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            threads[int(task.name)] = (name, os.getpriority(os.PRIO_PROCESS, int(task.name)))
+        except OSError:  # ended meanwhile
+            continue
+    return threads
+
+
+class ThreadRecordingIndex(LexicalIndex):
+    """Notes the thread each ``apply`` runs on, and that thread's nice value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied_on: set[tuple[int, int]] = set()
+
+    def apply(self, changes: Any) -> int:
+        thread = threading.get_native_id()
+        self.applied_on.add((thread, os.getpriority(os.PRIO_PROCESS, thread)))
+        return super().apply(changes)
+
+
+@pytest.mark.integration
+async def test_the_view_applies_changes_at_low_priority_and_searches_keep_theirs(
+    kafka_broker: Any, chunk_topic: str
+) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    low = min(own + 7, 19)
+    before = thread_niceness()
+    index = ThreadRecordingIndex()
+    try:
+        async with ChunkLogView(index, kafka_broker.bootstrap_servers, chunk_topic, niceness=low) as view:
+            assert await view.wait_caught_up(60)
+            await produce(kafka_broker.bootstrap_servers, chunk_topic, [change("c11", "d/11", "lowprio")])
+            await eventually(lambda: ids(index.search("lowprio", 1)) == ["c11"], within=5.0)
+            started = {tid: thread for tid, thread in thread_niceness().items() if tid not in before}
+    finally:
+        index.close()
+
+    assert index.applied_on and all(nice == low for _, nice in index.applied_on)
+    # tantivy's indexing, segment and merge threads start from the applying thread's priority.
+    tantivy = [nice for name, nice in started.values() if name.startswith(("thrd-tantivy", "merge_thread"))]
+    assert tantivy and all(nice == low for nice in tantivy)
+    # The loop that serves searches is left as it was.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
 @pytest.mark.integration
