@@ -8,7 +8,8 @@ chunk id in a table kept beside the index. The chunk records, as the chunk log g
 kept beside the index too, as bytes by chunk id: loading the 10 shown of a search from tantivy's
 document store (a term query, then a block decompressed per chunk) took ~1.4 ms on the event
 loop, a dictionary lookup and a JSON parse each take microseconds. The records cost their own
-size in memory (~40 MB for 100k chunks of 64 characters), which tantivy's store no longer holds.
+size in memory (~45 MB for 100k chunks of 64 characters with their metadata), which tantivy's
+store no longer holds.
 """
 
 from __future__ import annotations
