@@ -264,9 +264,10 @@ class ChunkLogView(BackgroundLoop):
 def _lower_this_thread(niceness: int) -> None:
     """Lower the calling thread's priority to ``niceness`` (threads of one process share their
     session's group, so against the API's other threads nice applies as such)."""
+    thread = threading.get_native_id()
     try:
-        if os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < niceness:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
     except OSError as exc:  # not on Linux, or not allowed: the view is just as correct
         log.warning("could not lower the chunk log view's priority: %s", exc)
 
