@@ -23,7 +23,6 @@ from query_api.feedback import router as feedback_router
 from query_api.freshness import router as freshness_router
 from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
-from query_api.local_nearest import LocalNearest
 from query_api.metrics import PipelineMetrics
 from query_api.nearest import IndexUnreachable, NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
@@ -78,12 +77,8 @@ def create_app(
                 )
             )
             vector_coverage = await stack.enter_async_context(VectorCoverage(lexical, collection))
-            local_nearest = None
-            if lexical.vectors is not None:
-                local_nearest = LocalNearest(lexical.vectors, settings.query_batch_max)
-                stack.push_async_callback(local_nearest.close)
             model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
-            query_batcher = QueryBatcher(model, settings.query_batch_max)
+            query_batcher = QueryBatcher(model, settings.query_batch_max, lexical.vectors)
             stack.push_async_callback(query_batcher.close)
 
             active_reranker = (
@@ -125,7 +120,6 @@ def create_app(
                 metrics=PipelineMetrics(stats, lag_reader, settings),
                 lexical=lexical,
                 vector_coverage=vector_coverage,
-                local_nearest=local_nearest,
                 reranker=active_reranker,
                 publisher=publisher,
             )

@@ -108,23 +108,22 @@ async def _ranking(
     results = await asyncio.gather(
         *(_retrieve(services, name, request.query, depth, search_filter, timings) for name in names)
     )
+    ranked = dict(zip(names, results, strict=True))
     with timings.measure("fuse"):
-        fused = reciprocal_rank_fusion(
-            {name: [chunk.id for chunk in found] for name, found in zip(names, results, strict=True)},
+        head = reciprocal_rank_fusion(
+            {name: [chunk.id for chunk in found] for name, found in ranked.items()},
             weights,
             settings.rrf_k,
+            limit=shown,
         )
-    head = fused[:shown]
-    scores = {
-        name: {chunk.id: chunk.score for chunk in found} for name, found in zip(names, results, strict=True)
-    }
     return [
         _Ranked(
             item.id,
             item.score,
             fused_score=item.score,
             retrievers={
-                name: RetrieverHit(rank=rank, score=scores[name][item.id])
+                # A rank is the chunk's place in that retriever's list, so its score is there.
+                name: RetrieverHit(rank=rank, score=ranked[name][rank - 1].score)
                 for name, rank in item.ranks.items()
             },
         )
@@ -141,13 +140,13 @@ async def _retrieve(
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
         return await vector_ranked(
             services.nearest,
-            services.query_batcher.embed,
+            services.query_batcher,
             query,
             depth,
             search_filter,
             known_ids,
             timings,
-            services.local_nearest if services.vector_coverage.covers else None,
+            replica=services.vector_coverage.covers,
         )
     with timings.measure("lexical"):
         return await asyncio.to_thread(view.index.ranked, query, depth, search_filter)

@@ -11,15 +11,14 @@ chunks' documents and metadata as finding them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from query_api.filters import SearchFilter
 from query_api.lexical import RankedChunk
-from query_api.local_nearest import LocalNearest
 from query_api.nearest import NearestChunks
+from query_api.query_batcher import QueryBatcher
 from query_api.timings import Timings
-from query_api.vector_index import VectorSearchFailed
 
 if TYPE_CHECKING:
     from chromadb.api.types import Where
@@ -37,13 +36,13 @@ DocIdsWithPrefix = Callable[[str, int], list[str] | None]
 
 async def vector_ranked(
     chroma: NearestChunks,
-    embed: Callable[[str], Awaitable[Any]],
+    queries: QueryBatcher,
     query: str,
     limit: int,
     search_filter: SearchFilter,
     doc_ids_with_prefix: DocIdsWithPrefix | None = None,
     timings: Timings | None = None,
-    local: LocalNearest | None = None,
+    replica: bool = False,
 ) -> list[RankedChunk]:
     """The ``limit`` chunks nearest to the query that pass the filter, best first, with their
     cosine similarity as the score.
@@ -53,23 +52,28 @@ async def vector_ranked(
     more chunks than needed and filter them, up to ``PREFIX_OVERFETCH_MAX``: past that a very
     selective prefix may return fewer hits than exist.
 
-    ``local``, when given, answers instead of Chroma if the filter is empty, or only restricts
-    the search to one tenant (the index keeps each tenant's chunks apart): the caller vouches that
-    it holds every chunk.
+    With ``replica``, the replica's own index (``queries.index``) answers instead of Chroma if
+    the filter is empty, or only restricts the search to one tenant (the index keeps each
+    tenant's chunks apart): the caller vouches that it holds every chunk.
     """
     timings = timings if timings is not None else Timings()
-    # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
-    with timings.measure("embed"):
-        vectors = await embed(query)
+    tenant = search_filter.tenant_only
+    if replica and queries.index is not None and (not search_filter or tenant is not None):
+        # Embedded and searched in one trip to the query thread, batched with concurrent searches.
+        with timings.measure("embed"):
+            answer = await queries.nearest(query, limit, tenant)
+        if answer.chunks is not None:
+            # The search ran on the query thread after the embedding: its time is the vector step's.
+            timings.ms["embed"] -= answer.search_ms
+            timings.ms["vector"] = timings.ms.get("vector", 0.0) + answer.search_ms
+            timings.describe("vector", "replica")
+            return answer.chunks
+        vectors = answer.vector  # the replica could not answer: Chroma's graph does
+    else:
+        # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
+        with timings.measure("embed"):
+            vectors = await queries.embed(query)
     with timings.measure("vector"):
-        tenant = search_filter.tenant_only
-        if local is not None and (not search_filter or tenant is not None):
-            try:
-                found = await local.nearest(vectors, limit, tenant)
-                timings.describe("vector", "replica")
-                return found
-            except VectorSearchFailed:
-                pass  # Chroma's graph answers instead
         timings.describe("vector", "chroma")
         return await _nearest(chroma, vectors, limit, search_filter, doc_ids_with_prefix)
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from query_api.chunk_log_view import ChunkLogView
-from query_api.local_nearest import LocalNearest
 from query_api.metrics import PipelineMetrics
 from query_api.nearest import NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
@@ -29,7 +28,8 @@ class Services:
     settings: Settings
     chroma: AsyncClientAPI
     collection: AsyncCollection
-    #: The query model (also used by the extractive generator); searches go through the batcher.
+    #: The query model (also used by the extractive generator); searches go through the batcher,
+    #: which also searches this replica's vector index when it keeps one (``local_vectors``).
     embedder: TextEncoder
     query_batcher: QueryBatcher
     #: Vector search's nearest-neighbour queries (the collection's other calls use ``collection``).
@@ -41,8 +41,6 @@ class Services:
     lexical: ChunkLogView
     #: Which vector index answers a vector search: this replica's own, or Chroma's.
     vector_coverage: VectorCoverage
-    #: Searches of this replica's vector index; None when it keeps none (``local_vectors`` off).
-    local_nearest: LocalNearest | None = None
     reranker: Reranker | None = None
     #: Publishes the documents written through the API; None = this instance accepts no writes.
     publisher: EventPublisher | None = None

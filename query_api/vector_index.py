@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import hnswlib
@@ -36,8 +37,12 @@ __all__ = ["VectorChange", "VectorIndex", "VectorSearchFailed"]
 _M = 16
 _EF_CONSTRUCTION = 100
 _EF_SEARCH = 200
-#: Vectors added per hold of the lock: searches wait for at most one slice (a few ms).
-_SLICE = 64
+#: Vectors added per hold of the lock once the index is searched (one writing thread): a search
+#: waits for at most one insertion, ~1.5 ms at 100k chunks, where a slice of 64 took ~50 ms.
+_LIVE_SLICE = 1
+#: Per hold while the log replays on several threads: nothing searches yet, and hnswlib's
+#: threads share a slice.
+_REPLAY_SLICE = 64
 
 
 class VectorSearchFailed(Exception):
@@ -71,7 +76,7 @@ class VectorIndex:
         self._id_of: dict[int, str] = {}
         self._next_label = 0
         self._without_vector: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = _SearchesFirst()
         #: Each tenant's own index (``per_tenant``), and the tenant of each chunk in one.
         self._per_tenant = per_tenant
         self._tenants: dict[str, VectorIndex] = {}
@@ -88,13 +93,17 @@ class VectorIndex:
 
     def apply(self, changes: Iterable[VectorChange], threads: int = 1) -> None:
         """Apply changes in order; the last change of a chunk wins. A chunk replaced is never
-        missing for a search in between: its old point goes out as its new one comes in."""
+        missing for a search in between: its old point goes out as its new one comes in.
+
+        ``threads`` > 1 is for a replay, before searches come: hnswlib then inserts in parallel,
+        in slices that would keep a search waiting for tens of ms."""
         latest = list({change.chunk_id: change for change in changes}.values())
         if self._per_tenant:
             self._apply_per_tenant(latest, threads)
-        for start in range(0, len(latest), _SLICE):
-            with self._lock:
-                upserts = [change for change in latest[start : start + _SLICE] if self._takes_out(change)]
+        size = _REPLAY_SLICE if threads > 1 else _LIVE_SLICE
+        for start in range(0, len(latest), size):
+            with self._lock.writing():
+                upserts = [change for change in latest[start : start + size] if self._takes_out(change)]
                 if upserts:
                     self._add(upserts, threads)
 
@@ -107,7 +116,7 @@ class VectorIndex:
             own = self._tenants.get(tenant)
             return own.nearest(vectors, k) if own is not None else [[] for _ in range(len(vectors))]
         rows = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
-        with self._lock:
+        with self._lock.searching():
             found = min(k, len(self._label_of))
             if self._index is None or found == 0:
                 return [[] for _ in rows]
@@ -189,3 +198,40 @@ class VectorIndex:
         )
         self._index = index
         return index
+
+
+class _SearchesFirst:
+    """The index's lock (hnswlib inserts and searches must not overlap), where a waiting search
+    goes before the writer's next slice.
+
+    With a plain lock the writer, releasing it and at once taking it again for its next slice,
+    wins every time against a search thread that is still waking up: the search would wait for
+    the whole batch of changes instead of one slice.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = threading.Condition()
+        self._searches_waiting = 0
+
+    @contextmanager
+    def searching(self) -> Iterator[None]:
+        with self._state:
+            self._searches_waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._state:
+                self._searches_waiting -= 1
+                self._state.notify_all()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._state:
+            self._state.wait_for(lambda: self._searches_waiting == 0)
+        with self._lock:
+            yield

@@ -230,7 +230,13 @@ def serve() -> None:
     from query_api import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="info",
+        access_log=settings.api_access_log,
+    )
 
 
 async def _status(settings: Settings) -> tuple[list, int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -66,6 +67,19 @@ def test_rrf_counts_an_item_listed_twice_at_its_better_rank() -> None:
     fused = reciprocal_rank_fusion({"vector": ["a", "b", "a"]}, {"vector": 1})
 
     assert [(item.id, item.ranks) for item in fused] == [("a", {"vector": 1}), ("b", {"vector": 2})]
+
+
+def test_rrf_with_a_limit_gives_the_head_of_the_whole_fusion() -> None:
+    rng = random.Random(3)
+    ids = [f"chunk-{i}" for i in range(150)]
+    # Overlapping lists with ties among the items only one list names.
+    rankings = {"vector": rng.sample(ids, 100), "lexical": rng.sample(ids, 100)}
+    weights = {"vector": 1.0, "lexical": 3.0}
+
+    whole = reciprocal_rank_fusion(rankings, weights)
+
+    for limit in (1, 10, 37, 100, 500):
+        assert reciprocal_rank_fusion(rankings, weights, limit=limit) == whole[:limit]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Concurrent searches share the query model through one batching thread."""
+"""Concurrent searches share the query model, and the replica's vector search, through one
+batching thread."""
 
 import asyncio
 import threading
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from query_api.query_batcher import QueryBatcher
+from query_api.vector_index import VectorChange, VectorIndex, VectorSearchFailed
 
 
 class CountingEncoder:
@@ -94,3 +96,86 @@ async def test_a_query_in_flight_when_the_batcher_closes_fails_instead_of_hangin
     with pytest.raises(RuntimeError, match="closed"):
         await asyncio.wait_for(in_flight, timeout=2)
     encoder.gate.set()
+
+
+class LookupEncoder:
+    """Encodes each known text as its own unit vector, and counts the calls."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+        self.dimension = len(next(iter(vectors.values())))
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.gate.wait(5)
+        self.calls.append(list(texts))
+        return np.stack([self.vectors[text] for text in texts])
+
+
+def unit_vectors(count: int, seed: int, dimension: int = 16) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, dimension)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def indexed(tenants: dict[str | None, np.ndarray]) -> VectorIndex:
+    """An index of each tenant's vectors, chunk ids ``<tenant or s><i>``."""
+    index = VectorIndex()
+    for tenant, vectors in tenants.items():
+        prefix = tenant or "s"
+        index.apply([VectorChange(f"{prefix}{i}", False, v, tenant) for i, v in enumerate(vectors)])
+    return index
+
+
+async def test_concurrent_searches_are_embedded_together_and_each_gets_its_own_nearest_chunks():
+    index = indexed({None: unit_vectors(300, seed=1)})
+    queries = {f"query {i}": vector for i, vector in enumerate(unit_vectors(12, seed=2))}
+    encoder = LookupEncoder(queries | {"blocker": unit_vectors(1, seed=3)[0]})
+    batcher = QueryBatcher(encoder, max_batch=16, index=index)
+    encoder.gate.clear()  # the first call waits, so that the twelve searches queue up behind it
+    blocker = asyncio.create_task(batcher.embed("blocker"))
+    await asyncio.sleep(0.05)
+    searches = [asyncio.create_task(batcher.nearest(query, 5)) for query in queries]
+    await asyncio.sleep(0.05)
+    encoder.gate.set()
+    await blocker
+    answers = await asyncio.gather(*searches)
+    await batcher.close()
+
+    assert encoder.calls == [["blocker"], list(queries)]  # one model call for the twelve
+    expected = index.nearest(np.stack(list(queries.values())), 5)
+    for answer, want, vector in zip(answers, expected, queries.values(), strict=True):
+        assert answer.chunks == want
+        assert np.array_equal(answer.vector[0], vector)
+        assert answer.search_ms > 0
+
+
+async def test_searches_of_two_tenants_at_once_each_see_only_their_tenants_chunks():
+    index = indexed({"acme": unit_vectors(300, seed=4), "beta": unit_vectors(300, seed=5)})
+    queries = {f"query {i}": vector for i, vector in enumerate(unit_vectors(24, seed=6))}
+    batcher = QueryBatcher(LookupEncoder(queries), max_batch=8, index=index)
+    try:
+        answers = await asyncio.gather(
+            *(batcher.nearest(query, 5, "acme" if i % 2 else "beta") for i, query in enumerate(queries))
+        )
+    finally:
+        await batcher.close()
+
+    for i, answer in enumerate(answers):
+        assert answer.chunks is not None and len(answer.chunks) == 5
+        assert {chunk.id[0] for chunk in answer.chunks} == {"a" if i % 2 else "b"}
+
+
+async def test_a_search_the_replica_cannot_answer_still_gets_its_vector_for_chromas():
+    class FailingIndex(VectorIndex):
+        def nearest(self, vectors, k, tenant=None):
+            raise VectorSearchFailed("Cannot return the results in a contigious 2D array")
+
+    vector = unit_vectors(1, seed=7)[0]
+    batcher = QueryBatcher(LookupEncoder({"q": vector}), index=FailingIndex())
+    answer = await batcher.nearest("q", 5)
+    await batcher.close()
+
+    assert answer.chunks is None
+    assert np.array_equal(answer.vector[0], vector)
