@@ -98,7 +98,7 @@ def summarize(
             "throughput_rps": len(latencies) / result["seconds"],
             "latency_ms": percentiles(latencies),
             "handler_ms": percentiles(handler),
-            "steps_ms": _steps(result.get("server_timing", [])),
+            "steps_ms": step_percentiles(result.get("server_timing", [])),
             "cpu_cores": result["cpu_cores"],
             "gc": result.get("gc"),
         }
@@ -119,7 +119,7 @@ def summarize(
     }
 
 
-def _steps(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+def step_percentiles(timings: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Percentiles of each step the API reported in Server-Timing."""
     names = list(dict.fromkeys(name for timing in timings for name in timing))
     return {name: percentiles([timing[name] for timing in timings if name in timing]) for name in names}

@@ -11,6 +11,7 @@ chunks' documents and metadata as finding them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -60,12 +61,13 @@ async def vector_ranked(
     tenant = search_filter.tenant_only
     if replica and queries.index is not None and (not search_filter or tenant is not None):
         # Embedded and searched in one trip to the query thread, batched with concurrent searches.
-        with timings.measure("embed"):
-            answer = await queries.nearest(query, limit, tenant)
+        started = time.perf_counter()
+        answer = await queries.nearest(query, limit, tenant)
+        trip_ms = (time.perf_counter() - started) * 1000
+        # The search ran on that thread after the embedding: its time is the vector step's.
+        timings.add("embed", trip_ms - answer.search_ms)
+        timings.add("vector", answer.search_ms)
         if answer.chunks is not None:
-            # The search ran on the query thread after the embedding: its time is the vector step's.
-            timings.ms["embed"] -= answer.search_ms
-            timings.ms["vector"] = timings.ms.get("vector", 0.0) + answer.search_ms
             timings.describe("vector", "replica")
             return answer.chunks
         vectors = answer.vector  # the replica could not answer: Chroma's graph does

@@ -23,6 +23,10 @@ class Timings:
         """Say how a step was done (Server-Timing's ``desc``), e.g. which index answered."""
         self.descriptions[name] = description
 
+    def add(self, name: str, ms: float) -> None:
+        """Count ``ms`` more for the step (measured elsewhere, e.g. on another thread)."""
+        self.ms[name] = self.ms.get(name, 0.0) + ms
+
     @contextmanager
     def measure(self, name: str) -> Iterator[None]:
         # Wall time, awaits included: what the request waited for, not the CPU it used.
@@ -30,7 +34,7 @@ class Timings:
         try:
             yield
         finally:
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - started) * 1000
+            self.add(name, (time.perf_counter() - started) * 1000)
 
     def header(self) -> str:
         """The ``Server-Timing`` value, e.g. ``embed;dur=3.10, vector;dur=0.92;desc="replica"``."""

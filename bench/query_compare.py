@@ -1,0 +1,264 @@
+"""Query latency of several versions of the API, side by side, on one stack and in one run.
+
+    .venv/bin/python bench/query_compare.py REV [REV ...] [--rounds 3] [--rates 25 50]
+    .venv/bin/python bench/query_compare.py HEAD~1 .     # the last commit against the working tree
+
+Latency on a shared 2-core machine moves more between runs, even between phases of one run, than
+most changes move it. So this starts the stack of ``bench/query.py`` once (Kafka, Chroma, 100k
+real chunks preloaded, a consumer ingesting 2 docs/s throughout) and then runs the API of each
+version in turn, in rounds: A B A B ..., each API started afresh from that version's tree (a
+temporary git worktree; ``.`` is the working tree as it is), with the same phases: one client
+alone, then hybrid searches at each offered rate (Poisson arrivals over 32 clients). Whatever the
+machine does meanwhile falls on every version alike, and the rounds show how much a figure moves
+by itself. Prints p50 / p95 / p99 per version, phase and round, then each version's median of
+them and its Server-Timing steps; saves it all as JSON under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
+from bench._query_report import GOAL_P50_MS, GOAL_P99_MS, percentiles, step_percentiles
+from bench.query import Phase, api_process, ingest_steadily, run_phase, wait_until_serving
+from consumers.actors import ConsumerGroup
+from consumers.chunking import Chunker
+from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+from schemas import Settings
+from streams.topics import ensure_topics
+
+console = Console(width=None if sys.stdout.isatty() else 130)
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+def checkouts(revisions: list[str], folder: Path) -> dict[str, Path]:
+    """Each revision's tree: ``.`` is the working tree, any other a worktree under ``folder``."""
+    trees = {}
+    for revision in revisions:
+        if revision == ".":
+            trees["working tree"] = REPO
+            continue
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", revision], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        tree = folder / commit
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), commit],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        trees[f"{revision} ({commit})" if revision != commit else commit] = tree
+    return trees
+
+
+def phases(args: argparse.Namespace) -> list[Phase]:
+    alone = Phase("1 client", "hybrid", 1, 0.0, 1.0, args.single_seconds)
+    rated = [Phase(f"{rate:g}/s", "hybrid", args.clients, rate, 3.0, args.seconds) for rate in args.rates]
+    return [alone, *rated]
+
+
+async def measure_versions(
+    settings: Settings,
+    state: Path,
+    trees: dict[str, Path],
+    corpus: BenchCorpus,
+    args: argparse.Namespace,
+    pids: dict[str, int],
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """version → phase → one result per round."""
+    queries = corpus.queries
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in trees}
+    stop = asyncio.Event()
+    ingest = asyncio.create_task(ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop))
+    url = f"http://127.0.0.1:{settings.api_port}"
+    start = 0
+    try:
+        for round_ in range(args.rounds):
+            for name, tree in trees.items():
+                api = api_process(settings, state)
+                api.cwd = tree  # its code: ``python -m ragstream`` imports from the working directory
+                api.start()
+                try:
+                    await asyncio.to_thread(wait_until_serving, api, url)
+                    for phase in phases(args):
+                        # Every phase its own stretch of the queries: none meets another's first.
+                        start = (start + 997) % len(queries)
+                        ordered = queries[start:] + queries[:start]
+                        measured = pids | {"query API": api.pid or 0}
+                        result = await run_phase(url, ordered, args, measured, phase)
+                        summary = summarize(result)
+                        results[name].setdefault(phase.name, []).append(summary)
+                        cut = summary["latency_ms"]
+                        console.print(
+                            f"round {round_ + 1} · {name} · {phase.name}: "
+                            f"p50 {cut['p50']:.1f}  p95 {cut['p95']:.1f}  p99 {cut['p99']:.1f} ms"
+                        )
+                finally:
+                    api.stop()
+    finally:
+        stop.set()
+        await ingest
+    return results
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    ok = [status == 200 for status in result["statuses"]]
+    latencies = [value * 1000 for value, good in zip(result["latencies_s"], ok, strict=True) if good]
+    return {
+        "requests": len(ok),
+        "errors": ok.count(False),
+        "latency_ms": percentiles(latencies),
+        "steps_ms": step_percentiles(result.get("server_timing", [])),
+        "cpu_cores": result["cpu_cores"],
+    }
+
+
+def print_tables(results: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    table = Table(
+        title="hybrid /v1/search latency per version, ms: each round p50 / p95 / p99, then the median"
+    )
+    table.add_column("version")
+    table.add_column("phase", justify="right")
+    rounds = max(len(runs) for phases in results.values() for runs in phases.values())
+    for round_ in range(rounds):
+        table.add_column(f"round {round_ + 1}", justify="right")
+    table.add_column("median", justify="right")
+    table.add_column("goal", justify="right")
+    for name, by_phase in results.items():
+        for phase, runs in by_phase.items():
+            cells = [_cut(run["latency_ms"]) for run in runs]
+            median = _median([run["latency_ms"] for run in runs])
+            met = median["p50"] <= GOAL_P50_MS and median["p99"] <= GOAL_P99_MS
+            goal = "" if phase == "1 client" else "met" if met else "missed"
+            table.add_row(name, phase, *cells, *[""] * (rounds - len(runs)), _cut(median), goal)
+    console.print(table)
+    steps = Table(title="inside the API (Server-Timing), median over rounds of p50 / p99, ms")
+    runs_of = [run for by_phase in results.values() for runs in by_phase.values() for run in runs]
+    names = list(dict.fromkeys(step for run in runs_of for step in run["steps_ms"]))
+    steps.add_column("version")
+    steps.add_column("phase", justify="right")
+    for step in names:
+        steps.add_column(step, justify="right")
+    for name, by_phase in results.items():
+        for phase, runs in by_phase.items():
+            cells = []
+            for step in names:
+                cuts = [run["steps_ms"][step] for run in runs if step in run["steps_ms"]]
+                middle = _median(cuts) if cuts else None
+                cells.append(f"{middle['p50']:.1f} / {middle['p99']:.1f}" if middle else "")
+            steps.add_row(name, phase, *cells)
+    console.print(steps)
+
+
+def _median(cuts: list[dict[str, float]]) -> dict[str, float]:
+    """Each percentile's median over rounds."""
+    return {q: statistics.median(cut[q] for cut in cuts) for q in ("p50", "p95", "p99")}
+
+
+def _cut(cut: dict[str, float]) -> str:
+    return f"{cut['p50']:.1f} / {cut['p95']:.1f} / {cut['p99']:.1f}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = Settings(
+        collection="bench-query",
+        chunk_size=args.chunk_size,
+        chunk_overlap=0,
+        consumer_niceness=10,
+        rerank=False,
+        consumer_input="events",
+    )
+    corpus = split_corpus(Chunker(args.chunk_size, 0), args.chunks, args.held_out)
+    vectors, _ = cached_embeddings(base, corpus.chunks, console)
+    with tempfile.TemporaryDirectory(prefix="ragstream-compare-") as folder:
+        state = Path(folder)
+        trees = checkouts(args.revisions, state / "trees")
+        try:
+            ensure_kafka_jars()
+            broker, chroma = KafkaBroker(state, free_port()), ChromaServer(state, free_port())
+            broker.start()
+            chroma.start()
+            settings = base.model_copy(
+                update={
+                    "bootstrap_servers": broker.bootstrap_servers,
+                    "chroma_port": chroma.port,
+                    "api_port": free_port(),
+                }
+            )
+            group = ConsumerGroup(settings, 1)
+            try:
+                asyncio.run(ensure_topics(settings))
+                started = time.perf_counter()
+                asyncio.run(preload(settings, corpus, vectors, console))
+                console.print(
+                    f"index loaded in {time.perf_counter() - started:.0f} s; versions: {', '.join(trees)}"
+                )
+                group.start()
+                group.wait_ready()
+                pids = {
+                    "Chroma": chroma.pid or 0,
+                    "Kafka": broker.pid or 0,
+                    "consumer 0": ray.get(group.actors[0].pid.remote()),
+                }
+                results = asyncio.run(measure_versions(settings, state, trees, corpus, args, pids))
+            finally:
+                group.stop()
+                chroma.stop()
+                broker.stop()
+        finally:
+            for tree in trees.values():
+                if tree != REPO:
+                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+    return {
+        "args": vars(args),
+        "versions": {name: str(tree) for name, tree in trees.items()},
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("revisions", nargs="+", help="git revisions to compare; . = the working tree")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rates", type=float, nargs="+", default=[25, 50], help="offered requests/s")
+    parser.add_argument("--seconds", type=float, default=30, help="measured seconds per rate")
+    parser.add_argument("--single-seconds", type=float, default=10, help="measured seconds of one client")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--held-out", type=int, default=400)
+    parser.add_argument("--ingest-rate", type=float, default=2, help="documents/s ingested meanwhile")
+    args = parser.parse_args()
+    report = run(args)
+    print_tables(report["results"])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    path = RESULTS_DIR / f"query-compare-{run_id}.json"
+    path.write_text(json.dumps(report, indent=2))
+    console.print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
