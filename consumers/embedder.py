@@ -83,4 +83,6 @@ class Embedder:
             convert_to_tensor=True,
             show_progress_bar=False,
         )
-        return vectors.float().cpu().numpy()
+        # Normalised again in float32: in bf16 a vector's length is only within ~0.5% of 1.
+        widened = vectors.float().cpu().numpy()
+        return widened / np.maximum(np.linalg.norm(widened, axis=1, keepdims=True), 1e-12)

@@ -106,3 +106,9 @@ def test_blockwise_int8_gives_fp32_vectors_for_a_call_past_its_token_limit():
 def test_an_unknown_precision_is_refused_before_any_work():
     with pytest.raises(ValueError, match="fp32"):
         OnnxEmbedder("all-MiniLM-L6-v2", precision="fp16")
+
+
+def test_torch_vectors_in_bf16_are_unit_length_in_float32_too():
+    # Chroma's cosine and the replica's inner product agree only on vectors of length 1.
+    vectors = Embedder(precision="bf16").encode(TEXTS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)

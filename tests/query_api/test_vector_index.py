@@ -205,3 +205,17 @@ def test_searches_go_between_the_insertions_of_one_large_batch_of_changes() -> N
 
     assert index.num_vectors == 2300
     assert searched_meanwhile[0] >= 50  # one batch of 300 holds up no search for all of its time
+
+
+def test_scores_are_cosines_even_for_vectors_a_little_off_length_one() -> None:
+    # Embeddings normalised in bf16 come out up to ~0.5% off length 1; Chroma's cosine space
+    # scores them as cosines, and so must the replica.
+    vectors = unit_vectors(50, seed=9)
+    index = VectorIndex()
+    index.apply(upserts(vectors * np.linspace(0.995, 1.005, 50, dtype=np.float32)[:, None]))
+    query = unit_vectors(1, seed=10)[0]
+
+    (found,) = index.nearest((query * 0.996)[None, :], 5)
+
+    for chunk in found:
+        assert chunk.score == pytest.approx(float(vectors[int(chunk.id[1:])] @ query), abs=1e-5)
