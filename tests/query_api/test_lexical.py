@@ -127,24 +127,46 @@ def test_equal_scores_are_ordered_by_chunk_id_whatever_the_order_of_indexing() -
     assert first_page == ["t1", "t2", "t3"]
 
 
-def test_an_index_that_followed_edits_ranks_like_one_built_from_the_final_state() -> None:
-    final = [change(f"f{i}", f"d/{i}", "kiwi " * (i % 4 + 1) + "orchard rows " * (i % 3)) for i in range(12)]
+def assert_ranks_like_a_rebuilt_index(
+    history: list[list[tuple[str, bytes | None]]], final: list[tuple[str, bytes]], query: str
+) -> None:
+    """An index that applied ``history`` batch by batch ranks ``query`` as one built from ``final``."""
     followed, rebuilt = LexicalIndex(), LexicalIndex()
     try:
-        # Edits and deletes leave deleted chunks in tantivy's statistics until it merges them.
-        followed.apply(change(f"f{i}", f"d/{i}", "kiwi kiwi kiwi old text") for i in range(30))
-        followed.apply((f"f{i}", None) for i in range(12, 30))
-        for item in final:
-            followed.apply([item])
+        for batch in history:
+            followed.apply(batch)
         rebuilt.apply(final)
-        seen = [(hit.id, hit.score) for hit in followed.search("kiwi orchard", 12)]
-        fresh = [(hit.id, hit.score) for hit in rebuilt.search("kiwi orchard", 12)]
+        seen = [(chunk.id, chunk.score) for chunk in followed.ranked(query, len(final))]
+        fresh = [(chunk.id, chunk.score) for chunk in rebuilt.ranked(query, len(final))]
     finally:
         followed.close()
         rebuilt.close()
 
     assert [chunk_id for chunk_id, _ in seen] == [chunk_id for chunk_id, _ in fresh]
     assert [score for _, score in seen] == pytest.approx([score for _, score in fresh], rel=0.02)
+
+
+def test_an_index_that_followed_edits_ranks_like_one_built_from_the_final_state() -> None:
+    final = [change(f"f{i}", f"d/{i}", "kiwi " * (i % 4 + 1) + "orchard rows " * (i % 3)) for i in range(12)]
+    # Edits and deletes leave deleted chunks in tantivy's statistics until it merges them.
+    history: list[list[tuple[str, bytes | None]]] = [
+        [change(f"f{i}", f"d/{i}", "kiwi kiwi kiwi old text") for i in range(30)],
+        [(f"f{i}", None) for i in range(12, 30)],
+        *([item] for item in final),
+    ]
+    assert_ranks_like_a_rebuilt_index(history, final, "kiwi orchard")
+
+
+def test_chunks_rewritten_as_malformed_records_leave_the_term_statistics_too() -> None:
+    # A record that cannot be parsed removes its chunk: its terms must stop counting for BM25.
+    # Every text three words long, so that the deleted ones leave the average length as it is.
+    final = [change(f"f{i}", f"d/{i}", "plum grove tree" if i % 2 else "plum stone tree") for i in range(10)]
+    history: list[list[tuple[str, bytes | None]]] = [
+        [*final, *(change(f"g{i}", f"e/{i}", "plum plum grove") for i in range(20))],
+        [(f"g{i}", b"not json") for i in range(10)],
+        [(f"g{i}", None) for i in range(10, 20)],
+    ]
+    assert_ranks_like_a_rebuilt_index(history, final, "plum grove")
 
 
 def test_a_query_without_words_finds_nothing(index: LexicalIndex) -> None:
