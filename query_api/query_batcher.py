@@ -7,8 +7,8 @@ together into its next call (``batching.OneThreadBatcher``).
 
 A search that the replica's own vector index answers (``vector_index.py``) is searched there by
 the same thread, straight after its query is embedded: the search comes back to the event loop
-once instead of twice. Under load every return to the loop waits for the loop to be free and
-for the GIL, and the vector search took as long again as it ran when it had a thread of its own.
+once instead of twice, and under load every return to the loop waits for the loop to be free
+and for the GIL.
 """
 
 from __future__ import annotations
