@@ -41,6 +41,7 @@ import tempfile
 import time
 import typing
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,12 +244,26 @@ def wait_until_serving(api: ManagedProcess, url: str) -> None:
     api.wait_until(answers, timeout=900, what=f"query API at {url}")
 
 
-def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: Any) -> dict[str, Any]:
-    """Start everything, load the index, measure; returns what the report needs."""
-    with tempfile.TemporaryDirectory(prefix="ragstream-query-") as state_dir:
-        state = Path(state_dir)
-        ensure_kafka_jars()
-        broker, chroma = KafkaBroker(state, free_port()), ChromaServer(state, free_port())
+@dataclass(frozen=True)
+class PreloadedStack:
+    """Kafka and Chroma running, the index loaded: the settings that name them, their pids, and
+    how long the load took."""
+
+    settings: Settings
+    kafka_pid: int
+    chroma_pid: int
+    load_s: float
+
+
+@contextlib.contextmanager
+def preloaded_stack(
+    base: Settings, state: Path, corpus: BenchCorpus, vectors: Any
+) -> Iterator[PreloadedStack]:
+    """A broker and a Chroma server on free ports under ``state``, with ``corpus`` loaded as the
+    consumers write it; both stop on exit."""
+    ensure_kafka_jars()
+    broker, chroma = KafkaBroker(state, free_port()), ChromaServer(state, free_port())
+    try:
         broker.start()
         chroma.start()
         settings = base.model_copy(
@@ -258,14 +273,26 @@ def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: 
                 "api_port": free_port(),
             }
         )
-        api = api_process(settings, state)
+        asyncio.run(ensure_topics(settings))
+        started = time.perf_counter()
+        asyncio.run(preload(settings, corpus, vectors, console))
+        yield PreloadedStack(settings, broker.pid or 0, chroma.pid or 0, time.perf_counter() - started)
+    finally:
+        chroma.stop()
+        broker.stop()
+
+
+def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: Any) -> dict[str, Any]:
+    """Start everything, load the index, measure; returns what the report needs."""
+    with (
+        tempfile.TemporaryDirectory(prefix="ragstream-query-") as state_dir,
+        preloaded_stack(base, Path(state_dir), corpus, vectors) as stack,
+    ):
+        settings, load_s = stack.settings, stack.load_s
+        console.print(f"index loaded in {load_s:.0f} s; starting the API and the consumer")
+        api = api_process(settings, Path(state_dir))
         group = ConsumerGroup(settings, args.consumers)
         try:
-            asyncio.run(ensure_topics(settings))
-            started = time.perf_counter()
-            asyncio.run(preload(settings, corpus, vectors, console))
-            load_s = time.perf_counter() - started
-            console.print(f"index loaded in {load_s:.0f} s; starting the API and the consumer")
             api.start()
             group.start()
             group.wait_ready()
@@ -275,8 +302,8 @@ def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: 
             console.print(f"API serving after {time.perf_counter() - started:.0f} s (BM25 replay included)")
             pids = {
                 "query API": api.pid or 0,
-                "Chroma": chroma.pid or 0,
-                "Kafka": broker.pid or 0,
+                "Chroma": stack.chroma_pid,
+                "Kafka": stack.kafka_pid,
                 **{
                     f"consumer {i}": pid
                     for i, pid in enumerate(ray.get([actor.pid.remote() for actor in group.actors]))
@@ -292,8 +319,6 @@ def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: 
         finally:
             group.stop()
             api.stop()
-            chroma.stop()
-            broker.stop()
     return {
         "load_s": load_s,
         "phases": results,

@@ -23,7 +23,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,14 +34,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
+from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
 from bench._query_report import GOAL_P50_MS, GOAL_P99_MS, percentiles, step_percentiles
-from bench.query import Phase, api_process, ingest_steadily, run_phase, wait_until_serving
+from bench.query import Phase, api_process, ingest_steadily, preloaded_stack, run_phase, wait_until_serving
 from consumers.actors import ConsumerGroup
 from consumers.chunking import Chunker
-from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
 from schemas import Settings
-from streams.topics import ensure_topics
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 REPO = Path(__file__).resolve().parents[1]
@@ -193,37 +190,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state = Path(folder)
         trees = checkouts(args.revisions, state / "trees")
         try:
-            ensure_kafka_jars()
-            broker, chroma = KafkaBroker(state, free_port()), ChromaServer(state, free_port())
-            broker.start()
-            chroma.start()
-            settings = base.model_copy(
-                update={
-                    "bootstrap_servers": broker.bootstrap_servers,
-                    "chroma_port": chroma.port,
-                    "api_port": free_port(),
-                }
-            )
-            group = ConsumerGroup(settings, 1)
-            try:
-                asyncio.run(ensure_topics(settings))
-                started = time.perf_counter()
-                asyncio.run(preload(settings, corpus, vectors, console))
-                console.print(
-                    f"index loaded in {time.perf_counter() - started:.0f} s; versions: {', '.join(trees)}"
-                )
-                group.start()
-                group.wait_ready()
-                pids = {
-                    "Chroma": chroma.pid or 0,
-                    "Kafka": broker.pid or 0,
-                    "consumer 0": ray.get(group.actors[0].pid.remote()),
-                }
-                results = asyncio.run(measure_versions(settings, state, trees, corpus, args, pids))
-            finally:
-                group.stop()
-                chroma.stop()
-                broker.stop()
+            with preloaded_stack(base, state, corpus, vectors) as stack:
+                console.print(f"index loaded in {stack.load_s:.0f} s; versions: {', '.join(trees)}")
+                group = ConsumerGroup(stack.settings, 1)
+                try:
+                    group.start()
+                    group.wait_ready()
+                    pids = {
+                        "Chroma": stack.chroma_pid,
+                        "Kafka": stack.kafka_pid,
+                        "consumer 0": ray.get(group.actors[0].pid.remote()),
+                    }
+                    results = asyncio.run(measure_versions(stack.settings, state, trees, corpus, args, pids))
+                finally:
+                    group.stop()
         finally:
             for tree in trees.values():
                 if tree != REPO:
