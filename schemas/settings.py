@@ -90,6 +90,16 @@ class Settings(BaseSettings):
         "moved for this long is restarted (it replays from the committed offsets)",
     )
 
+    stage_workers: int = Field(
+        default=2,
+        ge=1,
+        description="changes stage workers in one group: a dead one's partitions move to the others "
+        "by a rebalance",
+    )
+    streams_standby_replicas: int = Field(
+        default=1, ge=0, description="faust table standby replicas kept by the other stage workers"
+    )
+
     # Consumers
     consumer_input: Literal["events", "changes"] = Field(
         default="changes",
@@ -106,6 +116,37 @@ class Settings(BaseSettings):
         "shares their machine, searches come first and indexing gets all the CPU they leave; under "
         "the kernel's session autogroups, a consumer that cannot lower a session group of its own "
         "runs SCHED_IDLE instead",
+    )
+    consumers_min: int = Field(default=1, ge=1, description="fewest consumer actors the scaler keeps")
+    consumers_max: int = Field(
+        default=2,
+        ge=1,
+        description="most consumer actors the scaler starts (never more than the partitions, nor "
+        "than consumer_memory_budget_bytes allows, since each actor holds a model)",
+    )
+    consumer_lag_per_actor: int = Field(
+        default=500, ge=1, description="events of lag one consumer actor is expected to carry (KEDA's target)"
+    )
+    consumer_activation_lag: int = Field(
+        default=50, ge=0, description="lag at or under which the scaler never grows the group"
+    )
+    consumer_scale_up_after_s: float = Field(
+        default=10.0, ge=0, description="lag must call for more actors this long before one is added"
+    )
+    consumer_scale_down_after_s: float = Field(
+        default=60.0, ge=0, description="lag must call for fewer actors this long before one is removed"
+    )
+    consumer_scale_cooldown_s: float = Field(
+        default=45.0,
+        ge=0,
+        description="no scaling step within this long of the last: longer than a rebalance plus a "
+        "model load, so the step just made shows in the lag first",
+    )
+    consumer_memory_bytes: int = Field(
+        default=1_500_000_000, ge=1, description="memory Ray reserves per consumer actor (measured RSS)"
+    )
+    consumer_memory_budget_bytes: int | None = Field(
+        default=None, ge=1, description="memory all consumer actors together may reserve; None = no cap"
     )
     #: Chaos testing only: probability that a consumer process dies right after its Chroma
     #: write and before its offset commit, the worst moment for exactly-once.
@@ -129,6 +170,29 @@ class Settings(BaseSettings):
         description="hashed API keys, sha256:<hex> or sha256:<hex>@<tenant>, separated by commas; "
         "when set, every /v1 route needs one of the keys; none = the API is open",
     )
+    api_replicas: int = Field(
+        default=2,
+        ge=0,
+        description="query API replicas as a Ray Serve deployment behind Serve's HTTP proxy; "
+        "0 = one plain uvicorn process (development)",
+    )
+    api_replica_memory_bytes: int = Field(
+        default=2_000_000_000, ge=1, description="memory Ray reserves per API replica (measured RSS)"
+    )
+    api_max_view_lag: int = Field(
+        default=10_000,
+        ge=0,
+        description="chunk log records a replica may be behind before it leaves the load balancer",
+    )
+    snapshot_dir: Path | None = Field(
+        default=None,
+        description="where each API replica writes snapshots of its BM25 and vector views and "
+        "starts from the newest valid one; None = replay the whole chunk log at every start",
+    )
+    snapshot_interval_s: float = Field(
+        default=300.0, gt=0, description="how often a replica writes a snapshot of its views"
+    )
+    snapshot_keep: int = Field(default=2, ge=1, description="snapshots kept; older ones are removed")
     read_your_writes_timeout_s: float = Field(
         default=5.0, ge=0, description="longest a search with consistent_with waits for the index"
     )
