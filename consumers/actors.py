@@ -141,25 +141,35 @@ def init_ray(consumers: int) -> None:
 
 
 class ConsumerGroup:
-    """N consumer actors in one Kafka consumer group (at most one per partition does work)."""
+    """Consumer actors in one Kafka consumer group (at most one per partition does work).
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    ``count`` members start; ``most`` (default ``count``) is the largest the group may grow to by
+    ``add()``: each member's torch threads share the machine's cores among that many.
+    """
+
+    def __init__(self, settings: Settings, count: int, *, most: int | None = None) -> None:
         self._settings = settings
         self._count = count
+        self._most = max(most or count, count)
         self.actors: list[Any] = []
         self._runs: list[Any] = []
 
     def start(self) -> None:
-        init_ray(self._count)
+        init_ray(self._most)
         for _ in range(self._count):
             self.add()
         log.info("started %d consumer actors", self._count)
 
     def add(self) -> Any:
         """One more member: the group rebalances to share the partitions with it."""
-        threads = self._settings.torch_threads or max(1, (os.cpu_count() or 1) // self._count)
+        threads = self._settings.torch_threads or max(1, (os.cpu_count() or 1) // self._most)
         actor = ConsumerActor.options(  # type: ignore[attr-defined]
             num_cpus=self._settings.consumer_num_cpus,
+            # Each actor holds a model: Ray places one only where this much memory is free, so a
+            # node is never packed into an OOM, and the controller's budget counts in these units.
+            memory=self._settings.consumer_memory_bytes,
+            # Over the nodes of a multi-node cluster, so losing one node loses only its share.
+            scheduling_strategy="SPREAD",
             max_restarts=-1,
             max_task_retries=-1,
             # Ray sets OMP_NUM_THREADS=num_cpus in workers, which slows torch's CPU kernels
@@ -178,11 +188,13 @@ class ConsumerGroup:
         self._runs.append(actor.run.remote())
         return actor
 
-    def remove(self, timeout: float = 300) -> None:
-        """Retire the newest member cleanly: it finishes its batch in flight and leaves the group."""
-        actor, run = self.actors.pop(), self._runs.pop()
-        ray.get(actor.stop.remote(), timeout=timeout)
+    def remove(self, actor: Any = None, timeout: float = 300) -> None:
+        """Retire ``actor`` (default: the newest member) cleanly: it finishes and commits its batch
+        in flight and leaves the group, which rebalances its partitions to the others."""
+        index = len(self.actors) - 1 if actor is None else self.actors.index(actor)
+        actor, run = self.actors.pop(index), self._runs.pop(index)
         try:
+            ray.get(actor.stop.remote(), timeout=timeout)
             ray.get(run, timeout=timeout)
         finally:
             ray.kill(actor, no_restart=True)
