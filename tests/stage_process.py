@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 class StageProcess:
     """`python -m ragstream streams` with the test's settings in its environment: a supervisor and
-    the faust worker it runs, in a process group of their own."""
+    the faust workers it runs, in a process group of their own."""
 
     def __init__(self, settings: Settings, log_file: Path) -> None:
         self.settings = settings
@@ -40,26 +40,36 @@ class StageProcess:
             )
 
     def kill(self) -> None:
-        """SIGKILL the supervisor and its worker at once, as a crash of the machine's stage would."""
+        """SIGKILL the supervisor and its workers at once, as a crash of the machine's stage would."""
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
-    def worker_pid(self, other_than: int | None = None, timeout: float = 60) -> int:
-        """The pid of the faust worker the supervisor runs now (once it is not ``other_than``)."""
+    def worker_pids(self) -> dict[int, int]:
+        """The faust workers the supervisor runs now: worker index → pid."""
         assert self.process is not None
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = {}
+        for pid in map(int, children.read_text().split()):
+            with contextlib.suppress(OSError):
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"--worker" in args:
+                    pids[int(args[args.index(b"--worker") + 1])] = pid
+        return pids
+
+    def worker_pid(self, index: int = 0, other_than: int | None = None, timeout: float = 60) -> int:
+        """The pid of worker ``index`` the supervisor runs now (once it is not ``other_than``)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pids = [int(pid) for pid in children.read_text().split() if int(pid) != other_than]
-            if pids:
-                return pids[0]
-            time.sleep(0.1)
-        raise TimeoutError(f"the stage supervisor has started no (new) worker in {timeout} s")
+            pid = self.worker_pids().get(index)
+            if pid is not None and pid != other_than:
+                return pid
+            time.sleep(0.05)
+        raise TimeoutError(f"the stage supervisor has started no (new) worker {index} in {timeout} s")
 
-    def kill_worker(self) -> int:
-        """SIGKILL only the faust worker, as a crash of it would; returns its pid."""
-        pid = self.worker_pid()
+    def kill_worker(self, index: int = 0) -> int:
+        """SIGKILL only faust worker ``index``, as a crash of it would; returns its pid."""
+        pid = self.worker_pid(index)
         os.kill(pid, signal.SIGKILL)
         return pid
 

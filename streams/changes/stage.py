@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from schemas import DocumentEvent, EventOp, InvalidEvent, Settings
 from streams.changes.continuity import OffsetContinuity
 from streams.changes.dedupe import Decision, DocumentState, decide, next_state
+from streams.changes.membership import instance_id
 from streams.changes.normalise import normalise_event
 from streams.changes.watchdog import StallDetector
 from streams.dlq import DeadLetter
@@ -39,6 +40,9 @@ TABLE_NAME = "documents"
 STALLED_EXIT_CODE = 75
 #: The worker's exit status when an event could not be handled (EX_SOFTWARE).
 FAILED_EXIT_CODE = 70
+#: faust's web port of worker 0; worker i has the next i-th. Its web server is off, but the port is
+#: part of the URL by which faust's assignor tells the workers apart.
+WEB_PORT_BASE = 6066
 
 
 class SourceRecord(Protocol):
@@ -61,12 +65,14 @@ def _broker_urls(bootstrap_servers: str) -> list[str]:
 
 
 class ChangesStage:
-    """Validates, normalises and deduplicates document events into the changes topic."""
+    """Validates, normalises and deduplicates document events into the changes topic.
 
-    def __init__(self, settings: Settings) -> None:
+    ``worker_index`` tells apart the ``stage_workers`` workers of one group on a host."""
+
+    def __init__(self, settings: Settings, worker_index: int = 0) -> None:
         self.settings = s = settings
         max_bytes = s.max_document_bytes + 1024 * 1024
-        datadir = s.state_dir.resolve() / "streams" / s.streams_app_id
+        datadir = s.state_dir.resolve() / "streams" / s.streams_app_id / f"worker-{worker_index}"
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             s.streams_app_id,
@@ -77,11 +83,21 @@ class ChangesStage:
             topic_partitions=s.partitions,
             topic_replication_factor=s.replication_factor,
             web_enabled=False,
+            web_port=WEB_PORT_BASE + worker_index,
             autodiscover=False,
             datadir=str(datadir),
             consumer_auto_offset_reset="earliest",
+            # Static membership: the supervisor removes a worker that died from the group at
+            # once, instead of its partitions waiting out the session timeout (see membership).
+            consumer_group_instance_id=instance_id(s.streams_app_id, worker_index),
+            # The group's description then says which worker holds which partitions.
+            broker_client_id=instance_id(s.streams_app_id, worker_index),
+            # The other workers keep copies of the table, so taking over partitions needs no replay.
+            table_standby_replicas=s.streams_standby_replicas,
             broker_session_timeout=s.streams_session_timeout_s,
-            broker_heartbeat_interval=max(1.0, s.streams_session_timeout_s / 4),
+            # A live worker hears of a rebalance at its next heartbeat: the sooner, the shorter
+            # the pause when another worker dies.
+            broker_heartbeat_interval=min(1.0, s.streams_session_timeout_s / 3),
             broker_commit_interval=s.streams_commit_interval_s,
             producer_acks=-1,
             producer_max_request_size=max_bytes,
@@ -246,12 +262,13 @@ class ChangesStage:
             log.info("events so far: %s", dict(sorted(self.counts.items())))
 
 
-def run_stage(settings: Settings, loglevel: str = "INFO") -> None:
-    """Create the topics, then run the stage as a faust worker until SIGINT or SIGTERM."""
+def run_stage(settings: Settings, worker_index: int = 0, loglevel: str = "INFO") -> None:
+    """Create the topics, then run stage worker ``worker_index`` as a faust worker until SIGINT
+    or SIGTERM."""
     from streams.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
     # faust's worker drives the current event loop; asyncio.run left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    stage = ChangesStage(settings)
+    stage = ChangesStage(settings, worker_index)
     faust.Worker(stage.app, loglevel=loglevel).execute_from_commandline()

@@ -1,10 +1,12 @@
-"""Keeps one stage worker running: ``ragstream streams`` starts it and starts it again when it exits.
+"""Keeps the stage workers running: ``ragstream streams`` starts them and starts each again when it exits.
 
-The worker (``ragstream streams --worker``, the faust app) exits on its own when its watchdog finds
+A worker (``ragstream streams --worker``, the faust app) exits on its own when its watchdog finds
 a partition without progress, and may crash like any process. Replaying from the committed offsets
 is always safe for this stage (at-least-once, idempotent output), so the supervisor simply starts
-it again, with a capped backoff so that a worker that cannot start (broker away) does not spin.
-SIGTERM or SIGINT stop the worker and then the supervisor.
+it again, with a capped backoff per worker so that one that cannot start (broker away) does not
+spin. Before that it calls ``on_exit`` with the worker's index (the stage removes it from its
+consumer group there, so that the other workers take its partitions over at once).
+SIGTERM or SIGINT stop every worker and then the supervisor.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from types import FrameType
 
 from streams.changes.stage import FAILED_EXIT_CODE, STALLED_EXIT_CODE
@@ -26,8 +29,10 @@ __all__ = ["supervise"]
 HEALTHY_RUN_S = 60.0
 BACKOFF_S = 1.0
 BACKOFF_MAX_S = 30.0
-#: How long a worker asked to stop may take before it is killed.
+#: How long the workers asked to stop may take before they are killed.
 STOP_TIMEOUT_S = 30.0
+#: How often the workers are checked: a worker's exit is acted on within this.
+POLL_S = 0.1
 
 
 _EXIT_REASONS = {
@@ -36,61 +41,79 @@ _EXIT_REASONS = {
 }
 
 
-def supervise(worker_command: Sequence[str]) -> int:
-    """Run ``worker_command`` until SIGTERM or SIGINT, restarting it whenever it exits; returns 0."""
+@dataclass
+class _Worker:
+    """One supervised worker: its command, its process while it runs, and when to start it next."""
+
+    index: int
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    start_at: float = 0.0
+    backoff: float = field(default=BACKOFF_S)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(self.command)
+        log.info("stage worker %d started (pid %d)", self.index, self.process.pid)
+
+    def exited(self) -> int | None:
+        """Its exit status once it has exited (then it is no longer running), else None."""
+        if self.process is None or (code := self.process.poll()) is None:
+            return None
+        pid, self.process = self.process.pid, None
+        now = time.monotonic()
+        if now - self.started >= HEALTHY_RUN_S:
+            self.backoff = BACKOFF_S
+        self.start_at = now + self.backoff
+        log.warning(
+            "stage worker %d (pid %d) stopped with status %d: %s; starting it again in %.0f s",
+            self.index, pid, code, _EXIT_REASONS.get(code, "it exited"), self.backoff,
+        )  # fmt: skip
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+        return code
+
+
+def supervise(worker_commands: Sequence[Sequence[str]], on_exit: Callable[[int], None] | None = None) -> int:
+    """Run each of ``worker_commands`` until SIGTERM or SIGINT, restarting each whenever it exits,
+    after ``on_exit(its index)``; returns 0."""
     stopping = False
-    worker: subprocess.Popen[bytes] | None = None
+    workers = [_Worker(index, list(command)) for index, command in enumerate(worker_commands)]
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    backoff = BACKOFF_S
     while not stopping:
-        started = time.monotonic()
-        worker = subprocess.Popen(list(worker_command))
-        log.info("stage worker started (pid %d)", worker.pid)
-        code = _wait(worker, lambda: stopping)
-        if code is None:
-            break
-        if time.monotonic() - started >= HEALTHY_RUN_S:
-            backoff = BACKOFF_S
-        reason = _EXIT_REASONS.get(code, "it exited")
-        log.warning(
-            "stage worker (pid %d) stopped with status %d: %s; starting it again in %.0f s",
-            worker.pid,
-            code,
-            reason,
-            backoff,
-        )
-        _sleep_unless(lambda: stopping, backoff)
-        backoff = min(backoff * 2, BACKOFF_MAX_S)
-    if worker is not None and worker.poll() is None:
-        try:
-            worker.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            # faust's graceful shutdown can wait forever on a broker that is gone.
-            log.warning("stage worker did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
-            worker.kill()
-            worker.wait()
+        for worker in workers:
+            if stopping:
+                break
+            if worker.process is None and time.monotonic() >= worker.start_at:
+                worker.start()
+            elif worker.exited() is not None and on_exit is not None:
+                on_exit(worker.index)
+        time.sleep(POLL_S)
+    _stop_all(workers, on_exit)
     return 0
 
 
-def _wait(worker: subprocess.Popen[bytes], stopping: Callable[[], bool]) -> int | None:
-    """The worker's exit status, or None as soon as a stop is requested."""
-    while not stopping():
-        try:
-            return worker.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
+def _stop_all(workers: list[_Worker], on_exit: Callable[[int], None] | None) -> None:
+    """SIGTERM the workers, and kill those still running after STOP_TIMEOUT_S."""
+    for worker in workers:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for worker in workers:
+        if worker.process is None:
             continue
-    return None
-
-
-def _sleep_unless(stopped: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not stopped():
-        time.sleep(0.1)
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            # faust's graceful shutdown can wait forever on a broker that is gone.
+            log.warning("stage worker %d did not stop in %.0f s; killing it", worker.index, STOP_TIMEOUT_S)
+            worker.process.kill()
+            worker.process.wait()
+        if on_exit is not None:
+            on_exit(worker.index)

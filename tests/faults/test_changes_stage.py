@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
+from change_arrivals import Arrival, ChangeArrivals, longest_pause, partitions_by_client
 from fault_oracle import differences, event_stream, expected_index
 from fault_settings import fault_settings
 from scale import scaled, scaled_timeout
@@ -19,8 +21,10 @@ from stage_process import StageProcess
 from consumers.chunking import Chunker
 from schemas import DocumentEvent, EventOp, Settings
 from streams.changes import normalise_event
+from streams.changes.membership import instance_id
 from streams.dlq import DeadLetter
 from streams.lag import LagReader
+from streams.publisher import EventPublisher
 from streams.topic_records import read_topic_records
 from streams.topics import ensure_topics
 
@@ -176,7 +180,7 @@ async def _kill_the_stage_mid_stream(stage: StageProcess, scenario, settings: Se
     await asyncio.sleep(3)
     # ...then only its worker dies, and the supervisor starts it again.
     killed = await asyncio.to_thread(stage.kill_worker)
-    await asyncio.to_thread(stage.worker_pid, killed)
+    await asyncio.to_thread(stage.worker_pid, 0, killed)
     await publishing
     await wait_drained(settings, settings.events_topic, settings.streams_app_id, timeout=150)
     stage.assert_running()
@@ -188,3 +192,125 @@ async def _kill_the_stage_mid_stream(stage: StageProcess, scenario, settings: Se
     )
     problems = differences(expected, await scenario.index_content())
     assert not problems, "\n".join(problems)
+
+
+#: Events per second published while a stage worker is killed (the rate the goal is stated at).
+RATE = 5
+
+
+async def test_a_killed_stage_worker_hands_its_partitions_to_the_other_and_the_flow_resumes(
+    kafka_broker, tmp_path
+):
+    settings = stage_settings(kafka_broker.bootstrap_servers, tmp_path, stage_workers=2)
+    await ensure_topics(settings)
+    stage = StageProcess(settings, tmp_path / "stage.log")
+    arrivals = ChangeArrivals(settings.bootstrap_servers, settings.changes_topic, settings.partitions)
+    await arrivals.start()
+    stage.start()
+    try:
+        await _kill_one_of_two_workers_under_load(stage, arrivals, settings)
+    finally:
+        await arrivals.stop()
+        await asyncio.to_thread(stage.stop)
+
+
+async def _kill_one_of_two_workers_under_load(
+    stage: StageProcess, arrivals: ChangeArrivals, settings: Settings
+) -> None:
+    s = settings
+    workers = {instance_id(s.streams_app_id, index): index for index in range(2)}
+    await _until_both_workers_hold_partitions(s, set(workers))
+    events = [
+        DocumentEvent(
+            doc_id=f"doc-{i % 20}", op=EventOp.UPSERT, content=f"text {i} of doc {i % 20}", version=i
+        )
+        for i in range(RATE * scaled(30, 120))
+    ]
+    published: dict[tuple[str, int], tuple[float, int]] = {}  # (doc, version) → (when, partition)
+    publishing = asyncio.create_task(_publish_at_rate(s, events, published))
+
+    # Kill a worker once changes flow from its partitions, at a third of the stream.
+    await asyncio.sleep(len(events) / RATE / 3)
+    held = await partitions_by_client(s.bootstrap_servers, s.streams_app_id, s.events_topic)
+    victim, victim_partitions = next((client, parts) for client, parts in held.items() if parts)
+    done_before = {(a.doc_id, a.version) for a in arrivals.arrivals}
+    assert any(published[key][1] in victim_partitions for key in done_before if key in published)
+    killed = await asyncio.to_thread(stage.kill_worker, workers[victim])
+    killed_at = time.monotonic()
+    assert not publishing.done(), "the kill must land mid-stream"
+    await asyncio.to_thread(stage.worker_pid, workers[victim], killed)
+    await publishing
+    await wait_drained(s, s.events_topic, s.streams_app_id, timeout=120)
+    stage.assert_running()
+    await arrivals.wait_for(len(await read_topic_records(s.bootstrap_servers, s.changes_topic)))
+
+    # The flow resumed on the dead worker's partitions, and the changes topic says what the events do.
+    resumed = [
+        a.at
+        for a in arrivals.arrivals
+        if published[a.doc_id, a.version][1] in victim_partitions
+        and published[a.doc_id, a.version][0] > killed_at
+    ]
+    assert resumed, "no change arrived from the killed worker's partitions after the kill"
+    _assert_changes_match(events, arrivals.arrivals)
+    last_published = max(when for when, _ in published.values())
+    gap = longest_pause(arrivals.arrivals, killed_at, last_published)
+    print(
+        f"\nkilled {victim} (partitions {sorted(victim_partitions)}) under {RATE} events/s: "
+        f"longest pause between changes {gap:.2f} s; first change of its partitions "
+        f"{min(resumed) - killed_at:.2f} s after the kill; worst event → change "
+        f"{_worst_freshness(published, arrivals.arrivals):.2f} s"
+    )
+
+
+async def _until_both_workers_hold_partitions(
+    settings: Settings, clients: set[str], timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    held: dict[str, set[int]] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KafkaError):
+            held = await partitions_by_client(
+                settings.bootstrap_servers, settings.streams_app_id, settings.events_topic
+            )
+            if set(held) == clients and all(held.values()):
+                return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"the stage's workers do not both hold partitions after {timeout} s: {held}")
+
+
+async def _publish_at_rate(
+    settings: Settings, events: list[DocumentEvent], published: dict[tuple[str, int], tuple[float, int]]
+) -> None:
+    """One event every 1/RATE s, on a fixed schedule; notes when each was acknowledged, and where."""
+    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+        start = time.monotonic()
+        for i, event in enumerate(events):
+            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
+            receipt = await publisher.publish(event)
+            published[event.doc_id, event.version] = (time.monotonic(), receipt.partition)
+
+
+def _assert_changes_match(events: list[DocumentEvent], arrived: list[Arrival]) -> None:
+    """Every event changed its document, so each is in the changes topic (once or, replayed, more),
+    and each document's last change is its last event."""
+    expected: dict[str, list[int]] = {}
+    for event in events:
+        expected.setdefault(event.doc_id, []).append(event.version)
+    found: dict[str, list[int | None]] = {}
+    for arrival in arrived:
+        found.setdefault(arrival.doc_id, []).append(arrival.version)
+    assert set(found) == set(expected)
+    for doc_id, versions in expected.items():
+        assert set(found[doc_id]) == set(versions), (
+            f"{doc_id}: lost {sorted(set(versions) - set(found[doc_id]))}"
+        )
+        assert found[doc_id][-1] == versions[-1], f"{doc_id} ends at version {found[doc_id][-1]}"
+
+
+def _worst_freshness(published: dict[tuple[str, int], tuple[float, int]], arrived: list[Arrival]) -> float:
+    """The longest time from an event's acknowledgement to its change's first arrival."""
+    first: dict[tuple[str, int | None], float] = {}
+    for arrival in arrived:
+        first.setdefault((arrival.doc_id, arrival.version), arrival.at)
+    return max(first[key] - when for key, (when, _) in published.items())
