@@ -3,6 +3,8 @@
 The chunk log is compacted and keyed by chunk id, so applying it in order (upsert = replace the
 chunk, tombstone = delete it) from any point at or before a position gives the index as of that
 position. Every replica does this on its own: no replica state needs to survive a restart.
+With a snapshot folder, a replica also writes snapshots of its views there now and then, and
+starts from the newest valid one, replaying only the log after it (``query_api.snapshot``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +27,7 @@ from aiokafka.errors import KafkaError
 from consumers.chunk_log import embedding_of
 from query_api.background import BackgroundLoop
 from query_api.lexical import LexicalIndex
+from query_api.snapshot import CapturedViews, SnapshotStore, ViewShape
 from query_api.vector_index import VectorChange, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,11 @@ class ChunkLogView(BackgroundLoop):
     Changes are applied on a thread of their own at nice ``niceness`` (and tantivy's indexing
     and merge threads, which that thread starts, with it): keeping the view current is
     throughput work beside the searches it serves, so it takes the CPU they leave.
+
+    With ``snapshot_dir``, the view starts from the newest valid snapshot of this topic's views
+    there, and once caught up writes one every ``snapshot_interval_s``, keeping ``snapshot_keep``.
+    A snapshot is taken between two changes on the applying thread (applying pauses for the
+    copy; searches do not), and written on a low-priority thread of its own.
     """
 
     def __init__(
@@ -59,6 +68,9 @@ class ChunkLogView(BackgroundLoop):
         progress_interval_s: float = 5.0,
         partition_check_s: float = 30.0,
         niceness: int = 10,
+        snapshot_dir: Path | None = None,
+        snapshot_interval_s: float = 300.0,
+        snapshot_keep: int = 2,
     ) -> None:
         self.index = index
         self.vectors = vectors
@@ -77,6 +89,22 @@ class ChunkLogView(BackgroundLoop):
         self._start_failed = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._snapshots: SnapshotStore | None = None
+        if snapshot_dir is not None:
+            shape = ViewShape(
+                topic,
+                vectors is not None,
+                vectors.per_tenant if vectors is not None else True,
+                vectors.dimension if vectors is not None else None,
+            )
+            self._snapshots = SnapshotStore(snapshot_dir / topic, snapshot_keep, shape)
+        self._snapshot_interval_s = snapshot_interval_s
+        self._next_snapshot: float | None = None
+        self._snapshot_requests: list[asyncio.Future[Path | None]] = []
+        self._snapshot_writer: ThreadPoolExecutor | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+        self._restore_tried = False
 
     # --- what readers ask ------------------------------------------------------------------------
 
@@ -116,16 +144,30 @@ class ChunkLogView(BackgroundLoop):
                 waiting.cancel()
         return self.caught_up
 
-    # --- lifecycle ---------------------------------------------------------------------------------
+    async def write_snapshot(self) -> Path | None:
+        """Take a snapshot of the views as soon as they are caught up and no other is being
+        written; returns its folder, or None if writing it failed (logged)."""
+        if self._snapshots is None:
+            raise RuntimeError("this view has no snapshot folder")
+        requested = asyncio.get_running_loop().create_future()
+        self._snapshot_requests.append(requested)
+        return await requested
 
     # --- following the log -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        # Leaving the block waits for a change being applied: the index outlives its last write.
-        with ThreadPoolExecutor(
-            1, "chunk-log-apply", initializer=_lower_this_thread, initargs=(self._niceness,)
-        ) as self._applier:
-            await self._follow_forever()
+        # Leaving the block waits for a change being applied: the index outlives its last write;
+        # and for a snapshot being written, which ``_stopping`` cuts short.
+        with (
+            _low_priority_thread("chunk-log-apply", self._niceness) as self._applier,
+            _low_priority_thread("chunk-log-snapshot", self._niceness) as self._snapshot_writer,
+        ):
+            try:
+                await self._follow_forever()
+            finally:
+                self._stopping.set()
+                if self._snapshot_task is not None:
+                    self._snapshot_task.cancel()
 
     async def _follow_forever(self) -> None:
         while True:
@@ -156,6 +198,9 @@ class ChunkLogView(BackgroundLoop):
             # aiokafka's group-less consumer cannot be stopped before its helper task has run.
             await asyncio.sleep(0)
             partitions = await self._wait_for_topic(admin)
+            if self._snapshots is not None and not self._restore_tried:
+                self._restore_tried = True
+                await self._restore(consumer, self._snapshots, partitions)
             targets = await self._assign(consumer, partitions)
             started, last_progress, last_check = time.monotonic(), time.monotonic(), time.monotonic()
             while True:
@@ -163,9 +208,12 @@ class ChunkLogView(BackgroundLoop):
                 if batch:
                     await self._apply(consumer, batch)
                 now = time.monotonic()
-                if not self.caught_up:
+                if self.caught_up:
+                    await self._snapshot_if_due(now)
+                else:
                     if self.has_applied(targets):
                         self._caught_up.set()
+                        self._next_snapshot = now + self._snapshot_interval_s
                         log.info(
                             "BM25 index caught up with %s: %d chunks in %.1f s%s",
                             self.topic,
@@ -190,6 +238,57 @@ class ChunkLogView(BackgroundLoop):
         finally:
             await consumer.stop()
             await admin.close()
+
+    # --- snapshots ---------------------------------------------------------------------------------
+
+    async def _restore(self, consumer: AIOKafkaConsumer, store: SnapshotStore, partitions: list[int]) -> None:
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        bounds = {tp.partition: (firsts[tp], ends[tp]) for tp in tps}
+        loop = asyncio.get_running_loop()
+        offsets = await loop.run_in_executor(self._applier, store.restore, self.index, self.vectors, bounds)
+        if offsets is not None:
+            self._applied.update(offsets)
+
+    async def _snapshot_if_due(self, now: float) -> None:
+        store = self._snapshots
+        if store is None or (self._snapshot_task is not None and not self._snapshot_task.done()):
+            return
+        due = self._next_snapshot is not None and now >= self._next_snapshot
+        if not (due or self._snapshot_requests):
+            return
+        self._next_snapshot = now + self._snapshot_interval_s
+        requests, self._snapshot_requests = self._snapshot_requests, []
+        loop = asyncio.get_running_loop()
+        # On the applying thread, between two changes: the views as of the applied offsets.
+        try:
+            captured = await loop.run_in_executor(
+                self._applier, store.capture, self.index, self.vectors, self.applied_offsets()
+            )
+        except OSError as exc:
+            log.warning("could not take a snapshot of the views in %s: %s", store.root, exc)
+            _answer(requests, None)
+            return
+        log.info("views captured for a snapshot in %.2f s (applying paused)", time.monotonic() - now)
+        # Submitted now, so that a stop waits for it (and cuts it short) rather than leaking it.
+        written = loop.run_in_executor(self._snapshot_writer, store.finish, captured, self._stopping)
+        self._snapshot_task = asyncio.create_task(self._snapshot_written(captured, written, requests))
+
+    async def _snapshot_written(
+        self,
+        captured: CapturedViews,
+        written: asyncio.Future[Path],
+        requests: list[asyncio.Future[Path | None]],
+    ) -> None:
+        started = time.monotonic()
+        try:
+            folder: Path | None = await written
+            log.info("snapshot %s written in %.1f s", folder, time.monotonic() - started)
+        except Exception as exc:
+            log.warning("could not write a snapshot of the views in %s: %s", captured.folder.parent, exc)
+            folder = None
+        _answer(requests, folder)
 
     def _vectors_state(self) -> str:
         if self.vectors is None:
@@ -259,6 +358,16 @@ class ChunkLogView(BackgroundLoop):
             self._applied[tp.partition] = await consumer.position(tp)
         async with self._progress:
             self._progress.notify_all()
+
+
+def _answer(requests: list[asyncio.Future[Path | None]], folder: Path | None) -> None:
+    for requested in requests:
+        if not requested.done():
+            requested.set_result(folder)
+
+
+def _low_priority_thread(name: str, niceness: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, name, initializer=_lower_this_thread, initargs=(niceness,))
 
 
 def _lower_this_thread(niceness: int) -> None:

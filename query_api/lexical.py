@@ -30,11 +30,12 @@ import orjson
 import tantivy
 from tantivy import Filter, Occur, Query, TextAnalyzerBuilder, Tokenizer
 
+from query_api._snapshot_files import link_or_copy
 from query_api.filters import Condition, SearchFilter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LexicalHit", "LexicalIndex", "RankedChunk", "StoredChunk"]
+__all__ = ["LexicalContents", "LexicalHit", "LexicalIndex", "RankedChunk", "StoredChunk", "write_index_files"]
 
 _ANALYZER = "ragstream_en"
 #: Keys the query parser can address in a range; ranges on other keys are checked in Python.
@@ -60,6 +61,17 @@ class StoredChunk:
     doc_id: str
     text: str
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LexicalContents:
+    """What a snapshot of the index holds beside tantivy's files: every live chunk's key and
+    record, the live document frequencies, and the next key to give."""
+
+    keys: dict[str, int]
+    records: dict[str, bytes]
+    live_chunks_with: dict[str, int]
+    next_key: int
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,36 @@ def _schema() -> tantivy.Schema:
     return builder.build()
 
 
+def write_index_files(
+    contents: LexicalContents, directory: Path, stop: threading.Event | None = None
+) -> None:
+    """Build into ``directory`` (empty) the tantivy index of ``contents``, its chunks under their
+    own keys, and wait for its merges; ``stop`` set abandons it (InterruptedError)."""
+    index = tantivy.Index(_schema(), path=str(directory))
+    index.register_tokenizer(_ANALYZER, _analyzer())
+    writer = index.writer(heap_size=_WRITER_HEAP_BYTES, num_threads=1)
+    for done, (chunk_id, key) in enumerate(contents.keys.items()):
+        if done % 10_000 == 0 and stop is not None and stop.is_set():
+            raise InterruptedError("the index files were abandoned")
+        writer.add_document(_document(chunk_id, contents.records[chunk_id], key)[0])
+    writer.commit()
+    writer.wait_merging_threads()
+
+
+def _document(chunk_id: str, value: bytes, key: int) -> tuple[tantivy.Document, str]:
+    """The chunk's tantivy document, and its text."""
+    record = orjson.loads(value)
+    text, metadata = str(record["text"]), dict(record["metadata"])
+    document = tantivy.Document()
+    document.add_text("id", chunk_id)
+    document.add_text("doc_id", _doc_id_of(record, metadata))
+    document.add_text("every", "1")
+    document.add_text("text", text)
+    document.add_json("meta", metadata)
+    document.add_unsigned("key", key)
+    return document, text
+
+
 def _idf(documents: int, with_term: int) -> float:
     """BM25's inverse document frequency, as tantivy computes it."""
     return math.log(1 + (documents - with_term + 0.5) / (with_term + 0.5))
@@ -118,6 +160,7 @@ class LexicalIndex:
 
     def __init__(self, parent_dir: Path | None = None) -> None:
         self._schema = _schema()
+        self._parent_dir = parent_dir
         self._dir: str | None = None
         if parent_dir is not None:
             parent_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +228,7 @@ class LexicalIndex:
                     continue
                 key, self._next_key = self._next_key, self._next_key + 1
                 try:
-                    document, text = self._document(chunk_id, value, key)
+                    document, text = _document(chunk_id, value, key)
                     writer.add_document(document)
                 except (KeyError, TypeError, ValueError) as exc:
                     # Its previous version is deleted all the same: stale text must not be found.
@@ -220,18 +263,46 @@ class LexicalIndex:
         """The terms of a chunk's text as the index holds them, each once."""
         return set(self._analyzer.analyze(text))
 
-    def _document(self, chunk_id: str, value: bytes, key: int) -> tuple[tantivy.Document, str]:
-        """The chunk's tantivy document, and its text."""
-        record = orjson.loads(value)
-        text, metadata = str(record["text"]), dict(record["metadata"])
-        document = tantivy.Document()
-        document.add_text("id", chunk_id)
-        document.add_text("doc_id", _doc_id_of(record, metadata))
-        document.add_text("every", "1")
-        document.add_text("text", text)
-        document.add_json("meta", metadata)
-        document.add_unsigned("key", key)
-        return document, text
+    def contents(self) -> LexicalContents:
+        """A copy of what a snapshot holds beside tantivy's files, as of the last ``apply``.
+
+        Copies of the tables only (the records are shared, never changed): ~0.1 s at 1M chunks,
+        during which ``apply`` waits and searches do not.
+        """
+        with self._write_lock:
+            return LexicalContents(
+                dict(self._key_of_id), dict(self._record_of_id), dict(self._live_chunks_with), self._next_key
+            )
+
+    def restore(self, files: Path, contents: LexicalContents) -> None:
+        """Become the index a snapshot holds: tantivy's ``files`` (linked or copied into a folder
+        of this index's own, never changed in place) and ``contents``. Only before any ``apply``."""
+        with self._write_lock:
+            if self._closed or self._writer is not None or self._key_of_id:
+                raise RuntimeError("only a new, empty lexical index can be restored")
+            directory = tempfile.mkdtemp(prefix="lexical-", dir=self._parent_dir)
+            try:
+                for file in files.iterdir():
+                    if not file.name.endswith(".lock"):
+                        link_or_copy(file, Path(directory, file.name))
+                index = tantivy.Index(self._schema, path=directory)
+                index.register_tokenizer(_ANALYZER, self._analyzer)
+                if index.searcher().num_docs != len(contents.keys):
+                    raise ValueError(
+                        f"tantivy holds {index.searcher().num_docs} chunks, the snapshot's table "
+                        f"{len(contents.keys)}"
+                    )
+            except BaseException:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            previous, self._dir, self._index = self._dir, directory, index
+            self._key_of_id = dict(contents.keys)
+            self._id_of_key = {key: chunk_id for chunk_id, key in contents.keys.items()}
+            self._record_of_id = dict(contents.records)
+            self._live_chunks_with = Counter(contents.live_chunks_with)
+            self._next_key = contents.next_key
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
 
     def search(self, query: str, limit: int, search_filter: SearchFilter | None = None) -> list[LexicalHit]:
         """The ``limit`` best chunks for ``query`` by BM25 that pass ``search_filter``, best first."""

@@ -21,21 +21,25 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import hnswlib
 import numpy as np
 
+from query_api._snapshot_files import read_integers, read_texts, write_integers, write_texts
 from query_api.lexical import RankedChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VectorChange", "VectorIndex", "VectorSearchFailed"]
+__all__ = ["GRAPH_PARAMETERS", "VectorChange", "VectorIndex", "VectorSearchFailed"]
 
 #: Graph parameters as Chroma's defaults (M 16, construction ef 100), and its search breadth
 #: as ``consumers.sink.HNSW_EF_SEARCH``: the same recall as the Chroma queries it stands in for.
 _M = 16
 _EF_CONSTRUCTION = 100
+#: What shapes a saved graph: a snapshot made with others is not loaded.
+GRAPH_PARAMETERS = {"space": "ip", "M": _M, "ef_construction": _EF_CONSTRUCTION}
 _EF_SEARCH = 200
 #: Vectors added per hold of the lock once the index is searched (one writing thread): a search
 #: waits for at most one insertion, ~1.5 ms at 100k chunks, where a slice of 64 took ~50 ms.
@@ -77,10 +81,16 @@ class VectorIndex:
         self._next_label = 0
         self._without_vector: set[str] = set()
         self._lock = _SearchesFirst()
+        # One writer at a time (``apply``, ``save``); searches never take it.
+        self._write_lock = threading.Lock()
         #: Each tenant's own index (``per_tenant``), and the tenant of each chunk in one.
         self._per_tenant = per_tenant
         self._tenants: dict[str, VectorIndex] = {}
         self._tenant_of: dict[str, str] = {}
+
+    @property
+    def per_tenant(self) -> bool:
+        return self._per_tenant
 
     @property
     def num_vectors(self) -> int:
@@ -98,14 +108,77 @@ class VectorIndex:
         ``threads`` > 1 is for a replay, before searches come: hnswlib then inserts in parallel,
         in slices that would keep a search waiting for tens of ms."""
         latest = list({change.chunk_id: change for change in changes}.values())
-        if self._per_tenant:
-            self._apply_per_tenant(latest, threads)
-        size = _REPLAY_SLICE if threads > 1 else _LIVE_SLICE
-        for start in range(0, len(latest), size):
-            with self._lock.writing():
-                upserts = [change for change in latest[start : start + size] if self._takes_out(change)]
-                if upserts:
-                    self._add(upserts, threads)
+        with self._write_lock:
+            if self._per_tenant:
+                self._apply_per_tenant(latest, threads)
+            size = _REPLAY_SLICE if threads > 1 else _LIVE_SLICE
+            for start in range(0, len(latest), size):
+                with self._lock.writing():
+                    upserts = [change for change in latest[start : start + size] if self._takes_out(change)]
+                    if upserts:
+                        self._add(upserts, threads)
+
+    # --- snapshots ---------------------------------------------------------------------------------
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write the graph, its labels and each tenant's index under ``directory`` (new); returns
+        what ``load`` needs beside the files, as JSON-able values.
+
+        Searches go on meanwhile: saving only reads the graph, and only ``apply`` changes it,
+        which waits.
+        """
+        with self._write_lock:
+            directory.mkdir(parents=True)
+            if self._index is not None:
+                self._index.save_index(str(directory / "graph.hnsw"))
+            write_texts(directory / "ids", self._label_of)
+            write_integers(directory / "labels", self._label_of.values())
+            write_texts(directory / "without-vector", self._without_vector)
+            tenants = [
+                {"name": tenant, **own.save(directory / f"tenant-{number}")}
+                for number, (tenant, own) in enumerate(self._tenants.items())
+            ]
+            return {
+                "dimension": self.dimension,
+                "next_label": self._next_label,
+                "graph": self._index is not None,
+                "per_tenant": self._per_tenant,
+                "tenants": tenants,
+            }
+
+    @classmethod
+    def load(cls, directory: Path, saved: dict[str, Any]) -> VectorIndex:
+        """A new index as ``save`` wrote it into ``directory``."""
+        loaded = cls(saved["dimension"], per_tenant=saved["per_tenant"])
+        if saved["graph"]:
+            index = hnswlib.Index(space="ip", dim=saved["dimension"])
+            index.load_index(str(directory / "graph.hnsw"), allow_replace_deleted=True)
+            loaded._index = index
+        loaded._label_of = dict(
+            zip(read_texts(directory / "ids"), read_integers(directory / "labels"), strict=True)
+        )
+        loaded._id_of = {label: chunk_id for chunk_id, label in loaded._label_of.items()}
+        loaded._next_label = saved["next_label"]
+        loaded._without_vector = set(read_texts(directory / "without-vector"))
+        for tenant in saved["tenants"]:
+            own = cls.load(directory / f"tenant-{len(loaded._tenants)}", tenant)
+            loaded._tenants[tenant["name"]] = own
+            loaded._tenant_of.update(dict.fromkeys(own._label_of, tenant["name"]))
+            loaded._tenant_of.update(dict.fromkeys(own._without_vector, tenant["name"]))
+        if loaded._index is not None and loaded._index.element_count < len(loaded._label_of):
+            raise ValueError("the graph holds fewer points than its labels name")
+        return loaded
+
+    def take_over(self, other: VectorIndex) -> None:
+        """Hold what ``other`` holds (a loaded snapshot), in place: whoever holds this index sees it."""
+        with self._write_lock, self._lock.writing():
+            self.dimension, self._index = other.dimension, other._index
+            self._label_of, self._id_of, self._next_label = other._label_of, other._id_of, other._next_label
+            self._without_vector, self._tenants, self._tenant_of = (
+                other._without_vector,
+                other._tenants,
+                other._tenant_of,
+            )
 
     def nearest(self, vectors: np.ndarray, k: int, tenant: str | None = None) -> list[list[RankedChunk]]:
         """Per row of ``vectors``, up to ``k`` chunks by cosine similarity, best first; with
