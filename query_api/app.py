@@ -62,6 +62,9 @@ def create_app(
                     settings.chunks_topic,
                     vectors=VectorIndex() if settings.local_vectors else None,
                     max_record_bytes=settings.max_document_bytes + 1024 * 1024,
+                    snapshot_dir=settings.snapshot_dir,
+                    snapshot_interval_s=settings.snapshot_interval_s,
+                    snapshot_keep=settings.snapshot_keep,
                 )
             )
             # The default client settings on purpose: chromadb allows one settings object per
