@@ -14,6 +14,7 @@ import httpx
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Info
 
 from consumers.sink import open_collection
 from query_api.answers import router as answers_router
@@ -27,6 +28,7 @@ from query_api.metrics import PipelineMetrics
 from query_api.nearest import IndexUnreachable, NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
 from query_api.query_model import load_query_model
+from query_api.replica_header import ReplicaHeaderMiddleware
 from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
@@ -42,10 +44,15 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, embedder: TextEncoder | None = None, reranker: Reranker | None = None
+    settings: Settings,
+    embedder: TextEncoder | None = None,
+    reranker: Reranker | None = None,
+    *,
+    replica: str | None = None,
 ) -> FastAPI:
     """Build the query API; ``embedder`` and ``reranker`` may be given (tests), else the lifespan
-    loads the configured models."""
+    loads the configured models. ``replica`` names this copy among several behind a load
+    balancer: each response says it in ``X-Ragstream-Replica``."""
     if settings.hybrid_vector_weight == 0 and settings.hybrid_lexical_weight == 0:
         raise ValueError("hybrid_vector_weight and hybrid_lexical_weight cannot both be 0")
 
@@ -120,7 +127,7 @@ def create_app(
                 nearest=nearest,
                 lag_reader=lag_reader,
                 stats=stats,
-                metrics=PipelineMetrics(stats, lag_reader, settings),
+                metrics=_with_replica_info(PipelineMetrics(stats, lag_reader, settings), replica),
                 lexical=lexical,
                 vector_coverage=vector_coverage,
                 reranker=active_reranker,
@@ -145,7 +152,19 @@ def create_app(
     app.add_exception_handler(IndexUnreachable, _index_unreachable)
     # On the path, not per router: every /v1 route, today's and any added later, needs a key.
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
+    if replica is not None:
+        app.add_middleware(ReplicaHeaderMiddleware, replica=replica)
     return app
+
+
+def _with_replica_info(metrics: PipelineMetrics, replica: str | None) -> PipelineMetrics:
+    """``ragstream_api_replica_info{replica="…"} 1`` among the metrics of a replica behind a load
+    balancer: a scrape through it reaches one replica, and this says which."""
+    if replica is not None:
+        Info(
+            "ragstream_api_replica", "The API replica that served this scrape", registry=metrics.registry
+        ).info({"replica": replica})
+    return metrics
 
 
 def _freeze_startup_objects(stack: AsyncExitStack) -> None:

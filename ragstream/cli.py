@@ -223,13 +223,27 @@ def streams(
 
 
 @app.command()
-def serve() -> None:
-    """Run the query API."""
+def serve(
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            help="API replicas on Ray Serve behind its HTTP proxy (RAY_ADDRESS, or a local Ray); "
+            "0 = one plain uvicorn process; default RAGSTREAM_API_REPLICAS"
+        ),
+    ] = None,
+) -> None:
+    """Run the query API: replicas on Ray Serve, or one uvicorn process with --replicas 0."""
+    settings = _settings()
+    count = settings.api_replicas if replicas is None else replicas
+    if count < 0:
+        raise typer.BadParameter("--replicas must be 0 (uvicorn) or more")
+    if count > 0:
+        _serve_replicas(settings, count)
+        return
     import uvicorn
 
     from query_api import create_app
 
-    settings = _settings()
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -237,6 +251,18 @@ def serve() -> None:
         log_level="info",
         access_log=settings.api_access_log,
     )
+
+
+def _serve_replicas(settings: Settings, count: int) -> None:
+    from ragstream.api_replicas import run_api_replicas
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    address = f"http://{settings.api_host}:{settings.api_port}"
+    console.print(f"starting {count} API replicas on Ray Serve at {address}")
+    run_api_replicas(settings, count, stop)
 
 
 async def _status(settings: Settings) -> tuple[list, int, int]:

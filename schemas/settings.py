@@ -184,6 +184,15 @@ class Settings(BaseSettings):
         ge=0,
         description="chunk log records a replica may be behind before it leaves the load balancer",
     )
+    api_replica_num_cpus: float = Field(
+        default=0.5, ge=0, description="Ray CPUs reserved per API replica (a scheduling figure)"
+    )
+    api_health_grace_s: float = Field(
+        default=15.0,
+        ge=0,
+        description="how long Kafka or Chroma may be unreachable before a replica leaves the load "
+        "balancer: a broker restart must not take every replica out at once",
+    )
     snapshot_dir: Path | None = Field(
         default=None,
         description="where each API replica writes snapshots of its BM25 and vector views and "
@@ -281,11 +290,14 @@ class Settings(BaseSettings):
     def to_env(self) -> dict[str, str]:
         """The ``RAGSTREAM_*`` variables that give a child process these settings.
 
-        Scalar settings only (text, numbers, paths, flags, secrets); structured ones such as the
-        API keys are left to the environment the child inherits.
+        Every setting that has one; the API keys as their ``RAGSTREAM_API_KEYS`` entries.
         """
         env = {}
         for name, value in self:
+            if name == "api_keys":
+                if value:
+                    env["RAGSTREAM_API_KEYS"] = ",".join(str(entry) for entry in value)
+                continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
             if isinstance(value, bool):

@@ -123,6 +123,16 @@ class LagReader:
             lags.append(PartitionLag(tp.topic, tp.partition, offset, end, max(lag, 0)))
         return lags
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition of ``topic``, the offset the next record will get; {} without the topic."""
+        admin, consumer = self._started_admin(), self._consumer
+        assert consumer is not None
+        partitions = await self._partitions(admin, topic)
+        if not partitions:
+            return {}
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return {tp.partition: int(end) for tp, end in ends.items()}
+
     async def resume_offset(self, topic: str, group: str, partition: int) -> int:
         """Where ``group`` resumes reading the partition: its committed offset, else (never
         committed, consumers reading from the earliest) the first offset the log still holds."""

@@ -1,0 +1,105 @@
+"""The query API as a Ray Serve application: ``api_replicas`` copies of the FastAPI app behind
+Serve's HTTP proxy, each with its own views of the chunk log, so that one replica's death costs
+only its requests in flight.
+
+Each replica builds its app inside its own process (``__serve_build_asgi_app__``), so the app's
+lifespan opens and closes every client there, as under uvicorn; Serve routes to a replica only
+once that lifespan has run, which waits for the views to replay the chunk log. Afterwards
+``check_health`` takes a replica out (Serve replaces it) when its views fall behind or it loses
+Kafka or Chroma for longer than a grace period (see ``query_api.replica_health``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+from fastapi import FastAPI
+from ray import serve
+
+from query_api import create_app
+from query_api.replica_health import ReplicaHealth
+from schemas import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "QueryApiReplica", "run_api_replicas"]
+
+APP_NAME = "ragstream"
+DEPLOYMENT_NAME = "query-api"
+#: Serve asks every replica this often whether it is healthy; one that fails is replaced.
+HEALTH_CHECK_PERIOD_S = 5.0
+HEALTH_CHECK_TIMEOUT_S = 15.0
+
+
+@serve.ingress()
+class QueryApiReplica:
+    """One replica: the query API app, and the health check that Serve's controller calls."""
+
+    def __init__(self, settings: Settings) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # A line per health probe of Chroma, and per weight quantised at start, would drown the rest.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("onnxruntime").setLevel(logging.WARNING)
+        self._settings = settings
+        self._health = ReplicaHealth(settings.api_max_view_lag, settings.api_health_grace_s)
+        self._app: FastAPI | None = None
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        replica = serve.get_replica_context().replica_id.unique_id
+        self._app = create_app(self._settings, replica=replica)
+        return self._app
+
+    async def check_health(self) -> None:
+        services = getattr(self._app.state, "services", None) if self._app is not None else None
+        if services is None:
+            return  # still starting: Serve waits for the lifespan before routing here
+        problem = await self._health.problem(services)
+        if problem is not None:
+            log.warning("leaving the load balancer: %s", problem)
+            raise RuntimeError(problem)
+
+
+def replica_deployment(settings: Settings, replicas: int) -> Any:
+    """The deployment with its resources: Ray places a replica only where its memory fits."""
+    deployment: Any = serve.deployment(
+        QueryApiReplica,
+        name=DEPLOYMENT_NAME,
+        num_replicas=replicas,
+        ray_actor_options={
+            "num_cpus": settings.api_replica_num_cpus,
+            "memory": settings.api_replica_memory_bytes,
+        },
+        health_check_period_s=HEALTH_CHECK_PERIOD_S,
+        health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+        # Serve's own line per request cost as much as uvicorn's (see api_access_log).
+        logging_config={"enable_access_log": settings.api_access_log},
+        # A replica whose lifespan fails (say, Chroma away) is tried again, not given up on.
+        max_constructor_retry_count=1_000_000,
+    )
+    return deployment.bind(settings)
+
+
+def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -> None:
+    """Deploy ``replicas`` replicas behind Serve's proxy on the API's address, serve until
+    ``stop`` is set, then take the application down. Joins the Ray cluster in ``RAY_ADDRESS``, or
+    starts a local one that lives as long as this process."""
+    if not ray.is_initialized():
+        ray.init(namespace=APP_NAME, include_dashboard=False, logging_level=logging.WARNING)
+    # One proxy, on the head node: every proxy binds the same port, and nodes may share a host.
+    serve.start(
+        proxy_location="HeadOnly",
+        http_options={"host": settings.api_host, "port": settings.api_port},
+    )
+    started = time.monotonic()
+    serve.run(replica_deployment(settings, replicas), name=APP_NAME, route_prefix="/", blocking=False)
+    log.info("%d API replicas ready in %.1f s", replicas, time.monotonic() - started)
+    try:
+        while not stop.wait(timeout=1.0):
+            pass
+    finally:
+        serve.delete(APP_NAME)
+        serve.shutdown()

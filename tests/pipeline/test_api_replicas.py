@@ -1,0 +1,148 @@
+"""The query API as users run it in production: `ragstream serve --replicas 2`, Ray Serve's proxy in
+front of two replicas, each with its own views of the chunk log, on the real pipeline.
+
+Everything an application relies on must hold through the proxy: writes and read-your-writes
+tokens, tenant keys, streamed answers, Server-Timing and metrics that say which replica answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+
+from deploy import free_port
+from ragstream.stack import LocalStack
+from schemas import Settings
+from schemas.api_keys import ApiKeyEntry, new_api_key
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"admin": new_api_key(), "acme": new_api_key(), "globex": new_api_key()}
+REPLICAS = 2
+
+
+@pytest.fixture(scope="module")
+async def replicas_settings(pipeline_settings: Settings, consumer_group) -> Settings:
+    """The pipeline's topics, served by replicas on a port of their own, with keys for two tenants."""
+    return pipeline_settings.model_copy(
+        update={
+            "api_port": free_port(),
+            "api_replicas": REPLICAS,
+            "answer_generator": "extractive",
+            "api_keys": (
+                ApiKeyEntry.for_key(KEYS["admin"]),
+                ApiKeyEntry.for_key(KEYS["acme"], "acme"),
+                ApiKeyEntry.for_key(KEYS["globex"], "globex"),
+            ),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+async def proxy(replicas_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """`ragstream serve` as `make up` runs it; a client of Serve's proxy once both replicas answer."""
+    stack = LocalStack(replicas_settings)
+    process = stack.api_process()
+    process.start()
+    try:
+        await asyncio.to_thread(
+            process.wait_until,
+            lambda: httpx.get(f"{stack.api_url}/readyz", timeout=2).status_code == 200,
+            600,
+            "API replicas on Ray Serve",
+        )
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as client:
+            yield client
+    finally:
+        await asyncio.to_thread(process.stop, 60)
+
+
+def key(name: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {KEYS[name]}"}
+
+
+async def write(proxy: httpx.AsyncClient, tenant: str, doc_id: str, text: str) -> str:
+    response = await proxy.put(f"/v1/documents/{doc_id}", json={"content": text}, headers=key(tenant))
+    assert response.status_code == 202, response.text
+    return response.json()["token"]
+
+
+async def search(proxy: httpx.AsyncClient, tenant: str, query: str, **body) -> httpx.Response:
+    response = await proxy.post("/v1/search", json={"query": query, "k": 5, **body}, headers=key(tenant))
+    assert response.status_code == 200, response.text
+    return response
+
+
+async def test_two_replicas_answer_searches_behind_one_address(proxy: httpx.AsyncClient) -> None:
+    answered_by = set()
+    for _ in range(40):
+        response = await search(proxy, "admin", "anything at all")
+        answered_by.add(response.headers["x-ragstream-replica"])
+        assert "embed;dur=" in response.headers["server-timing"]
+    assert len(answered_by) == REPLICAS
+
+
+async def test_a_write_through_the_proxy_is_found_with_its_token_by_whichever_replica_answers(
+    proxy: httpx.AsyncClient,
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    token = await write(proxy, "admin", f"replicas/{marker}", f"The lighthouse keeper {marker} logs storms.")
+    answered_by = set()
+    # Each search lands on either replica; each must have indexed the write before answering.
+    for _ in range(6):
+        response = await search(proxy, "admin", f"lighthouse keeper {marker}", consistent_with=token)
+        answered_by.add(response.headers["x-ragstream-replica"])
+        assert [hit["doc_id"] for hit in response.json()["hits"]][:1] == [f"replicas/{marker}"]
+    assert answered_by, "no search was answered"
+
+
+async def test_a_tenants_key_sees_only_its_documents_through_the_proxy(proxy: httpx.AsyncClient) -> None:
+    marker = uuid.uuid4().hex[:10]
+    acme = await write(proxy, "acme", "plans", f"Acme plans {marker}: rocket skates.")
+    globex = await write(proxy, "globex", "plans", f"Globex plans {marker}: a doomsday device.")
+    for tenant, token in (("globex", globex), ("acme", acme), ("acme", acme), ("globex", globex)):
+        response = await search(proxy, tenant, f"plans {marker}", consistent_with=token, mode="lexical")
+        texts = [hit["text"] for hit in response.json()["hits"]]
+        assert texts and all(text.startswith(tenant.title()) for text in texts), texts
+    no_key = await proxy.post("/v1/search", json={"query": "plans"})
+    assert no_key.status_code == 401
+
+
+async def test_an_answer_streams_as_server_sent_events_through_the_proxy(proxy: httpx.AsyncClient) -> None:
+    marker = uuid.uuid4().hex[:10]
+    token = await write(
+        proxy, "admin", f"answers/{marker}", f"The ferry {marker} leaves the harbour at nine."
+    )
+    await search(proxy, "admin", f"ferry {marker}", consistent_with=token)
+    body = {"query": f"When does the ferry {marker} leave?", "stream": True, "generator": "extractive"}
+    events = []
+    async with proxy.stream("POST", "/v1/answer", json=body, headers=key("admin")) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                events.append(line.removeprefix("event: "))
+            elif line.startswith("data: ") and events[-1] == "done":
+                answer = orjson.loads(line.removeprefix("data: "))
+    assert events[-1] == "done" and "token" in events
+    assert any(citation["doc_id"] == f"answers/{marker}" for citation in answer["citations"])
+
+
+async def test_metrics_through_the_proxy_say_which_replica_they_come_from(proxy: httpx.AsyncClient) -> None:
+    replicas = set()
+    for _ in range(20):
+        response = await proxy.get("/metrics", params={"name[]": "ragstream_api_replica_info"})
+        assert response.status_code == 200
+        lines = [
+            line for line in response.text.splitlines() if line.startswith("ragstream_api_replica_info{")
+        ]
+        assert len(lines) == 1, response.text
+        replica = response.headers["x-ragstream-replica"]
+        assert f'replica="{replica}"' in lines[0]
+        replicas.add(replica)
+    assert len(replicas) == REPLICAS
