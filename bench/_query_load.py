@@ -9,6 +9,10 @@ so latency includes waiting behind the other clients' requests. Open loop (``rat
 requests arrive as a Poisson process of that rate (independent users: random gaps, bursts
 included), each taken by a free client, and latency counts from the arrival, so a slow answer is
 not hidden by the requests it held back.
+
+With ``retry_once`` a client does what a careful application does behind a load balancer: a
+request that meets a dropped connection or a 503 is sent once more, after ``retry_pause_s``; its
+latency then counts both tries, and the first try's outcome is kept apart.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import random
 import resource
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -51,11 +55,11 @@ async def _client(
     tickets: itertools.count[int],
     due_times: list[float] | None,
     started: float,
-    samples: list[tuple[float, float, float, int]],
+    samples: list[Sample],
     steps: list[dict[str, float]],
 ) -> None:
-    """Send requests until the phase ends; each sample is (sent at, latency s, took_ms, status),
-    and ``steps`` gets each answer's Server-Timing, by step."""
+    """Send requests until the phase ends, one sample each, and ``steps`` gets each answer's
+    Server-Timing, by step."""
     queries: list[str] = plan["queries"]
     ends = started + plan["warmup_s"] + plan["seconds"]
     while True:
@@ -68,19 +72,53 @@ async def _client(
         if (wait := due - time.perf_counter()) > 0:
             await asyncio.sleep(wait)
         body = orjson.dumps({"query": queries[ticket % len(queries)], "k": plan["k"], "mode": plan["mode"]})
-        try:
-            async with api.post("/v1/search", data=body, headers=JSON) as response:
-                content = await response.read()
-                status = response.status
-                timing = response.headers.get("Server-Timing", "")
-        except aiohttp.ClientError:
-            # A dropped connection is an error to count, not a reason to stop measuring.
-            samples.append((due - started, time.perf_counter() - due, -1.0, 0))
-            continue
+        answer = first = await _search(api, body)
+        if plan.get("retry_once") and first.status in RETRIED_STATUSES:
+            await asyncio.sleep(plan.get("retry_pause_s", 0.0))
+            answer = await _search(api, body)
         latency = time.perf_counter() - due
-        took_ms = orjson.loads(content).get("took_ms", -1.0) if status == 200 else -1.0
-        samples.append((due - started, latency, took_ms, status))
-        steps.append(_server_timing(timing) if due - started >= plan["warmup_s"] and status == 200 else {})
+        took_ms = orjson.loads(answer.content).get("took_ms", -1.0) if answer.status == 200 else -1.0
+        samples.append(Sample(due - started, latency, took_ms, answer.status, first.status, answer.replica))
+        measured = due - started >= plan["warmup_s"] and answer.status == 200
+        steps.append(_server_timing(answer.timing) if measured else {})
+
+
+class Sample(NamedTuple):
+    sent_at_s: float
+    latency_s: float
+    took_ms: float
+    #: The answer's status: 0 for a dropped connection.
+    status: int
+    #: With ``retry_once``, the first try's status; else the same as ``status``.
+    first_status: int
+    #: ``X-Ragstream-Replica``: which replica answered, where the API names it.
+    replica: str
+
+
+class Answer(NamedTuple):
+    status: int
+    content: bytes
+    timing: str
+    replica: str
+
+
+#: Outcomes a retry may cure: the connection dropped (0), or the API is unavailable for now.
+RETRIED_STATUSES = frozenset({0, 502, 503, 504})
+
+
+async def _search(api: aiohttp.ClientSession, body: bytes) -> Answer:
+    try:
+        async with api.post("/v1/search", data=body, headers=JSON) as response:
+            headers = response.headers
+            return Answer(
+                response.status,
+                await response.read(),
+                headers.get("Server-Timing", ""),
+                headers.get("X-Ragstream-Replica", ""),
+            )
+    except (TimeoutError, aiohttp.ClientError):
+        # A dropped connection is an error to count, not a reason to stop measuring.
+        return Answer(0, b"", "", "")
 
 
 def _server_timing(header: str) -> dict[str, float]:
@@ -98,7 +136,7 @@ def _server_timing(header: str) -> dict[str, float]:
 
 async def run(plan: dict[str, Any]) -> dict[str, Any]:
     clients = plan["clients"]
-    samples: list[tuple[float, float, float, int]] = []
+    samples: list[Sample] = []
     steps: list[dict[str, float]] = []
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -113,11 +151,14 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
         mark = asyncio.get_running_loop().call_later(plan["warmup_s"], _announce_measuring, cpu_at_mark)
         await asyncio.gather(*tasks)
         mark.cancel()
-    measured = [s for s in samples if s[0] >= plan["warmup_s"]]
+    measured = sorted((s for s in samples if s.sent_at_s >= plan["warmup_s"]), key=lambda s: s.sent_at_s)
     return {
-        "latencies_s": [s[1] for s in measured],
-        "took_ms": [s[2] for s in measured],
-        "statuses": [s[3] for s in measured],
+        "latencies_s": [s.latency_s for s in measured],
+        "took_ms": [s.took_ms for s in measured],
+        "statuses": [s.status for s in measured],
+        "first_statuses": [s.first_status for s in measured],
+        "sent_at_s": [s.sent_at_s - plan["warmup_s"] for s in measured],
+        "replicas": [s.replica for s in measured],
         "server_timing": [step for step in steps if step],
         "client_cpu_s": _cpu_seconds() - (cpu_at_mark[0] if cpu_at_mark else 0.0),
     }

@@ -209,9 +209,13 @@ async def measure(
     return results, published
 
 
-def api_process(settings: Settings, state: Path) -> ManagedProcess:
-    """The API as ``make up`` runs it (``ragstream serve``), configured through its environment."""
+def api_process(
+    settings: Settings, state: Path, replicas: int = 0, extra_env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """The API as ``make up`` runs it (``ragstream serve``), configured through its environment:
+    one uvicorn process, or with ``replicas`` that many on Ray Serve behind its proxy."""
     env = {
+        "RAGSTREAM_API_REPLICAS": str(replicas),
         "RAGSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "RAGSTREAM_CHROMA_PORT": str(settings.chroma_port),
         "RAGSTREAM_COLLECTION": settings.collection,
@@ -223,6 +227,7 @@ def api_process(settings: Settings, state: Path) -> ManagedProcess:
         "RAGSTREAM_QUERY_PRECISION": settings.query_precision,
         "RAGSTREAM_RERANK": "false",
         "RAGSTREAM_LEXICAL_STARTUP_TIMEOUT_S": "600",
+        **(extra_env or {}),
     }
     return ManagedProcess(
         "query API",

@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/query_compare.py REV [REV ...] [--rounds 3] [--rates 25 50]
     .venv/bin/python bench/query_compare.py HEAD~1 .     # the last commit against the working tree
+    .venv/bin/python bench/query_compare.py . .@2        # one uvicorn process against 2 Serve replicas
+
+A version is a revision, or ``REV@N``: that revision's API as N replicas on Ray Serve behind its
+HTTP proxy (``ragstream serve --replicas N``, on a local Ray the API process starts), instead of
+one uvicorn process.
 
 Latency on a shared 2-core machine moves more between runs, even between phases of one run, than
 most changes move it. So this starts the stack of ``bench/query.py`` once (Kafka, Chroma, 100k
@@ -46,24 +51,40 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
 
 
-def checkouts(revisions: list[str], folder: Path) -> dict[str, Path]:
-    """Each revision's tree: ``.`` is the working tree, any other a worktree under ``folder``."""
-    trees = {}
-    for revision in revisions:
+def replicas_of(versions: list[str]) -> dict[str, int]:
+    """``REV@N`` → N API replicas on Ray Serve; a bare ``REV`` → 0, one uvicorn process."""
+    counts = {}
+    for version in versions:
+        replicas = version.partition("@")[2]
+        counts[version] = int(replicas) if replicas else 0
+    return counts
+
+
+def checkouts(versions: list[str], folder: Path) -> dict[str, Path]:
+    """Each version's tree: ``.`` is the working tree, any other revision a worktree under
+    ``folder``; a version ``REV@N`` is named with its replicas and shares REV's tree."""
+    trees: dict[str, Path] = {}
+    made: dict[str, Path] = {}
+    for version in versions:
+        revision, _, replicas = version.partition("@")
+        suffix = f" @ {replicas} Serve replicas" if replicas else ""
         if revision == ".":
-            trees["working tree"] = REPO
+            trees[f"working tree{suffix}"] = REPO
             continue
         commit = subprocess.run(
             ["git", "rev-parse", "--short", revision], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
         tree = folder / commit
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", str(tree), commit],
-            cwd=REPO,
-            capture_output=True,
-            check=True,
-        )
-        trees[f"{revision} ({commit})" if revision != commit else commit] = tree
+        if commit not in made:
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(tree), commit],
+                cwd=REPO,
+                capture_output=True,
+                check=True,
+            )
+            made[commit] = tree
+        name = f"{revision} ({commit})" if revision != commit else commit
+        trees[name + suffix] = tree
     return trees
 
 
@@ -77,6 +98,7 @@ async def measure_versions(
     settings: Settings,
     state: Path,
     trees: dict[str, Path],
+    replicas: dict[str, int],
     corpus: BenchCorpus,
     args: argparse.Namespace,
     pids: dict[str, int],
@@ -91,7 +113,7 @@ async def measure_versions(
     try:
         for round_ in range(args.rounds):
             for name, tree in trees.items():
-                api = api_process(settings, state)
+                api = api_process(settings, state, replicas[name])
                 api.cwd = tree  # its code: ``python -m ragstream`` imports from the working directory
                 api.start()
                 try:
@@ -189,6 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ragstream-compare-") as folder:
         state = Path(folder)
         trees = checkouts(args.revisions, state / "trees")
+        replicas = dict(zip(trees, replicas_of(args.revisions).values(), strict=True))
         try:
             with preloaded_stack(base, state, corpus, vectors) as stack:
                 console.print(f"index loaded in {stack.load_s:.0f} s; versions: {', '.join(trees)}")
@@ -201,12 +224,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "Kafka": stack.kafka_pid,
                         "consumer 0": ray.get(group.actors[0].pid.remote()),
                     }
-                    results = asyncio.run(measure_versions(stack.settings, state, trees, corpus, args, pids))
+                    results = asyncio.run(
+                        measure_versions(stack.settings, state, trees, replicas, corpus, args, pids)
+                    )
                 finally:
                     group.stop()
         finally:
             for tree in trees.values():
-                if tree != REPO:
+                if tree != REPO and tree.exists():
                     subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
     return {
         "args": vars(args),
@@ -219,7 +244,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("revisions", nargs="+", help="git revisions to compare; . = the working tree")
+    parser.add_argument(
+        "revisions",
+        nargs="+",
+        help="git revisions to compare; . = the working tree; REV@N = REV's API as N Serve replicas",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rates", type=float, nargs="+", default=[25, 50], help="offered requests/s")
     parser.add_argument("--seconds", type=float, default=30, help="measured seconds per rate")

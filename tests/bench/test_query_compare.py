@@ -53,3 +53,19 @@ def test_the_tables_print_each_version_phase_and_round(capsys: pytest.CaptureFix
     assert "11.0 / 20.0 / 40.0" in out and "16.0 / 40.0 / 80.0" in out
     assert "met" in out and "missed" in out
     assert "6.0 / 30.0" in out
+
+
+def test_a_version_with_replicas_shares_its_revisions_tree_and_says_how_many(tmp_path: Path) -> None:
+    versions = [".", ".@2", "HEAD", "HEAD@2"]
+    trees: dict[str, Path] = {}
+    try:
+        trees = query_compare.checkouts(versions, tmp_path)
+        names = list(trees)
+        assert names[0] == "working tree" and names[1] == "working tree @ 2 Serve replicas"
+        assert trees[names[0]] == trees[names[1]] == query_compare.REPO
+        assert trees[names[2]] == trees[names[3]] != query_compare.REPO
+        assert names[3] == f"{names[2]} @ 2 Serve replicas"
+        assert list(query_compare.replicas_of(versions).values()) == [0, 2, 0, 2]
+    finally:
+        for tree in set(trees.values()) - {query_compare.REPO}:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
