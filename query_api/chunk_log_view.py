@@ -105,6 +105,8 @@ class ChunkLogView(BackgroundLoop):
         self._snapshot_task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
         self._restore_tried = False
+        #: The snapshot the views started from; None: the log was replayed from its start.
+        self.started_from: Path | None = None
 
     # --- what readers ask ------------------------------------------------------------------------
 
@@ -247,8 +249,9 @@ class ChunkLogView(BackgroundLoop):
         ends = await consumer.end_offsets(tps)
         bounds = {tp.partition: (firsts[tp], ends[tp]) for tp in tps}
         loop = asyncio.get_running_loop()
-        offsets = await loop.run_in_executor(self._applier, store.restore, self.index, self.vectors, bounds)
-        if offsets is not None:
+        restored = await loop.run_in_executor(self._applier, store.restore, self.index, self.vectors, bounds)
+        if restored is not None:
+            self.started_from, offsets = restored
             self._applied.update(offsets)
 
     async def _snapshot_if_due(self, now: float) -> None:

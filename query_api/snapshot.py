@@ -182,9 +182,9 @@ class SnapshotStore:
 
     def restore(
         self, index: LexicalIndex, vectors: VectorIndex | None, bounds: Mapping[int, tuple[int, int]]
-    ) -> dict[int, int] | None:
-        """Load the newest valid snapshot into the new, empty views; returns the offsets it
-        covers, or None when no snapshot is valid. ``bounds``: each partition's first and end
+    ) -> tuple[Path, dict[int, int]] | None:
+        """Load the newest valid snapshot into the new, empty views; returns it and the offsets
+        it covers, or None when no snapshot is valid. ``bounds``: each partition's first and end
         offsets now, which a usable snapshot's offsets lie within."""
         for folder in self.snapshots():
             started = time.monotonic()
@@ -203,7 +203,7 @@ class SnapshotStore:
                 manifest["chunks"],
                 offsets,
             )
-            return offsets
+            return folder, offsets
         log.info("no valid snapshot under %s: replaying the whole chunk log", self.root)
         return None
 

@@ -108,8 +108,8 @@ def restored(
     root: Path, bounds: dict[int, tuple[int, int]] | None = None, **shape: Any
 ) -> tuple[dict[int, int] | None, LexicalIndex, VectorIndex]:
     index, vectors = LexicalIndex(), VectorIndex()
-    offsets = store(root, **shape).restore(index, vectors, bounds or {0: (0, 1000), 1: (0, 1000)})
-    return offsets, index, vectors
+    found = store(root, **shape).restore(index, vectors, bounds or {0: (0, 1000), 1: (0, 1000)})
+    return (found[1] if found is not None else None), index, vectors
 
 
 # --- round trip ----------------------------------------------------------------------------------
@@ -137,9 +137,9 @@ def test_a_view_without_vectors_restores_its_bm25_index_from_a_snapshot_with_the
     views: tuple[LexicalIndex, VectorIndex], tmp_path: Path
 ) -> None:
     index, vectors = views
-    snapshot(tmp_path, index, vectors, {0: 5})
+    folder = snapshot(tmp_path, index, vectors, {0: 5})
     copy = LexicalIndex()
-    assert store(tmp_path, vectors=False).restore(copy, None, {0: (0, 5)}) == {0: 5}
+    assert store(tmp_path, vectors=False).restore(copy, None, {0: (0, 5)}) == (folder, {0: 5})
     assert [copy.search(q, 10) for q in QUERIES] == [index.search(q, 10) for q in QUERIES]
     copy.close()
 
@@ -394,6 +394,7 @@ async def test_a_view_from_a_snapshot_and_the_tail_equals_one_replayed_from_the_
         from_snapshot, restored_answers = await caught_up_view(servers, topic, tmp_path, ends)
     replayed, replayed_answers = await caught_up_view(servers, topic, None, ends)
 
+    assert from_snapshot.started_from == written and replayed.started_from is None
     assert f"views restored from snapshot {written}" in caplog.text
     assert restored_answers == replayed_answers
     assert from_snapshot.applied_offsets() == replayed.applied_offsets() == ends
