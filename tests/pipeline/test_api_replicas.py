@@ -8,14 +8,20 @@ tokens, tenant keys, streamed answers, Server-Timing and metrics that say which 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
 from deploy import free_port
+from deploy._process import ManagedProcess
 from ragstream.stack import LocalStack
 from schemas import Settings
 from schemas.api_keys import ApiKeyEntry, new_api_key
@@ -44,8 +50,8 @@ async def replicas_settings(pipeline_settings: Settings, consumer_group) -> Sett
 
 
 @pytest.fixture(scope="module")
-async def proxy(replicas_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """`ragstream serve` as `make up` runs it; a client of Serve's proxy once both replicas answer."""
+async def serve_process(replicas_settings: Settings) -> AsyncIterator[ManagedProcess]:
+    """`ragstream serve` as `make up` runs it, once Serve's proxy answers for both replicas."""
     stack = LocalStack(replicas_settings)
     process = stack.api_process()
     process.start()
@@ -56,10 +62,19 @@ async def proxy(replicas_settings: Settings) -> AsyncIterator[httpx.AsyncClient]
             600,
             "API replicas on Ray Serve",
         )
-        async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as client:
-            yield client
+        yield process
     finally:
         await asyncio.to_thread(process.stop, 60)
+
+
+@pytest.fixture(scope="module")
+async def proxy(
+    replicas_settings: Settings, serve_process: ManagedProcess
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of Serve's proxy."""
+    url = LocalStack(replicas_settings).api_url
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        yield client
 
 
 def key(name: str) -> dict[str, str]:
@@ -146,3 +161,110 @@ async def test_metrics_through_the_proxy_say_which_replica_they_come_from(proxy:
         assert f'replica="{replica}"' in lines[0]
         replicas.add(replica)
     assert len(replicas) == REPLICAS
+
+
+# --- failover -----------------------------------------------------------------------------------
+
+
+class RetryingClient:
+    """What a careful application does behind a load balancer: a search that meets a dropped
+    connection or a 503 is sent once more. Counts both what it saw first and what it ended with."""
+
+    RETRIED = frozenset({0, 502, 503, 504})
+
+    def __init__(self, proxy: httpx.AsyncClient) -> None:
+        self.proxy = proxy
+        self.first_failures: list[tuple[float, int]] = []
+        self.failures: list[tuple[float, int]] = []
+        self.answered_by: list[tuple[float, str]] = []
+
+    async def search(self, query: str) -> None:
+        sent = time.monotonic()
+        status, replica = await self._try(query)
+        if status != 200:
+            self.first_failures.append((sent, status))
+        if status in self.RETRIED:
+            await asyncio.sleep(0.2)
+            status, replica = await self._try(query)
+        if status != 200:
+            self.failures.append((sent, status))
+        else:
+            self.answered_by.append((sent, replica))
+
+    async def _try(self, query: str) -> tuple[int, str]:
+        try:
+            response = await self.proxy.post(
+                "/v1/search", json={"query": query, "k": 5}, headers=key("admin"), timeout=30
+            )
+        except httpx.TransportError:
+            return 0, ""
+        return response.status_code, response.headers.get("x-ragstream-replica", "")
+
+    def replicas_since(self, moment: float) -> set[str]:
+        return {replica for sent, replica in self.answered_by if sent >= moment}
+
+
+def replica_processes(ancestor: int) -> dict[int, str]:
+    """pid → command of each Serve replica process descended from ``ancestor``."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+    found = {}
+    for pid in parents:
+        chain, seen = pid, set()
+        while chain in parents and chain not in seen and chain != ancestor:
+            seen.add(chain)
+            chain = parents[chain]
+        if chain == ancestor:
+            with contextlib.suppress(OSError):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if command.startswith("ray::ServeReplica:"):
+                    found[pid] = command
+    return found
+
+
+async def test_a_replica_killed_under_load_is_replaced_and_a_client_that_retries_once_sees_no_failure(
+    proxy: httpx.AsyncClient, serve_process: ManagedProcess
+) -> None:
+    client = RetryingClient(proxy)
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        # About 10 searches/s, each on its own: a slow answer does not hold the next one back.
+        tasks = set()
+        while not stop.is_set():
+            task = asyncio.create_task(client.search(f"storm lighthouse {len(tasks)}"))
+            tasks.add(task)
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*tasks)
+
+    loading = asyncio.create_task(load())
+    await asyncio.sleep(5)
+    before = client.replicas_since(0)
+    assert len(before) == REPLICAS, "both replicas should answer before the fault"
+    replicas = replica_processes(serve_process.pid or 0)
+    assert len(replicas) == REPLICAS, replicas
+    victim = min(replicas)
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+
+    # Back when a replica that did not exist before the fault answers.
+    deadline = killed_at + 120
+    while not client.replicas_since(killed_at) - before and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    back_after = time.monotonic() - killed_at
+    await asyncio.sleep(3)
+    stop.set()
+    await loading
+
+    during = [sent for sent, _ in client.answered_by if killed_at <= sent <= killed_at + back_after]
+    print(
+        f"replica killed: back after {back_after:.1f} s; {len(client.answered_by)} searches answered, "
+        f"{len(during)} while it was away; first tries failed: {len(client.first_failures)} "
+        f"{sorted({status for _, status in client.first_failures})}; after one retry: {len(client.failures)}"
+    )
+    assert client.replicas_since(killed_at) - before, "no new replica answered within 120 s"
+    assert during, "searches should have gone on while the killed replica was away"
+    assert client.failures == []
+    assert len(replica_processes(serve_process.pid or 0)) == REPLICAS
