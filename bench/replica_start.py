@@ -28,6 +28,7 @@ import asyncio
 import gc
 import gzip
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def real_chunks(count: int, chunk_size: int) -> tuple[list[LogChunk], dict[str, 
         )
         if len(chunks) >= count:
             break
-    sources["wikipedia"] = len(chunks)
+    sources["wikipedia"] = min(len(chunks), count)
     if len(chunks) < count:
         for name, text in man_page_texts():
             chunks.extend(
@@ -354,6 +355,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.replica:
+        # The views' own account of their start (restored, caught up) goes to stderr.
+        logging.basicConfig(level=logging.INFO, format="%(relativeCreated)7.0f ms  replica  %(message)s")
         print(json.dumps(asyncio.run(run_replica(args))), flush=True)
         return
     from rich.console import Console

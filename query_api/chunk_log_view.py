@@ -160,6 +160,7 @@ class ChunkLogView(BackgroundLoop):
     async def _run(self) -> None:
         # Leaving the block waits for a change being applied: the index outlives its last write;
         # and for a snapshot being written, which ``_stopping`` cuts short.
+        self._stopping.clear()
         with (
             _low_priority_thread("chunk-log-apply", self._niceness) as self._applier,
             _low_priority_thread("chunk-log-snapshot", self._niceness) as self._snapshot_writer,
