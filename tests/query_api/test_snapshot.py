@@ -131,6 +131,8 @@ def test_a_restored_view_answers_every_search_as_the_original(
     apply(copy, copy_vectors, more)
     assert answers(copy, copy_vectors) == answers(index, vectors)
     copy.close()
+    # The restored index shared the snapshot's files (hard links) and never wrote into them.
+    assert restored(tmp_path)[0] == {0: 120, 1: 80}
 
 
 def test_a_view_without_vectors_restores_its_bm25_index_from_a_snapshot_with_them(
