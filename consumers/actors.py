@@ -199,6 +199,13 @@ class ConsumerGroup:
         finally:
             ray.kill(actor, no_restart=True)
 
+    def discard(self, actor: Any) -> None:
+        """End a member that does not answer (dead, or waiting to be placed) without waiting for it:
+        it has no batch it could still commit, and what it had not committed is replayed."""
+        index = self.actors.index(actor)
+        del self.actors[index], self._runs[index]
+        ray.kill(actor, no_restart=True)
+
     def wait_ready(self, timeout: float = 300) -> None:
         """Block until every actor has loaded its model and answers."""
         ray.get([actor.pid.remote() for actor in self.actors], timeout=timeout)

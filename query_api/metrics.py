@@ -59,6 +59,8 @@ class PipelineCollector(Collector):
             sum_value=totals.batch_seconds_sum,
         )
 
+        yield from self._scaling()
+
         lag = GaugeMetricFamily(
             LAG_METRIC,
             "Events not yet committed, per hop on the way to the index (changes stage, indexer)",
@@ -68,6 +70,23 @@ class PipelineCollector(Collector):
             for partition in hop.partitions:
                 lag.add_metric([hop.hop.name, str(partition.partition)], partition.lag)
         yield lag
+
+    def _scaling(self) -> Iterable[Metric]:
+        desired = GaugeMetricFamily(
+            "ragstream_consumers_desired",
+            "Consumer actors the group's lag calls for, within its limits, as its controller decided",
+            labels=["consumer_group"],
+        )
+        actual = GaugeMetricFamily(
+            "ragstream_consumers_actual",
+            "Consumer actors of the group that answer its controller (a dead one is not counted)",
+            labels=["consumer_group"],
+        )
+        for group, report in sorted(self._stats.scaling.items()):
+            desired.add_metric([group], report.desired)
+            actual.add_metric([group], report.actual)
+        yield desired
+        yield actual
 
 
 def _bound(text: str) -> float:

@@ -1,8 +1,10 @@
-"""The consumers' counters, tailed from the stats topic and summed over consumer instances.
+"""The consumers' counters and the scaler's counts, tailed from the stats topic.
 
 Every consumer publishes its cumulative counters under its own id; a restarted consumer starts
 again from zero under a new id. The pipeline's totals are therefore the sum, over all ids, of
-each id's latest message, and they never go backwards.
+each id's latest message, and they never go backwards. Beside them, the controller that scales
+a consumer group publishes the group's desired and actual actor counts (``kind`` says which is
+which); the latest per group is kept.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import asyncio
 import logging
 import re
 from collections import Counter
+from typing import Literal
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from query_api.background import BackgroundLoop
+
+__all__ = ["ConsumerStats", "ScalingStats", "StatsTail"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,21 @@ class ConsumerStats(BaseModel):
         )
 
 
+class ScalingStats(BaseModel):
+    """A consumer group's size as its scaling controller last reported it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: As consumers/controller.py writes it (SCALING_REPORT_KIND).
+    kind: Literal["consumer_scaling"]
+    consumer_group: str
+    desired: int = Field(ge=0, description="consumer actors the lag calls for, within the limits")
+    actual: int = Field(ge=0, description="consumer actors that answer (a dead one is not serving)")
+    members: int = Field(default=0, ge=0, description="actors started, answering or not")
+    reason: str = ""
+    updated_at: float = 0.0
+
+
 class StatsTail(BackgroundLoop):
     """Reads the stats topic from the beginning in a background task, keeping each consumer's latest.
 
@@ -75,12 +96,18 @@ class StatsTail(BackgroundLoop):
         self._retry_backoff_s = retry_backoff_s
         self._metadata_max_age_ms = metadata_max_age_ms
         self._latest: dict[str, ConsumerStats] = {}
+        self._scaling: dict[str, ScalingStats] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
     def consumers(self) -> dict[str, ConsumerStats]:
         """Latest counters per consumer id."""
         return dict(self._latest)
+
+    @property
+    def scaling(self) -> dict[str, ScalingStats]:
+        """Latest scaling report per consumer group."""
+        return dict(self._scaling)
 
     def totals(self) -> ConsumerStats:
         total = ConsumerStats()
@@ -94,8 +121,13 @@ class StatsTail(BackgroundLoop):
             # A tombstone would make the totals go backwards; counters only ever grow.
             return
         try:
-            stats = ConsumerStats.model_validate_json(value)
-        except ValidationError as exc:
+            message = orjson.loads(value)
+            if isinstance(message, dict) and message.get("kind") == "consumer_scaling":
+                scaling = ScalingStats.model_validate(message)
+                self._scaling[scaling.consumer_group] = scaling
+                return
+            stats = ConsumerStats.model_validate(message)
+        except (orjson.JSONDecodeError, ValidationError) as exc:
             log.warning("skipping malformed message on %s (key %r): %s", self._topic, key, exc)
             return
         consumer_id = key.decode("utf-8", errors="replace") if key else stats.consumer_id

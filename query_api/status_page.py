@@ -1,4 +1,5 @@
-"""The status page on ``GET /``: a search box, and the pipeline's lag, events/s and freshness, live.
+"""The status page on ``GET /``: a search box, and the pipeline's lag, events/s, freshness and
+consumer actors, live.
 
 The page is one static file that calls the JSON API from the browser (``/v1/search``,
 ``/v1/freshness`` and ``/v1/stats``, the last one defined here), so it needs no build step and shows
@@ -34,6 +35,15 @@ class PipelineStats(BaseModel):
     chunks_embedded: int
     chunks_deleted: int
     consumers: int = Field(description="consumer instances that have reported counters")
+    consumers_desired: int | None = Field(
+        default=None,
+        description="consumer actors the indexing group's lag calls for, as its controller last "
+        "reported; null until it has",
+    )
+    consumers_actual: int | None = Field(
+        default=None, description="consumer actors of the indexing group that answer; null as above"
+    )
+    scaling_reason: str | None = Field(default=None, description="the controller's last decision, in words")
     events_per_s: float | None = Field(
         description="events consumed per second over the last few seconds; null until two readings"
     )
@@ -79,6 +89,7 @@ def _page() -> str:
 async def stats(request: Request, services: Annotated[Services, Depends(get_services)]) -> PipelineStats:
     """Counters of the whole pipeline and events consumed per second, for the status page."""
     totals = services.stats.totals()
+    scaling = services.stats.scaling.get(services.settings.consumer_group)
     # Kept on the app, not in this module: each app (and each test's app) has its own pipeline.
     rate: EventRate | None = getattr(request.app.state, "event_rate", None)
     if rate is None:
@@ -89,6 +100,9 @@ async def stats(request: Request, services: Annotated[Services, Depends(get_serv
         chunks_embedded=totals.chunks_embedded,
         chunks_deleted=totals.chunks_deleted,
         consumers=len(services.stats.consumers),
+        consumers_desired=scaling.desired if scaling else None,
+        consumers_actual=scaling.actual if scaling else None,
+        scaling_reason=scaling.reason if scaling else None,
         events_per_s=rate.observe(time.monotonic(), totals.events_consumed),
         now=time.time(),
     )

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.async_api import BrowserContext, Error, Page, async_playwright, expect
 
+from consumers.controller import ScalingReport
 from consumers.embedder import Embedder
 from query_api import create_app
 from query_api.status_page import EventRate, router
@@ -191,6 +192,11 @@ async def test_live_panel_shows_lag_and_freshness_and_updates_events_per_second(
             # The changes topic is compacted: every record needs a key.
             await producer.send_and_wait(page_settings.changes_topic, b"{}", key=doc_id, partition=1)
         await _report_stats(producer, page_settings, events_consumed=100)
+        # The group's controller: the lag calls for 2 actors, 1 answers.
+        report = ScalingReport(
+            page_settings.consumer_group, 2, 1, 2, "lag 900 calls for 2 actors", time.time()
+        )
+        await producer.send_and_wait(page_settings.stats_topic, report.to_json(), key=report.key)
     changes = TopicPartition(page_settings.changes_topic, 1)
     committer = AIOKafkaConsumer(
         bootstrap_servers=page_settings.bootstrap_servers,
@@ -208,6 +214,7 @@ async def test_live_panel_shows_lag_and_freshness_and_updates_events_per_second(
     # The stats topic is tailed in the background; the page shows what it has read so far.
     await expect(page.locator("#events-consumed")).to_have_text("100", timeout=30_000)
     await expect(page.locator("#last-indexed")).to_have_text(re.compile(r"^\d+ s ago$"))
+    await expect(page.locator("#consumer-actors")).to_have_text("1 / 2")
 
     async with AIOKafkaProducer(bootstrap_servers=page_settings.bootstrap_servers) as producer:
         await _report_stats(producer, page_settings, events_consumed=300)

@@ -1,0 +1,114 @@
+"""A consumer group scaled by its lag grows under a backlog, shrinks once drained, and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+from fault_oracle import event_stream
+from fault_settings import fault_settings
+from scale import scaled, scaled_timeout
+
+from consumers.actors import ConsumerGroup
+from consumers.controller import ScalingController
+from query_api.stats import StatsTail
+from schemas import Settings
+from streams.lag import LagReader
+from streams.topics import ensure_topics
+
+pytestmark = [pytest.mark.integration, scaled_timeout()]
+
+#: One actor takes about a minute over the burst (30-75 events/s on 2 cores, as busy as they
+#: were), more than a second actor takes to be added, load its model and join (20-75 s): the two
+#: must serve while events wait.
+DOCUMENTS, BURST = scaled(150, 600), scaled(4000, 20_000)
+#: Published to the shrunk group, under one actor's share of lag: its rebalance must not have
+#: cost an event either.
+AFTERWARDS = 60
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The group's size as the API reads it from the stats topic, and the lag read just after."""
+
+    actual: int
+    desired: int
+    lag: int
+
+
+class GroupWatch:
+    """Reads what an operator sees: the controller's published counts, then the broker's lag."""
+
+    def __init__(self, settings: Settings, stats: StatsTail, lag: LagReader) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._lag = lag
+        self.readings: list[Reading] = []
+
+    async def read(self) -> Reading | None:
+        report = self._stats.scaling.get(self._settings.consumer_group)
+        if report is None:
+            return None
+        partitions = await self._lag.read(self._settings.events_topic, self._settings.consumer_group)
+        self.readings.append(Reading(report.actual, report.desired, sum(p.lag for p in partitions)))
+        return self.readings[-1]
+
+    async def until(self, wanted, what: str, timeout: float) -> Reading:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reading = await self.read()
+            if reading is not None and wanted(reading):
+                return reading
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{what}: not seen in {timeout:.0f}s; last readings {self.readings[-5:]}")
+
+
+async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrinks_back(
+    kafka_broker, chroma_server, scenario_factory
+):
+    # Short timers: a step needs 2 s of lag, a shrink 4 s of quiet, and steps are 6 s apart.
+    settings = fault_settings(
+        kafka_broker.bootstrap_servers,
+        chroma_server.port,
+        consumers_min=1,
+        consumers_max=2,
+        consumer_lag_per_actor=100,
+        consumer_activation_lag=20,
+        consumer_scale_up_after_s=2,
+        consumer_scale_down_after_s=4,
+        consumer_scale_cooldown_s=6,
+    )
+    scenario = scenario_factory(settings)
+    await ensure_topics(settings)
+    group = scenario.group = ConsumerGroup(settings, 1, most=2)  # stopped with the scenario
+    await asyncio.to_thread(group.start)
+    await asyncio.to_thread(group.wait_ready)
+    stop = threading.Event()
+    controller = asyncio.create_task(ScalingController(settings, group, interval_s=1).run(stop))
+    try:
+        async with (
+            StatsTail(settings.bootstrap_servers, settings.stats_topic) as stats,
+            LagReader(settings.bootstrap_servers) as lag,
+        ):
+            watch = GroupWatch(settings, stats, lag)
+            await watch.until(lambda r: r.actual == 1, "one actor serving before the burst", timeout=60)
+
+            await scenario.publish(event_stream(11, DOCUMENTS, BURST, "scaling"), slice_size=500, pause=0)
+            grown = await watch.until(lambda r: r.actual == 2, "the group grown to 2 actors", timeout=180)
+            # Read after the report of 2 serving actors: they served while events were waiting.
+            assert grown.lag > 0, "the group grew only after the backlog had drained"
+            assert grown.desired == 2
+
+            await scenario.drain()
+            await watch.until(lambda r: r.actual == 1 and r.lag == 0, "the drained group at 1", timeout=120)
+            assert len(group.actors) == 1
+
+            await scenario.publish(event_stream(12, DOCUMENTS, AFTERWARDS, "after-scaling"), slice_size=100)
+            await scenario.assert_index_matches_oracle()
+            assert max(r.actual for r in watch.readings) == 2
+    finally:
+        stop.set()
+        await controller
