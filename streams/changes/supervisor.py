@@ -14,16 +14,19 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
+from schemas import Settings
+from streams.changes.membership import instance_id, remove_static_member_or_log
 from streams.changes.stage import FAILED_EXIT_CODE, STALLED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["supervise"]
+__all__ = ["supervise", "supervise_stage"]
 
 #: A worker that ran this long before exiting starts again after the shortest backoff.
 HEALTHY_RUN_S = 60.0
@@ -72,6 +75,21 @@ class _Worker:
         )  # fmt: skip
         self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
         return code
+
+
+def supervise_stage(settings: Settings) -> int:
+    """Run ``settings.stage_workers`` stage workers (``ragstream streams --worker I``) until SIGTERM
+    or SIGINT; a worker that exits leaves the group at once and is started again. Returns 0."""
+    group = settings.streams_app_id
+
+    def leave_group(index: int) -> None:
+        remove_static_member_or_log(settings.bootstrap_servers, group, instance_id(group, index))
+
+    commands = [
+        [sys.executable, "-m", "ragstream", "streams", "--worker", str(index)]
+        for index in range(settings.stage_workers)
+    ]
+    return supervise(commands, on_exit=leave_group)
 
 
 def supervise(worker_commands: Sequence[Sequence[str]], on_exit: Callable[[int], None] | None = None) -> int:
