@@ -36,6 +36,10 @@ BACKOFF_MAX_S = 30.0
 STOP_TIMEOUT_S = 30.0
 #: How often the workers are checked: a worker's exit is acted on within this.
 POLL_S = 0.1
+#: While another worker runs, a dead one is started again no sooner than this: its join is a
+#: second rebalance, and one that lands while the others still recover its partitions' table from
+#: the changelog crashes faust's recovery (it seeks standby partitions to an offset of None).
+TAKEOVER_S = 5.0
 
 
 _EXIT_REASONS = {
@@ -60,7 +64,11 @@ class _Worker:
         self.process = subprocess.Popen(self.command)
         log.info("stage worker %d started (pid %d)", self.index, self.process.pid)
 
-    def exited(self) -> int | None:
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def exited(self, others_run: bool) -> int | None:
         """Its exit status once it has exited (then it is no longer running), else None."""
         if self.process is None or (code := self.process.poll()) is None:
             return None
@@ -68,10 +76,11 @@ class _Worker:
         now = time.monotonic()
         if now - self.started >= HEALTHY_RUN_S:
             self.backoff = BACKOFF_S
-        self.start_at = now + self.backoff
+        delay = max(self.backoff, TAKEOVER_S) if others_run else self.backoff
+        self.start_at = now + delay
         log.warning(
             "stage worker %d (pid %d) stopped with status %d: %s; starting it again in %.0f s",
-            self.index, pid, code, _EXIT_REASONS.get(code, "it exited"), self.backoff,
+            self.index, pid, code, _EXIT_REASONS.get(code, "it exited"), delay,
         )  # fmt: skip
         self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
         return code
@@ -110,7 +119,7 @@ def supervise(worker_commands: Sequence[Sequence[str]], on_exit: Callable[[int],
                 break
             if worker.process is None and time.monotonic() >= worker.start_at:
                 worker.start()
-            elif worker.exited() is not None and on_exit is not None:
+            elif worker.exited(any(other.running for other in workers)) is not None and on_exit:
                 on_exit(worker.index)
         time.sleep(POLL_S)
     _stop_all(workers, on_exit)
