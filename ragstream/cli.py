@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -204,22 +203,25 @@ def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the 
 @app.command()
 def streams(
     worker: Annotated[
-        bool, typer.Option("--worker", hidden=True, help="run the faust worker itself, unsupervised")
-    ] = False,
+        int | None,
+        typer.Option("--worker", hidden=True, help="run faust worker number WORKER itself, unsupervised"),
+    ] = None,
 ) -> None:
     """Run the changes stage (faust): validate, normalise and deduplicate events into the changes topic.
 
-    The faust worker runs in a child process that is started again whenever it exits."""
+    RAGSTREAM_STAGE_WORKERS workers share its partitions; each is started again when it exits."""
     from streams.changes import run_stage
-    from streams.changes.supervisor import supervise
+    from streams.changes.supervisor import supervise_stage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
-    if worker:
-        run_stage(settings)
+    if worker is not None:
+        run_stage(settings, worker)
         return
-    console.print(f"changes stage: {settings.events_topic} → {settings.changes_topic}")
-    raise typer.Exit(supervise([sys.executable, "-m", "ragstream", "streams", "--worker"]))
+    console.print(
+        f"changes stage: {settings.events_topic} → {settings.changes_topic}, {settings.stage_workers} workers"
+    )
+    raise typer.Exit(supervise_stage(settings))
 
 
 @app.command()
