@@ -1,15 +1,17 @@
-"""The local stack: a Kafka broker from Maven jars and a Chroma server, on 127.0.0.1."""
+"""The local stack: a Kafka broker from Maven jars, a Chroma server and a Ray cluster, on this host."""
 
 from deploy._process import DeployError, ServiceStartError, free_port
 from deploy.chroma import ChromaServer
 from deploy.cluster import KafkaCluster
 from deploy.kafka import KafkaBroker, ensure_kafka_jars
+from deploy.ray_cluster import RayCluster
 
 __all__ = [
     "ChromaServer",
     "DeployError",
     "KafkaBroker",
     "KafkaCluster",
+    "RayCluster",
     "ServiceStartError",
     "ensure_kafka_jars",
     "free_port",
