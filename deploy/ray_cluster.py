@@ -390,39 +390,47 @@ class RayCluster:
         return self.nodes[0].pid is not None
 
     def start(self, timeout: float = 180.0) -> None:
-        """Start the head, then the workers; return once the GCS reports all of them alive."""
-        if self.is_running():
-            # `ragstream up` again: the head runs; a worker node lost meanwhile rejoins.
-            for node in self.nodes[1:]:
-                if node.pid is None and node.ports is not None:
-                    node.start(node.ports, self.address)
-            self._wait_alive(range(len(self.nodes)), timeout)
-            return
+        """Start the head, then the workers; return once the GCS reports all of them alive.
+
+        Where the head runs already (``ragstream up`` again), only lost worker nodes start again.
+        """
         use_token_auth(create_token=True)
         for attempt in range(1, START_ATTEMPTS + 1):
-            self.stop()  # a worker left over from a cluster whose head died, or a failed attempt
             try:
-                self._launch(timeout)
+                if self.is_running():
+                    self._rejoin(timeout)
+                else:
+                    self._launch(timeout)
                 return
             except ServiceStartError as exc:
-                if attempt < START_ATTEMPTS:
-                    log.warning("the Ray cluster in %s did not start (try %d): %s", self.home, attempt, exc)
-                    continue
-                self.stop()
-                raise
-            except BaseException:
-                self.stop()
-                raise
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.warning("the Ray cluster in %s did not start (try %d): %s", self.home, attempt, exc)
 
     def _launch(self, timeout: float) -> None:
         """Start every node on fresh ports and wait until the GCS reports them alive."""
+        self.stop()  # what a cluster whose head died left behind, or a failed try
         layout = choose_ports(len(self.nodes))
         self.home.mkdir(parents=True, exist_ok=True)
         self.layout_file.write_text(json.dumps([asdict(ports) for ports in layout], indent=1))
-        self.nodes[0].start(layout[0], None)
-        self._wait_alive([0], timeout)
-        for node, ports in zip(self.nodes[1:], layout[1:], strict=True):
-            node.start(ports, self.address)
+        try:
+            self.nodes[0].start(layout[0], None)
+            self._wait_alive([0], timeout)
+            for node, ports in zip(self.nodes[1:], layout[1:], strict=True):
+                node.start(ports, self.address)
+            self._wait_alive(range(len(self.nodes)), timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _rejoin(self, timeout: float) -> None:
+        """Start the worker nodes that are not running again, on their ports, beside the live head."""
+        for node in self.nodes[1:]:
+            if node.pid is None:
+                node.kill()  # what the lost node left behind
+                if node.ports is None:
+                    raise DeployError(f"the ports of the Ray node in {node.home} are unknown")
+                node.start(node.ports, self.address)
         self._wait_alive(range(len(self.nodes)), timeout)
 
     def alive_nodes(self) -> set[int]:

@@ -1,0 +1,142 @@
+"""A two-node Ray cluster on one host: both raylets take actors, a lost node leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from deploy import RayCluster
+from deploy.ray_cluster import node_processes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+@ray.remote(num_cpus=0.1, max_restarts=-1, max_task_retries=-1)
+class Probe:
+    """An actor that says where it runs."""
+
+    def where(self) -> tuple[str, int]:
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+
+
+@contextmanager
+def connected(cluster: RayCluster) -> Iterator[None]:
+    """This process as a driver of `cluster`, as ``RAY_ADDRESS`` makes ``ragstream consume`` one."""
+    ray.shutdown()  # a local Ray an earlier test left connected
+    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    # A short folder name: Ray's socket paths under it must stay within 107 bytes.
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, num_cpus=2)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
+    """Poll until `predicate()` holds; the limit only keeps a broken cluster from hanging the test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def test_spread_actors_land_on_both_nodes_of_the_cluster(cluster: RayCluster) -> None:
+    node_ids = [cluster.node_id(0), cluster.node_id(1)]
+    with connected(cluster):
+        alive_nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        probes = [Probe.options(scheduling_strategy="SPREAD").remote() for _ in range(4)]
+        places = ray.get([probe.where.remote() for probe in probes], timeout=180)
+        processes = [node.pids() for node in cluster.nodes]
+        for probe in probes:
+            ray.kill(probe)
+
+    assert alive_nodes == set(node_ids)
+    assert {node_id for node_id, _ in places} == set(node_ids)
+    # The launcher counts each actor's process among its node's own.
+    for node_id, pid in places:
+        assert pid in processes[node_ids.index(node_id)]
+
+
+def test_a_killed_worker_node_leaves_no_process_and_its_actor_restarts_on_the_head(
+    cluster: RayCluster,
+) -> None:
+    head, worker = cluster.node_id(0), cluster.node_id(1)
+    try:
+        with connected(cluster):
+            on_worker = NodeAffinitySchedulingStrategy(worker, soft=True)
+            probe = Probe.options(scheduling_strategy=on_worker).remote()
+            node_before, pid_before = ray.get(probe.where.remote(), timeout=180)
+            worker_processes = cluster.nodes[1].pids()
+
+            cluster.kill_node(1)
+
+            left = cluster.nodes[1].pids()
+            survivors = [pid for pid in worker_processes if alive(pid)]
+            wait_for(
+                lambda: any(node["NodeID"] == worker and not node["Alive"] for node in ray.nodes()),
+                "the GCS reports the worker node dead",
+            )
+            node_after, pid_after = ray.get(probe.where.remote(), timeout=300)
+            ray.kill(probe)
+    finally:
+        cluster.start()  # the worker node rejoins, for the other tests of this module
+
+    assert node_before == worker
+    assert pid_before in worker_processes
+    assert len(worker_processes) >= 4  # ray start, raylet, its agents, the actor's worker
+    assert left == set()
+    assert survivors == []
+    assert node_after == head
+    assert pid_after != pid_before
+
+
+def test_stop_from_another_process_leaves_no_process_of_the_cluster(tmp_path_factory) -> None:
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, num_cpus=2)
+    cluster.start()
+    try:
+        with connected(cluster):
+            probes = [Probe.options(scheduling_strategy="SPREAD").remote() for _ in range(2)]
+            ray.get([probe.where.remote() for probe in probes], timeout=180)
+        processes = {index: node.pids() for index, node in enumerate(cluster.nodes)}
+        sessions = [node.pid for node in cluster.nodes]
+
+        # As `ragstream down` in another shell: only the state dir is shared.
+        state_dir = str(cluster.home.parent)
+        stop = (
+            f"from pathlib import Path; from deploy import RayCluster; RayCluster(Path({state_dir!r})).stop()"
+        )
+        subprocess.run([sys.executable, "-c", stop], cwd=REPOSITORY, check=True, timeout=300)
+    finally:
+        cluster.stop()
+
+    assert all(len(pids) >= 4 for pids in processes.values()), processes
+    assert [pid for pids in processes.values() for pid in pids if alive(pid)] == []
+    for node, session in zip(cluster.nodes, sessions, strict=True):
+        assert node_processes(node.home, session) == set()
