@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import ray
 from fault_oracle import event_stream
 from fault_settings import fault_settings
 from scale import scaled, scaled_timeout
@@ -66,6 +71,28 @@ class GroupWatch:
         raise AssertionError(f"{what}: not seen in {timeout:.0f}s; last readings {self.readings[-5:]}")
 
 
+@contextlib.asynccontextmanager
+async def scaled_group(scenario, **controller_options) -> AsyncIterator[tuple[ConsumerGroup, GroupWatch]]:
+    """The scenario's consumers started at their minimum, with a controller scaling them."""
+    settings = scenario.settings
+    await ensure_topics(settings)
+    most = settings.consumers_max
+    group = scenario.group = ConsumerGroup(settings, settings.consumers_min, most=most)  # stopped with it
+    await asyncio.to_thread(group.start)
+    await asyncio.to_thread(group.wait_ready)
+    stop = threading.Event()
+    controller = asyncio.create_task(ScalingController(settings, group, **controller_options).run(stop))
+    try:
+        async with (
+            StatsTail(settings.bootstrap_servers, settings.stats_topic) as stats,
+            LagReader(settings.bootstrap_servers) as lag,
+        ):
+            yield group, GroupWatch(settings, stats, lag)
+    finally:
+        stop.set()
+        await controller
+
+
 async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrinks_back(
     kafka_broker, chroma_server, scenario_factory
 ):
@@ -82,33 +109,45 @@ async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrink
         consumer_scale_cooldown_s=6,
     )
     scenario = scenario_factory(settings)
-    await ensure_topics(settings)
-    group = scenario.group = ConsumerGroup(settings, 1, most=2)  # stopped with the scenario
-    await asyncio.to_thread(group.start)
-    await asyncio.to_thread(group.wait_ready)
-    stop = threading.Event()
-    controller = asyncio.create_task(ScalingController(settings, group, interval_s=1).run(stop))
-    try:
-        async with (
-            StatsTail(settings.bootstrap_servers, settings.stats_topic) as stats,
-            LagReader(settings.bootstrap_servers) as lag,
-        ):
-            watch = GroupWatch(settings, stats, lag)
-            await watch.until(lambda r: r.actual == 1, "one actor serving before the burst", timeout=60)
+    async with scaled_group(scenario, interval_s=1) as (group, watch):
+        await watch.until(lambda r: r.actual == 1, "one actor serving before the burst", timeout=60)
 
-            await scenario.publish(event_stream(11, DOCUMENTS, BURST, "scaling"), slice_size=500, pause=0)
-            grown = await watch.until(lambda r: r.actual == 2, "the group grown to 2 actors", timeout=180)
-            # Read after the report of 2 serving actors: they served while events were waiting.
-            assert grown.lag > 0, "the group grew only after the backlog had drained"
-            assert grown.desired == 2
+        await scenario.publish(event_stream(11, DOCUMENTS, BURST, "scaling"), slice_size=500, pause=0)
+        grown = await watch.until(lambda r: r.actual == 2, "the group grown to 2 actors", timeout=180)
+        # Read after the report of 2 serving actors: they served while events were waiting.
+        assert grown.lag > 0, "the group grew only after the backlog had drained"
+        assert grown.desired == 2
 
-            await scenario.drain()
-            await watch.until(lambda r: r.actual == 1 and r.lag == 0, "the drained group at 1", timeout=120)
-            assert len(group.actors) == 1
+        await scenario.drain()
+        await watch.until(lambda r: r.actual == 1 and r.lag == 0, "the drained group at 1", timeout=120)
+        assert len(group.actors) == 1
 
-            await scenario.publish(event_stream(12, DOCUMENTS, AFTERWARDS, "after-scaling"), slice_size=100)
-            await scenario.assert_index_matches_oracle()
-            assert max(r.actual for r in watch.readings) == 2
-    finally:
-        stop.set()
-        await controller
+        await scenario.publish(event_stream(12, DOCUMENTS, AFTERWARDS, "after-scaling"), slice_size=100)
+        await scenario.assert_index_matches_oracle()
+        assert max(r.actual for r in watch.readings) == 2
+
+
+async def test_a_killed_actor_is_not_serving_until_ray_restarts_it_and_is_not_replaced_meanwhile(
+    kafka_broker, chroma_server, scenario_factory
+):
+    settings = fault_settings(
+        kafka_broker.bootstrap_servers,
+        chroma_server.port,
+        consumers_min=1,
+        consumers_max=2,
+        consumer_scale_up_after_s=0,
+        consumer_scale_cooldown_s=0,
+    )
+    scenario = scenario_factory(settings)
+    async with scaled_group(scenario, interval_s=1, answer_timeout_s=3) as (group, watch):
+        await watch.until(lambda r: r.actual == 1, "one actor serving", timeout=60)
+        pid: int = await asyncio.to_thread(lambda: ray.get(group.actors[0].pid.remote(), timeout=60))
+
+        os.kill(pid, signal.SIGKILL)
+        await watch.until(lambda r: r.actual == 0, "the killed actor counted out", timeout=60)
+        # Published while no actor serves: under one actor's share, no second one is called for.
+        await scenario.publish(event_stream(13, DOCUMENTS, AFTERWARDS, "restart"), slice_size=100)
+        await watch.until(lambda r: r.actual == 1 and r.desired == 1, "the actor restarted", timeout=180)
+
+        assert len(group.actors) == 1
+        await scenario.assert_index_matches_oracle()
