@@ -1,19 +1,23 @@
-"""Fault-injection scenarios: a consumer group on its own topics, an event stream, an oracle."""
+"""Fault-injection scenarios: a consumer group on its own topics, an event stream, an oracle, and
+a two-node Ray cluster to lose a node of."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import chromadb
 import pytest
+import ray
 from aiokafka.errors import KafkaError
 from fault_oracle import differences, expected_index
 
-from consumers.actors import ConsumerGroup
+from consumers.actors import RAY_NAMESPACE, ConsumerGroup
 from consumers.chunking import Chunker
 from consumers.sink import open_collection
+from deploy import RayCluster
 from schemas import DocumentEvent, Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
@@ -112,3 +116,19 @@ async def scenario_factory():
     yield make
     for scenario in made:
         await asyncio.to_thread(scenario.stop)
+
+
+@pytest.fixture
+def two_node_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A head and a worker Ray node on this host, this process their driver (as ``RAY_ADDRESS``
+    makes ``ragstream consume`` one): consumer groups started in the test run on them."""
+    # A short folder name: Ray's socket paths under it must stay within 107 bytes.
+    cluster = RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, num_cpus=2)
+    cluster.start()
+    try:
+        ray.shutdown()  # a local Ray an earlier test left connected
+        ray.init(address=cluster.address, namespace=RAY_NAMESPACE, logging_level="WARNING")
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.stop()
