@@ -71,6 +71,13 @@ class GroupWatch:
         raise AssertionError(f"{what}: not seen in {timeout:.0f}s; last readings {self.readings[-5:]}")
 
 
+def scaling_settings(kafka_broker, chroma_server, **overrides) -> Settings:
+    """A fault scenario's settings for a group scaled between 1 and 2 actors."""
+    return fault_settings(
+        kafka_broker.bootstrap_servers, chroma_server.port, consumers_min=1, consumers_max=2, **overrides
+    )
+
+
 @contextlib.asynccontextmanager
 async def scaled_group(scenario, **controller_options) -> AsyncIterator[tuple[ConsumerGroup, GroupWatch]]:
     """The scenario's consumers started at their minimum, with a controller scaling them."""
@@ -97,11 +104,9 @@ async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrink
     kafka_broker, chroma_server, scenario_factory
 ):
     # Short timers: a step needs 2 s of lag, a shrink 4 s of quiet, and steps are 6 s apart.
-    settings = fault_settings(
-        kafka_broker.bootstrap_servers,
-        chroma_server.port,
-        consumers_min=1,
-        consumers_max=2,
+    settings = scaling_settings(
+        kafka_broker,
+        chroma_server,
         consumer_lag_per_actor=100,
         consumer_activation_lag=20,
         consumer_scale_up_after_s=2,
@@ -130,13 +135,9 @@ async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrink
 async def test_a_killed_actor_is_not_serving_until_ray_restarts_it_and_is_not_replaced_meanwhile(
     kafka_broker, chroma_server, scenario_factory
 ):
-    settings = fault_settings(
-        kafka_broker.bootstrap_servers,
-        chroma_server.port,
-        consumers_min=1,
-        consumers_max=2,
-        consumer_scale_up_after_s=0,
-        consumer_scale_cooldown_s=0,
+    # Any step the controller wrongly wanted would be taken at once.
+    settings = scaling_settings(
+        kafka_broker, chroma_server, consumer_scale_up_after_s=0, consumer_scale_cooldown_s=0
     )
     scenario = scenario_factory(settings)
     async with scaled_group(scenario, interval_s=1, answer_timeout_s=3) as (group, watch):
