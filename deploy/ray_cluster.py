@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: A start fails now and then on a loaded machine: the raylet gives its dashboard agent a fixed
 #: time to come up, and a port chosen as free may be taken before Ray binds it.
-START_ATTEMPTS = 3
+START_ATTEMPTS = 4
 
 #: Ports each node's workers may bind, one per worker process (tasks, actors, Serve replicas).
 WORKER_PORTS_PER_NODE = 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -30,11 +32,16 @@ class Probe:
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
+def start_probe(scheduling_strategy: Any) -> Any:
+    """A Probe actor placed by `scheduling_strategy`."""
+    return Probe.options(scheduling_strategy=scheduling_strategy).remote()  # type: ignore[attr-defined]
+
+
 @contextmanager
 def connected(cluster: RayCluster) -> Iterator[None]:
     """This process as a driver of `cluster`, as ``RAY_ADDRESS`` makes ``ragstream consume`` one."""
     ray.shutdown()  # a local Ray an earlier test left connected
-    ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+    ray.init(address=cluster.address, logging_level=logging.WARNING, log_to_driver=False)
     try:
         yield
     finally:
@@ -71,7 +78,7 @@ def test_spread_actors_land_on_both_nodes_of_the_cluster(cluster: RayCluster) ->
     node_ids = [cluster.node_id(0), cluster.node_id(1)]
     with connected(cluster):
         alive_nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
-        probes = [Probe.options(scheduling_strategy="SPREAD").remote() for _ in range(4)]
+        probes = [start_probe("SPREAD") for _ in range(4)]
         places = ray.get([probe.where.remote() for probe in probes], timeout=180)
         processes = [node.pids() for node in cluster.nodes]
         for probe in probes:
@@ -91,7 +98,7 @@ def test_a_killed_worker_node_leaves_no_process_and_its_actor_restarts_on_the_he
     try:
         with connected(cluster):
             on_worker = NodeAffinitySchedulingStrategy(worker, soft=True)
-            probe = Probe.options(scheduling_strategy=on_worker).remote()
+            probe = start_probe(on_worker)
             node_before, pid_before = ray.get(probe.where.remote(), timeout=180)
             worker_processes = cluster.nodes[1].pids()
 
@@ -117,12 +124,15 @@ def test_a_killed_worker_node_leaves_no_process_and_its_actor_restarts_on_the_he
     assert pid_after != pid_before
 
 
-def test_stop_from_another_process_leaves_no_process_of_the_cluster(tmp_path_factory) -> None:
+def test_stop_from_another_process_leaves_no_process_of_the_cluster_and_spares_another_cluster(
+    tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster
+) -> None:
+    other = cluster
     cluster = RayCluster(tmp_path_factory.mktemp("ray"), nodes=2, num_cpus=2)
     cluster.start()
     try:
         with connected(cluster):
-            probes = [Probe.options(scheduling_strategy="SPREAD").remote() for _ in range(2)]
+            probes = [start_probe("SPREAD") for _ in range(2)]
             ray.get([probe.where.remote() for probe in probes], timeout=180)
         processes = {index: node.pids() for index, node in enumerate(cluster.nodes)}
         sessions = [node.pid for node in cluster.nodes]
@@ -140,3 +150,5 @@ def test_stop_from_another_process_leaves_no_process_of_the_cluster(tmp_path_fac
     assert [pid for pids in processes.values() for pid in pids if alive(pid)] == []
     for node, session in zip(cluster.nodes, sessions, strict=True):
         assert node_processes(node.home, session) == set()
+    # Both ran at once on their own ports; the other one still has both its nodes.
+    assert other.alive_nodes() == {0, 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 import ray
@@ -37,10 +38,15 @@ async def events_waiting(settings: Settings) -> int:
     return sum(p.end_offset - (p.committed or 0) for p in partitions)
 
 
-async def until_consuming(actor, timeout: float = 300) -> None:
+def events_consumed(actor: Any) -> int:
+    stats: dict[str, Any] = ray.get(actor.stats.remote(), timeout=60)
+    return int(stats["events_consumed"])
+
+
+async def until_consuming(actor: Any, timeout: float = 300) -> None:
     """Wait until `actor` has consumed events: it owns partitions and works through batches."""
     deadline = time.monotonic() + timeout
-    while (await asyncio.to_thread(ray.get, actor.stats.remote(), timeout=60))["events_consumed"] == 0:
+    while await asyncio.to_thread(events_consumed, actor) == 0:
         if time.monotonic() > deadline:
             pytest.fail(f"the consumer on the worker node consumed nothing in {timeout:.0f} s")
         await asyncio.sleep(0.2)
