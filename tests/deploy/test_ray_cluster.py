@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,8 @@ import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from deploy import RayCluster
-from deploy.ray_cluster import node_processes
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+from deploy import DeployError, RayCluster
+from deploy.ray_cluster import WORKER_PORTS_PER_NODE, choose_ports, node_processes
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -74,6 +73,8 @@ def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_spread_actors_land_on_both_nodes_of_the_cluster(cluster: RayCluster) -> None:
     node_ids = [cluster.node_id(0), cluster.node_id(1)]
     with connected(cluster):
@@ -91,6 +92,8 @@ def test_spread_actors_land_on_both_nodes_of_the_cluster(cluster: RayCluster) ->
         assert pid in processes[node_ids.index(node_id)]
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_a_killed_worker_node_leaves_no_process_and_its_actor_restarts_on_the_head(
     cluster: RayCluster,
 ) -> None:
@@ -124,6 +127,8 @@ def test_a_killed_worker_node_leaves_no_process_and_its_actor_restarts_on_the_he
     assert pid_after != pid_before
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(900)
 def test_stop_from_another_process_leaves_no_process_of_the_cluster_and_spares_another_cluster(
     tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster
 ) -> None:
@@ -152,3 +157,26 @@ def test_stop_from_another_process_leaves_no_process_of_the_cluster_and_spares_a
         assert node_processes(node.home, session) == set()
     # Both ran at once on their own ports; the other one still has both its nodes.
     assert other.alive_nodes() == {0, 1}
+
+
+def test_each_node_gets_ports_of_its_own_away_from_rays_and_the_apis_defaults() -> None:
+    layout = choose_ports(3)
+    worker_ports = [range(ports.min_worker, ports.max_worker + 1) for ports in layout]
+    other_ports = [
+        port
+        for ports in layout
+        for name, port in asdict(ports).items()
+        if name not in ("min_worker", "max_worker") and port is not None
+    ]
+    every_port = [port for ports in worker_ports for port in ports] + other_ports
+
+    assert [len(ports) for ports in worker_ports] == [WORKER_PORTS_PER_NODE] * 3
+    assert len(other_ports) == 3 * 6 + 3  # six per node, and the head's GCS, client and dashboard
+    assert len(set(every_port)) == len(every_port)
+    assert not {6379, 8080, 8265, 10001} & set(every_port)
+    assert [ports.gcs is not None for ports in layout] == [True, False, False]
+
+
+def test_a_state_dir_too_long_for_rays_sockets_is_refused_plainly(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="use a shorter state dir"):
+        RayCluster(tmp_path / ("state" * 20))
