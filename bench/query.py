@@ -71,6 +71,8 @@ MODES = ("vector", "lexical", "hybrid")
 LOAD_GENERATOR = Path(__file__).resolve().parent / "_query_load.py"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
+#: How long a client that retries waits before it does.
+RETRY_PAUSE_S = 0.2
 
 
 def cpu_seconds(pid: int) -> float:
@@ -91,9 +93,15 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
 
 
 async def run_phase(
-    url: str, queries: list[str], args: argparse.Namespace, pids: dict[str, int], phase: Phase
+    url: str,
+    queries: list[str],
+    args: argparse.Namespace,
+    pids: dict[str, int],
+    phase: Phase,
+    measuring: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """One load-generator run; returns its samples and every process's CPU over the measured part."""
+    """One load-generator run; returns its samples and every process's CPU over the measured part.
+    ``measuring``, if given, is set when the warm-up ends and the measured requests start."""
     plan = {
         "url": url,
         "mode": phase.mode,
@@ -103,6 +111,8 @@ async def run_phase(
         "rate": phase.rate,
         "warmup_s": phase.warmup_s,
         "seconds": phase.seconds,
+        "retry_once": phase.retry_once,
+        "retry_pause_s": RETRY_PAUSE_S,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -114,11 +124,14 @@ async def run_phase(
     process.stdin.write(json.dumps(plan).encode())
     process.stdin.close()
     await process.stdout.readline()  # the warm-up is over
-    gc_before = await read_gc_pauses(url)
+    if measuring is not None:
+        measuring.set()
+    gc_before = await _gc_pauses_if_served(url)
     before, started = cpu_snapshot(pids), time.perf_counter()
     result: dict[str, Any] = json.loads(await process.stdout.read())  # to the end: one long line
     after, wall = cpu_snapshot(pids), time.perf_counter() - started
-    result["gc"] = gc_delta(gc_before, await read_gc_pauses(url))
+    gc_after = await _gc_pauses_if_served(url)
+    result["gc"] = gc_delta(gc_before, gc_after) if gc_before and gc_after else {}
     if await process.wait() != 0:
         raise RuntimeError(f"the load generator failed for {phase.name}")
     result.update(wall_s=wall, seconds=phase.seconds, clients=phase.clients, rate=phase.rate, mode=phase.mode)
@@ -127,10 +140,23 @@ async def run_phase(
     return result
 
 
+async def _gc_pauses_if_served(url: str) -> dict[str, float] | None:
+    """The API's GC pause totals; None while it does not answer (a failover bench kills it)."""
+    try:
+        return await read_gc_pauses(url)
+    except httpx.HTTPError:
+        return None
+
+
 async def ingest_steadily(
-    settings: Settings, events: list[DocumentEvent], rate: float, stop: asyncio.Event
+    settings: Settings,
+    events: list[DocumentEvent],
+    rate: float,
+    stop: asyncio.Event,
+    published_at: dict[tuple[str, int], float] | None = None,
 ) -> int:
-    """Publish ``rate`` documents per second until ``stop``; returns how many were published.
+    """Publish ``rate`` documents per second until ``stop``; returns how many were published, and
+    puts each one's (doc_id, version) → ``time.monotonic()`` of its publish in ``published_at``.
 
     Held-out articles first; once they are used up, the same articles again as new revisions
     whose text begins with the revision's number. That shifts every chunk boundary of the first
@@ -149,6 +175,8 @@ async def ingest_steadily(
                 update = {"version": event.version + round_, "content": f"Revision {round_}. {event.content}"}
                 event = event.model_copy(update=update)
             await publisher.publish(event)
+            if published_at is not None:
+                published_at[(event.doc_id, event.version)] = time.monotonic()
             published += 1
             # A steady schedule, not "sleep after each": a slow publish must not lower the rate.
             delay = started + published / rate - time.perf_counter()
@@ -168,6 +196,8 @@ class Phase:
     rate: float
     warmup_s: float
     seconds: float
+    #: Send a search once more after a dropped connection or a 503 (see bench/_query_load.py).
+    retry_once: bool = False
 
 
 def planned_phases(args: argparse.Namespace) -> list[list[Phase]]:

@@ -33,6 +33,10 @@ DEPLOYMENT_NAME = "query-api"
 #: Serve asks every replica this often whether it is healthy; one that fails is replaced.
 HEALTH_CHECK_PERIOD_S = 5.0
 HEALTH_CHECK_TIMEOUT_S = 15.0
+#: Serve's controller checks its proxy every 10 s and replaces it after 3 failed checks: a dead
+#: proxy, the one door to every replica, went unnoticed for ~30 s. Checked every second, it is
+#: replaced a few seconds after it dies.
+CONTROLLER_ENV = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "2"}
 
 
 @serve.ingress()
@@ -93,6 +97,7 @@ def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -
     serve.start(
         proxy_location="HeadOnly",
         http_options={"host": settings.api_host, "port": settings.api_port},
+        controller_options={"runtime_env": {"env_vars": CONTROLLER_ENV}},
     )
     started = time.monotonic()
     serve.run(replica_deployment(settings, replicas), name=APP_NAME, route_prefix="/", blocking=False)

@@ -78,22 +78,32 @@ def up(
     sample_documents: Annotated[
         int, typer.Option(help="Wikipedia articles to ingest from the sample corpus")
     ] = 300,
-    consumers: Annotated[int, typer.Option(help="consumer actors")] = 1,
+    consumers: Annotated[
+        int | None,
+        typer.Option(
+            help="a fixed number of consumer actors; default: scaled by lag between "
+            "RAGSTREAM_CONSUMERS_MIN and RAGSTREAM_CONSUMERS_MAX",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
-    """Start Kafka, Chroma, the consumers and the API, ingest the sample corpus, say where to query."""
+    """Start Kafka, Chroma, a Ray cluster, the changes stage, the consumers and the API replicas,
+    ingest the sample corpus, say where to query."""
     from ragstream.stack import LocalStack
     from streams.corpus import wiki_events
     from streams.topics import ensure_topics
 
     settings = _settings()
     stack = LocalStack(settings, consumers)
-    with console.status("starting Kafka and Chroma (the first run fetches Kafka from Maven Central)"):
+    with console.status("starting Kafka, Chroma and Ray (the first run fetches Kafka from Maven Central)"):
         stack.start_services()
     asyncio.run(ensure_topics(settings))
-    with console.status("starting the consumers and the API (loading the embedding model)"):
+    with console.status("starting the changes stage, the consumers and the API (loading the models)"):
         stack.start_workers()
+    replicas = f" ({settings.api_replicas} replicas on Ray Serve)" if settings.api_replicas else ""
     console.print(
-        f"[green]up[/]: Kafka {settings.bootstrap_servers}, Chroma {settings.chroma_url}, API {stack.api_url}"
+        f"[green]up[/]: Kafka {settings.bootstrap_servers}, Chroma {settings.chroma_url}, "
+        f"Ray {stack.ray().address}, API {stack.api_url}{replicas}"
     )
     if sample_documents:
         events = list(wiki_events(sample_documents))
@@ -179,25 +189,40 @@ def watch(
 
 
 @app.command()
-def consume(consumers: Annotated[int, typer.Option(help="consumer actors in the group")] = 1) -> None:
-    """Run the indexing consumers as Ray actors until interrupted."""
+def consume(
+    consumers: Annotated[
+        int | None,
+        typer.Option(
+            help="a fixed group of this many consumer actors; default: scaled by lag between "
+            "RAGSTREAM_CONSUMERS_MIN and RAGSTREAM_CONSUMERS_MAX",
+            min=1,
+        ),
+    ] = None,
+) -> None:
+    """Run the indexing consumers as Ray actors, as many as the lag calls for, until interrupted."""
     from consumers.actors import ConsumerGroup
+    from consumers.controller import ScalingController
     from streams.topics import ensure_topics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
+    if consumers is not None:
+        settings = settings.model_copy(update={"consumers_min": consumers, "consumers_max": consumers})
     asyncio.run(ensure_topics(settings))
-    group = ConsumerGroup(settings, consumers)
+    group = ConsumerGroup(settings, settings.consumers_min, most=settings.consumers_max)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     group.start()
     group.wait_ready()
-    console.print(f"{consumers} consumer(s) indexing {settings.input_topic} into {settings.collection}")
-    while not stop.wait(timeout=2):
-        group.check()
-    console.print("stopping: finishing the batches in flight")
-    group.stop()
+    sizes = f"{settings.consumers_min}" if consumers else f"{settings.consumers_min}-{settings.consumers_max}"
+    console.print(f"{sizes} consumer(s) indexing {settings.input_topic} into {settings.collection}")
+    try:
+        # Also with a fixed group: it reports the actors that answer and retires none.
+        asyncio.run(ScalingController(settings, group).run(stop))
+    finally:
+        console.print("stopping: finishing the batches in flight")
+        group.stop()
 
 
 @app.command()

@@ -1,7 +1,10 @@
-"""The whole system on one machine: broker, Chroma, changes stage, consumers and API as processes.
+"""The whole system on one machine: broker, Chroma, a Ray cluster, changes stage, consumers and API
+as processes.
 
-``ragstream up`` starts what is not running yet; ``ragstream down`` stops all of it, also from
-another shell, through the pid files under the state folder.
+The consumers (``ragstream consume``) and the API's Serve replicas (``ragstream serve``) join one
+Ray cluster, started here with ``ray start`` (``settings.ray_nodes`` raylets), through
+``RAY_ADDRESS``. ``ragstream up`` starts what is not running yet; ``ragstream down`` stops all of
+it, also from another shell, through the pid files under the state folder.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import httpx
 
 from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars
 from deploy._process import ManagedProcess
+from deploy.ray_cluster import RayCluster
 from schemas import Settings
 
 
@@ -25,7 +29,7 @@ def _port_of(address: str) -> int:
 @dataclass
 class LocalStack:
     settings: Settings
-    consumers: int = 1
+    consumers: int | None = None
 
     @property
     def state(self) -> Path:
@@ -37,20 +41,32 @@ class LocalStack:
     def chroma(self) -> ChromaServer:
         return ChromaServer(self.state, self.settings.chroma_port)
 
+    def ray(self) -> RayCluster:
+        return RayCluster(self.state, self.settings.ray_nodes)
+
     def _ragstream(self, name: str, *args: str) -> ManagedProcess:
+        env = self.settings.to_env()
+        if self.settings.snapshot_dir is None:
+            # API replicas (re)started by the stack start from their views' snapshots.
+            env["RAGSTREAM_SNAPSHOT_DIR"] = str(self.state / "snapshots")
+        ray = self.ray()
+        if ray.is_running():
+            env["RAY_ADDRESS"] = ray.address
         return ManagedProcess(
             name,
             [sys.executable, "-m", "ragstream", *args],
             log_file=self.state / "logs" / f"{name}.log",
             pid_file=self.state / "pids" / f"{name}.pid",
-            env=self.settings.to_env(),
+            env=env,
         )
 
     def stage_process(self) -> ManagedProcess:
         return self._ragstream("streams", "streams")
 
     def consumer_process(self) -> ManagedProcess:
-        return self._ragstream("consumers", "consume", "--consumers", str(self.consumers))
+        """A fixed group of ``consumers`` actors, or with None a group scaled by lag."""
+        fixed = () if self.consumers is None else ("--consumers", str(self.consumers))
+        return self._ragstream("consumers", "consume", *fixed)
 
     def api_process(self) -> ManagedProcess:
         return self._ragstream("api", "serve")
@@ -60,10 +76,11 @@ class LocalStack:
         return f"http://{self.settings.api_host}:{self.settings.api_port}"
 
     def start_services(self) -> None:
-        """Kafka and Chroma: the parts everything else talks to."""
+        """Kafka, Chroma and the Ray cluster: the parts everything else talks to or runs on."""
         ensure_kafka_jars()
         self.broker().start()
         self.chroma().start()
+        self.ray().start()
 
     def worker_processes(self) -> dict[str, ManagedProcess]:
         """What reads the topics and serves queries, by name; the stage only when consumers read it."""
@@ -102,11 +119,17 @@ class LocalStack:
             ("API", self.api_process()),
             ("consumers", self.consumer_process()),
             ("changes stage", self.stage_process()),
-            ("Chroma", self.chroma()),
-            ("Kafka", self.broker()),
         ]
         for name, part in parts:
             if part.pid is not None:
                 part.stop()
+                stopped.append(name)
+        ray = self.ray()
+        if ray.is_running():
+            ray.stop()
+            stopped.append("Ray")
+        for name, service in (("Chroma", self.chroma()), ("Kafka", self.broker())):
+            if service.pid is not None:
+                service.stop()
                 stopped.append(name)
         return stopped

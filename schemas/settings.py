@@ -76,7 +76,10 @@ class Settings(BaseSettings):
         default="ragstream-changes", description="faust app id: its consumer group and table topic prefix"
     )
     streams_session_timeout_s: float = Field(
-        default=10.0, gt=0, description="how soon a stage that died is noticed and its partitions reassigned"
+        default=10.0,
+        gt=0,
+        description="how soon a stage worker is dropped from the group when its supervisor died with it "
+        "(a worker that dies alone is removed by its supervisor at once)",
     )
     streams_commit_interval_s: float = Field(
         default=0.1,
@@ -247,6 +250,9 @@ class Settings(BaseSettings):
 
     # Local stack
     state_dir: Path = Path(".state")
+    ray_nodes: int = Field(
+        default=1, ge=1, description="raylets of the local Ray cluster that consumers and API replicas share"
+    )
 
     # Answers
     answer_generator: Literal["local", "openai", "extractive"] = Field(

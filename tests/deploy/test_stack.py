@@ -100,7 +100,7 @@ def test_up_serves_the_sample_corpus_through_the_changes_stage_and_down_stops_ev
     down = ragstream(stack_env, "down", timeout=180)
 
     assert down.returncode == 0, down.stdout + down.stderr
-    for name in ("API", "consumers", "changes stage", "Chroma", "Kafka"):
+    for name in ("API", "consumers", "changes stage", "Ray", "Chroma", "Kafka"):
         assert name in down.stdout
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:

@@ -1,0 +1,394 @@
+"""Failover under load: searches at a steady rate against 2 API replicas on Ray Serve while
+documents are ingested, and one part of the system killed with -9 in the middle.
+
+    .venv/bin/python bench/failover.py [--scenarios replica proxy node stage] [--chunks 100000]
+        [--rate 25] [--seconds 60] [--kill-at 20] [--ingest-rate 5]
+
+One stack for every scenario: bench/query.py's Kafka and Chroma, with ``--chunks`` chunks of real
+text (Wikipedia lead sections) loaded as the consumers write them. Per scenario, the rest starts
+afresh as ``make up`` starts it (``ragstream.stack.LocalStack``): a Ray cluster of two raylets on
+this host, the changes stage with its two workers, one consumer actor, and the API as 2 replicas
+behind Serve's proxy on the head node, starting from view snapshots once one is written. Then an
+open loop of ``--rate`` hybrid searches/s (Poisson arrivals; bench/_query_load.py, in a process of
+its own) runs for ``--seconds`` while ``--ingest-rate`` documents/s are published, and at
+``--kill-at`` seconds one part gets SIGKILL:
+
+- ``replica``: one replica's process; Serve starts another.
+- ``proxy``: Serve's HTTP proxy actor; Serve's controller starts another.
+- ``node``: the worker raylet and every process of its node (replicas and consumers there are
+  started again on the head).
+- ``stage``: one of the two changes-stage workers; the other takes its partitions.
+
+The client retries once, 0.2 s later, after a dropped connection or a 503: the least an
+application behind a load balancer does. Failures of first tries are counted too. Per scenario
+it prints the requests, failures without and with the retry, latency over the run and in the 10 s
+after the kill, how long until the killed part served again (a replica not seen before answers;
+for the stage, events reach docs.changes again), and the longest wait of an event published
+after the kill for docs.changes. JSON under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import ray
+from aiokafka import AIOKafkaConsumer
+from ray import serve
+from ray.serve.schema import ReplicaState
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
+from bench._query_report import percentiles
+from bench.query import RESULTS_DIR, Phase, ingest_steadily, preloaded_stack, run_phase
+from consumers.chunking import Chunker
+from deploy._process import ManagedProcess
+from ragstream.api_replicas import APP_NAME, DEPLOYMENT_NAME
+from ragstream.stack import LocalStack
+from schemas import Settings
+
+console = Console(width=None if sys.stdout.isatty() else 130)
+
+SCENARIOS = ("replica", "proxy", "node", "stage")
+#: Latency "during the failover" is that of searches sent this long after the kill.
+WINDOW_S = 10.0
+GOAL_FAILOVER_P99_MS = 200.0
+GOAL_BACK_S = 30.0
+
+
+def command_of(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+class Victims:
+    """Finds the process each scenario kills, on the running stack."""
+
+    def __init__(self, stack: LocalStack, stage: ManagedProcess) -> None:
+        self.stack = stack
+        self.stage = stage
+
+    def on_node(self, index: int, prefix: str) -> list[int]:
+        node = self.stack.ray().nodes[index]
+        return sorted(pid for pid in node.pids() if command_of(pid).startswith(prefix))
+
+    def replicas(self) -> dict[int, list[int]]:
+        return {
+            index: self.on_node(index, "ray::ServeReplica:") for index in range(self.stack.settings.ray_nodes)
+        }
+
+    def kill(self, scenario: str) -> str:
+        """SIGKILL the scenario's part; says what was killed."""
+        if scenario == "node":
+            replicas = self.replicas()
+            self.stack.ray().kill_node(1)
+            return f"worker node with {len(replicas.get(1, []))} of the replicas"
+        if scenario == "replica":
+            # The head's replica: Serve's proxy, on the head, routes to a replica on its own node
+            # first, so that is the one whose loss requests feel.
+            replicas = self.replicas()
+            pid = min(replicas[0] or replicas[1])
+        elif scenario == "proxy":
+            pid = self.on_node(0, "ray::ProxyActor")[0]
+        else:
+            workers = children_of(self.stage.pid or 0)
+            if len(workers) < 2:
+                raise RuntimeError(f"expected two stage workers, found {workers}")
+            pid = min(workers)
+        command = command_of(pid)
+        os.kill(pid, signal.SIGKILL)
+        return f"{command.split()[0] if command else '?'} (pid {pid})"
+
+
+def running_replicas() -> int:
+    """Replicas Serve routes to now (state RUNNING), as its controller reports them."""
+    application = serve.status().applications.get(APP_NAME)
+    if application is None or DEPLOYMENT_NAME not in application.deployments:
+        return 0
+    return int(application.deployments[DEPLOYMENT_NAME].replica_states.get(ReplicaState.RUNNING, 0))
+
+
+async def replicas_back(since: float, count: int, timeout: float) -> float | None:
+    """Seconds from ``since`` until Serve has ``count`` replicas running again; None if it has
+    not within ``timeout``. Counted from the first time fewer were running."""
+    deadline = since + timeout
+    seen_fewer = False
+    while time.monotonic() < deadline:
+        running = await asyncio.to_thread(running_replicas)
+        seen_fewer = seen_fewer or running < count
+        if seen_fewer and running >= count:
+            return time.monotonic() - since
+        await asyncio.sleep(0.25)
+    return None
+
+
+class ChangesTail:
+    """When each event reaches docs.changes: the stage's output, read from its end as it grows."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.arrived: dict[tuple[str, int], float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            self.settings.changes_topic,
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.monotonic()
+                for records in batch.values():
+                    for record in records:
+                        if record.value is None:
+                            continue
+                        event = orjson.loads(record.value)
+                        self.arrived.setdefault((event["doc_id"], int(event["version"])), now)
+        finally:
+            await consumer.stop()
+
+
+async def run_scenario(
+    scenario: str, settings: Settings, corpus: BenchCorpus, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Start the stack's processes, load it, kill the scenario's part, stop it all again."""
+    stack = LocalStack(settings, consumers=1)
+    stack.ray().start()
+    processes = stack.worker_processes()
+    stage, api = processes["changes stage"], processes["API"]
+    back: asyncio.Task[float | None] | None = None
+    try:
+        started = time.monotonic()
+        for process in processes.values():
+            process.start()
+        url = stack.api_url
+        await asyncio.to_thread(
+            api.wait_until,
+            lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200,
+            900,
+            "API replicas",
+        )
+        ready_s = time.monotonic() - started
+        console.print(f"{scenario}: 2 replicas serving after {ready_s:.0f} s")
+        ray.init(address=stack.ray().address, logging_level=logging.WARNING)
+        # A snapshot of the views for replicas started later (the interval is short here).
+        await asyncio.sleep(settings.snapshot_interval_s + 5)
+        victims = Victims(stack, stage)
+        placement = {node: len(pids) for node, pids in victims.replicas().items()}
+
+        stop, measuring = asyncio.Event(), asyncio.Event()
+        published: dict[tuple[str, int], float] = {}
+        tail = ChangesTail(settings)
+        tailing = asyncio.create_task(tail.run(stop))
+        ingest = asyncio.create_task(
+            ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop, published)
+        )
+        phase = Phase(scenario, "hybrid", args.clients, args.rate, 3.0, args.seconds, retry_once=True)
+        load = asyncio.create_task(run_phase(url, corpus.queries, args, {}, phase, measuring))
+        await measuring.wait()
+        measured_from = time.monotonic()
+        await asyncio.sleep(args.kill_at)
+        killed_at = time.monotonic()
+        killed = await asyncio.to_thread(victims.kill, scenario)
+        console.print(f"{scenario}: killed {killed} at {killed_at - measured_from:.1f} s")
+        back = asyncio.create_task(replicas_back(killed_at, settings.api_replicas, args.back_timeout))
+        result = await load
+        replicas_back_s = await back
+        stop.set()
+        await asyncio.gather(ingest, tailing)
+        measured = report(
+            scenario, result, killed, killed_at - measured_from, measured_from, published, tail.arrived
+        )
+        return measured | {
+            "ready_s": ready_s,
+            "replicas_per_node": placement,
+            "replicas_running_again_s": replicas_back_s,
+        }
+    finally:
+        if back is not None:
+            back.cancel()
+        # Serve keeps its controller's handle past ray.shutdown(); the next scenario's cluster
+        # is another one, so the handle must go with this one.
+        serve.context._set_global_client(None)
+        ray.shutdown()
+        for process in reversed(list(processes.values())):
+            process.stop()
+        stack.ray().stop()
+
+
+def report(
+    scenario: str,
+    result: dict[str, Any],
+    killed: str,
+    kill_s: float,
+    measured_from: float,
+    published: dict[tuple[str, int], float],
+    arrived: dict[tuple[str, int], float],
+) -> dict[str, Any]:
+    sent = result["sent_at_s"]
+    ok = [status == 200 for status in result["statuses"]]
+    latencies = [s * 1000 for s, good in zip(result["latencies_s"], ok, strict=True) if good]
+    window = [
+        s * 1000
+        for s, t, good in zip(result["latencies_s"], sent, ok, strict=True)
+        if good and kill_s <= t < kill_s + WINDOW_S
+    ]
+    first_failed = [t for t, status in zip(sent, result["first_statuses"], strict=True) if status != 200]
+    # Indexing: how long each event published after the kill waited for docs.changes.
+    kill_at = measured_from + kill_s
+    waits = [arrived.get(key, float("inf")) - at for key, at in published.items() if at >= kill_at]
+    after = sorted(t for t in arrived.values() if t >= kill_at)
+    # Until searches answer again at the first try (a part whose loss they never felt: 0).
+    unanswered_s = (max(first_failed) - kill_s) if first_failed else 0.0
+    return {
+        "scenario": scenario,
+        "killed": killed,
+        "kill_s": kill_s,
+        "requests": len(ok),
+        "failed_first_try": len(first_failed),
+        "failed_after_retry": ok.count(False),
+        "first_try_statuses": sorted({s for s in result["first_statuses"] if s != 200}),
+        "latency_ms": percentiles(latencies),
+        "failover_latency_ms": percentiles(window),
+        "unanswered_s": unanswered_s,
+        "changes_again_s": after[0] - kill_at if after else None,
+        "events_after_kill": len(waits),
+        "samples": {key: result[key] for key in ("sent_at_s", "latencies_s", "statuses", "replicas")},
+        "longest_wait_for_changes_s": max(waits) if waits else None,
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    table = Table(title="failover under load: hybrid searches, 2 replicas on Ray Serve, ingestion running")
+    for column in (
+        "scenario",
+        "killed",
+        "requests",
+        "failed (1st try)",
+        "failed (1 retry)",
+        "p50 / p99 ms",
+        f"p99 ms, {WINDOW_S:g} s after",
+        "searches failing s",
+        "2 replicas again s",
+        "changes flow again s",
+        "event → changes, longest s",
+    ):
+        table.add_column(column, justify="left" if column in ("scenario", "killed") else "right")
+    for row in results:
+        wait = row["longest_wait_for_changes_s"]
+        table.add_row(
+            row["scenario"],
+            row["killed"],
+            str(row["requests"]),
+            f"{row['failed_first_try']} {row['first_try_statuses'] or ''}",
+            str(row["failed_after_retry"]),
+            f"{row['latency_ms']['p50']:.1f} / {row['latency_ms']['p99']:.1f}",
+            f"{row['failover_latency_ms']['p99']:.1f}",
+            f"{row['unanswered_s']:.1f}",
+            _seconds(row["replicas_running_again_s"]),
+            _seconds(row["changes_again_s"]),
+            _seconds(wait),
+        )
+    console.print(table)
+    console.print(
+        f"goals: 0 failed with one retry; p99 ≤ {GOAL_FAILOVER_P99_MS:g} ms in the failover window; "
+        f"a killed replica serving again in ≤ {GOAL_BACK_S:g} s; events flowing again in ≤ 5 s"
+    )
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None or value == float("inf") else f"{value:.1f}"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    base = Settings(
+        collection="bench-failover",
+        chunk_size=args.chunk_size,
+        chunk_overlap=0,
+        rerank=False,
+        api_replicas=2,
+        ray_nodes=2,
+        lexical_startup_timeout_s=900,
+        snapshot_interval_s=args.snapshot_interval,
+    )
+    corpus = split_corpus(Chunker(args.chunk_size, 0), args.chunks, args.held_out)
+    vectors, _ = cached_embeddings(base, corpus.chunks, console)
+    results = []
+    # Ray's sockets live under the state folder, whose path must stay short.
+    with tempfile.TemporaryDirectory(prefix="rs-fo-", dir="/tmp") as folder:
+        state = Path(folder)
+        with preloaded_stack(base, state, corpus, vectors) as stack:
+            console.print(f"index of {len(corpus.chunks)} chunks loaded in {stack.load_s:.0f} s")
+            for scenario in args.scenarios:
+                settings = stack.settings.model_copy(
+                    update={
+                        "state_dir": state / scenario[:2],
+                        "snapshot_dir": state / "snapshots",
+                        "api_port": stack.settings.api_port,
+                    }
+                )
+                results.append(asyncio.run(run_scenario(scenario, settings, corpus, args)))
+                print_table(results[-1:])
+    return {"args": vars(args), "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--held-out", type=int, default=400)
+    parser.add_argument("--rate", type=float, default=25, help="searches/s offered (Poisson arrivals)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=60, help="measured seconds per scenario")
+    parser.add_argument("--kill-at", type=float, default=20, help="seconds into the measured part")
+    parser.add_argument("--ingest-rate", type=float, default=5, help="documents/s published meanwhile")
+    parser.add_argument(
+        "--back-timeout", type=float, default=120, help="longest wait for the replicas to run again"
+    )
+    parser.add_argument("--snapshot-interval", type=float, default=20, help="seconds between view snapshots")
+    args = parser.parse_args()
+    report_ = run(args)
+    print_table(report_["results"])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    path = RESULTS_DIR / f"failover-{run_id}.json"
+    path.write_text(json.dumps(report_, indent=2, default=str))
+    console.print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
