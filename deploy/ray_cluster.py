@@ -28,7 +28,7 @@ from typing import Any
 
 from deploy._process import DeployError, ManagedProcess, ServiceStartError
 
-__all__ = ["RayCluster", "RayNode", "RayNodePorts"]
+__all__ = ["RayCluster", "RayNode", "RayNodePorts", "choose_ports", "node_processes"]
 
 log = logging.getLogger(__name__)
 
