@@ -71,6 +71,7 @@ SCENARIOS = ("replica", "proxy", "node", "stage")
 WINDOW_S = 10.0
 GOAL_FAILOVER_P99_MS = 200.0
 GOAL_BACK_S = 30.0
+TAIL_GRACE_S = 10.0
 
 
 def command_of(pid: int) -> str:
@@ -135,9 +136,10 @@ def running_replicas() -> int:
     return int(application.deployments[DEPLOYMENT_NAME].replica_states.get(ReplicaState.RUNNING, 0))
 
 
-async def replicas_back(since: float, count: int, timeout: float) -> float | None:
-    """Seconds from ``since`` until Serve has ``count`` replicas running again; None if it has
-    not within ``timeout``. Counted from the first time fewer were running."""
+async def replicas_back(since: float, count: int, timeout: float, settle_s: float = 10.0) -> float | None:
+    """Seconds from ``since`` until Serve has ``count`` replicas running again after it had
+    fewer; 0.0 when it never had fewer within ``settle_s``; None if they are not back within
+    ``timeout``."""
     deadline = since + timeout
     seen_fewer = False
     while time.monotonic() < deadline:
@@ -145,6 +147,8 @@ async def replicas_back(since: float, count: int, timeout: float) -> float | Non
         seen_fewer = seen_fewer or running < count
         if seen_fewer and running >= count:
             return time.monotonic() - since
+        if not seen_fewer and time.monotonic() - since > settle_s:
+            return 0.0
         await asyncio.sleep(0.25)
     return None
 
@@ -206,10 +210,10 @@ async def run_scenario(
         victims = Victims(stack, stage)
         placement = {node: len(pids) for node, pids in victims.replicas().items()}
 
-        stop, measuring = asyncio.Event(), asyncio.Event()
+        stop, stop_tail, measuring = asyncio.Event(), asyncio.Event(), asyncio.Event()
         published: dict[tuple[str, int], float] = {}
         tail = ChangesTail(settings)
-        tailing = asyncio.create_task(tail.run(stop))
+        tailing = asyncio.create_task(tail.run(stop_tail))
         ingest = asyncio.create_task(
             ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop, published)
         )
@@ -225,7 +229,11 @@ async def run_scenario(
         result = await load
         replicas_back_s = await back
         stop.set()
-        await asyncio.gather(ingest, tailing)
+        await ingest
+        # The last events published get their time to reach docs.changes.
+        await asyncio.sleep(TAIL_GRACE_S)
+        stop_tail.set()
+        await tailing
         measured = report(
             scenario, result, killed, killed_at - measured_from, measured_from, published, tail.arrived
         )

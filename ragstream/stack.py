@@ -126,8 +126,9 @@ class LocalStack:
                 stopped.append(name)
         ray = self.ray()
         if ray.is_running():
-            ray.stop()
             stopped.append("Ray")
+        # Also when the head is gone: a worker node it left behind must not outlive `down`.
+        ray.stop()
         for name, service in (("Chroma", self.chroma()), ("Kafka", self.broker())):
             if service.pid is not None:
                 service.stop()
