@@ -26,7 +26,7 @@ from schemas import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "QueryApiReplica", "run_api_replicas"]
+__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "QueryApiReplica", "deploy_api_replicas", "run_api_replicas"]
 
 APP_NAME = "ragstream"
 DEPLOYMENT_NAME = "query-api"
@@ -87,20 +87,26 @@ def replica_deployment(settings: Settings, replicas: int) -> Any:
     return deployment.bind(settings)
 
 
-def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -> None:
-    """Deploy ``replicas`` replicas behind Serve's proxy on the API's address, serve until
-    ``stop`` is set, then take the application down. Joins the Ray cluster in ``RAY_ADDRESS``, or
-    starts a local one that lives as long as this process."""
-    if not ray.is_initialized():
-        ray.init(namespace=APP_NAME, include_dashboard=False, logging_level=logging.WARNING)
+def deploy_api_replicas(settings: Settings, replicas: int) -> None:
+    """Start Serve on the connected Ray cluster and deploy the replicas; returns once they all
+    serve. The application lives on in the cluster until ``serve.shutdown()``."""
     # One proxy, on the head node: every proxy binds the same port, and nodes may share a host.
     serve.start(
         proxy_location="HeadOnly",
         http_options={"host": settings.api_host, "port": settings.api_port},
         controller_options={"runtime_env": {"env_vars": CONTROLLER_ENV}},
     )
-    started = time.monotonic()
     serve.run(replica_deployment(settings, replicas), name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -> None:
+    """Deploy ``replicas`` replicas behind Serve's proxy on the API's address, serve until
+    ``stop`` is set, then take the application down. Joins the Ray cluster in ``RAY_ADDRESS``, or
+    starts a local one that lives as long as this process."""
+    if not ray.is_initialized():
+        ray.init(namespace=APP_NAME, include_dashboard=False, logging_level=logging.WARNING)
+    started = time.monotonic()
+    deploy_api_replicas(settings, replicas)
     log.info("%d API replicas ready in %.1f s", replicas, time.monotonic() - started)
     try:
         while not stop.wait(timeout=1.0):

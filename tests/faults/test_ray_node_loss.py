@@ -1,19 +1,27 @@
-"""Losing a whole Ray node mid-stream: its consumers start again on the node left, nothing is lost."""
+"""Losing a whole Ray node mid-stream: its consumers and API replicas start again on the node left,
+nothing is lost, and searches through Serve's proxy go on."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import ray
 from fault_oracle import event_stream
 from fault_settings import fault_settings
+from ray import serve
+from ray.serve.schema import ReplicaState
+from retrying_client import RetryingClient, steady_searches
 from scale import scaled, scaled_timeout
 
 from consumers.actors import ConsumerGroup
-from deploy import RayCluster
+from deploy import RayCluster, free_port
+from ragstream.api_replicas import APP_NAME, DEPLOYMENT_NAME, deploy_api_replicas
 from schemas import Settings
 from streams.lag import LagReader
 
@@ -52,31 +60,80 @@ async def until_consuming(actor: Any, timeout: float = 300) -> None:
         await asyncio.sleep(0.2)
 
 
-async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_on_the_head_and_loses_nothing(
+def replica_nodes(cluster: RayCluster) -> list[int]:
+    """The node of each Serve replica process alive now, sorted."""
+    nodes = []
+    for index, node in enumerate(cluster.nodes):
+        for pid in node.pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica:"):
+                    nodes.append(index)
+    return sorted(nodes)
+
+
+def running_replicas() -> int:
+    deployment = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
+    return int(deployment.replica_states.get(ReplicaState.RUNNING, 0))
+
+
+async def until_replicas_run_on(cluster: RayCluster, nodes: list[int], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not (await asyncio.to_thread(running_replicas) == len(nodes) and replica_nodes(cluster) == nodes):
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"Serve replicas on nodes {replica_nodes(cluster)}, not {nodes}, after {timeout:.0f} s"
+            )
+        await asyncio.sleep(1)
+
+
+async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_replica_on_the_head(
     kafka_broker, chroma_server, two_node_ray, scenario_factory
 ):
     cluster = two_node_ray
-    settings = fault_settings(kafka_broker.bootstrap_servers, chroma_server.port)
+    settings = fault_settings(kafka_broker.bootstrap_servers, chroma_server.port, api_port=free_port())
     scenario = scenario_factory(settings)
+    searches, stop_searching = None, asyncio.Event()
     try:
         group = await scenario.start_consumers(2)
         nodes_before = await asyncio.to_thread(consumer_nodes, cluster, group)
         assert sorted(nodes_before) == [HEAD, WORKER], "the consumers are not spread over both nodes"
+        await asyncio.to_thread(deploy_api_replicas, settings, 2)
+        assert replica_nodes(cluster) == [HEAD, WORKER], "the API replicas are not spread over both nodes"
+        proxy = httpx.AsyncClient(base_url=f"http://{settings.api_host}:{settings.api_port}")
+        searches = RetryingClient(proxy)
+        searching = asyncio.create_task(steady_searches(searches, stop_searching, per_second=5))
         publishing = asyncio.create_task(
             scenario.publish(event_stream(11, DOCUMENTS, EVENTS, "node-loss"), slice_size=20, pause=0.3)
         )
         await until_consuming(group.actors[nodes_before.index(WORKER)])
         waiting = await events_waiting(settings)
 
+        killed_at = time.monotonic()
         await asyncio.to_thread(cluster.kill_node, WORKER)
 
+        await until_replicas_run_on(cluster, [HEAD, HEAD])
+        replicas_back_s = time.monotonic() - killed_at
         await publishing
         nodes_after = await asyncio.to_thread(consumer_nodes, cluster, group)
         await scenario.assert_index_matches_oracle()
         await asyncio.to_thread(group.check)  # both consumers still run: none gave up
     finally:
+        stop_searching.set()
+        if searches is not None:
+            await searching
+            await searches.proxy.aclose()
+        await asyncio.to_thread(serve.shutdown)
         await asyncio.to_thread(scenario.stop)
 
+    after_loss = sum(1 for sent, _ in searches.answered_by if sent >= killed_at)
+    print(
+        f"worker node lost: both replicas on the head after {replicas_back_s:.0f} s; "
+        f"{len(searches.answered_by)} searches answered, {after_loss} after the loss; failed at the "
+        f"first try: {len(searches.first_failures)}, after one retry: {len(searches.failures)} "
+        f"{sorted({status for _, status in searches.failures})}"
+    )
     # Mid-stream: the worker node's consumer had work in hand and events were waiting for it.
     assert waiting > 0
     assert nodes_after == [HEAD, HEAD]
+    assert after_loss > 0, "no search was answered after the loss"
+    assert searches.failures == []

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from retrying_client import RetryingClient, steady_searches
 
 from deploy import free_port
 from deploy._process import ManagedProcess
@@ -166,44 +167,6 @@ async def test_metrics_through_the_proxy_say_which_replica_they_come_from(proxy:
 # --- failover -----------------------------------------------------------------------------------
 
 
-class RetryingClient:
-    """What a careful application does behind a load balancer: a search that meets a dropped
-    connection or a 503 is sent once more. Counts both what it saw first and what it ended with."""
-
-    RETRIED = frozenset({0, 502, 503, 504})
-
-    def __init__(self, proxy: httpx.AsyncClient) -> None:
-        self.proxy = proxy
-        self.first_failures: list[tuple[float, int]] = []
-        self.failures: list[tuple[float, int]] = []
-        self.answered_by: list[tuple[float, str]] = []
-
-    async def search(self, query: str) -> None:
-        sent = time.monotonic()
-        status, replica = await self._try(query)
-        if status != 200:
-            self.first_failures.append((sent, status))
-        if status in self.RETRIED:
-            await asyncio.sleep(0.2)
-            status, replica = await self._try(query)
-        if status != 200:
-            self.failures.append((sent, status))
-        else:
-            self.answered_by.append((sent, replica))
-
-    async def _try(self, query: str) -> tuple[int, str]:
-        try:
-            response = await self.proxy.post(
-                "/v1/search", json={"query": query, "k": 5}, headers=key("admin"), timeout=30
-            )
-        except httpx.TransportError:
-            return 0, ""
-        return response.status_code, response.headers.get("x-ragstream-replica", "")
-
-    def replicas_since(self, moment: float) -> set[str]:
-        return {replica for sent, replica in self.answered_by if sent >= moment}
-
-
 def replica_processes(ancestor: int) -> dict[int, str]:
     """pid → command of each Serve replica process descended from ``ancestor``."""
     parents: dict[int, int] = {}
@@ -227,19 +190,9 @@ def replica_processes(ancestor: int) -> dict[int, str]:
 async def test_a_replica_killed_under_load_is_replaced_and_a_client_that_retries_once_sees_no_failure(
     proxy: httpx.AsyncClient, serve_process: ManagedProcess
 ) -> None:
-    client = RetryingClient(proxy)
+    client = RetryingClient(proxy, headers=key("admin"))
     stop = asyncio.Event()
-
-    async def load() -> None:
-        # About 10 searches/s, each on its own: a slow answer does not hold the next one back.
-        tasks = set()
-        while not stop.is_set():
-            task = asyncio.create_task(client.search(f"storm lighthouse {len(tasks)}"))
-            tasks.add(task)
-            await asyncio.sleep(0.1)
-        await asyncio.gather(*tasks)
-
-    loading = asyncio.create_task(load())
+    loading = asyncio.create_task(steady_searches(client, stop))
     await asyncio.sleep(5)
     before = client.replicas_since(0)
     assert len(before) == REPLICAS, "both replicas should answer before the fault"
