@@ -18,7 +18,8 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from deploy import DeployError, RayCluster
-from deploy.ray_cluster import WORKER_PORTS_PER_NODE, choose_ports, node_processes
+from deploy._ray_ports import WORKER_PORTS_PER_NODE, choose_ports
+from deploy._ray_processes import node_processes
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
