@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import chromadb
@@ -21,6 +25,16 @@ from query_api.query_model import load_query_model
 from schemas import Settings
 
 GOAL_P50_MS, GOAL_P99_MS = 15.0, 50.0
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def save_results(kind: str, report: dict[str, Any]) -> Path:
+    """``report`` as JSON under ``bench/results/``, named by ``kind``, the time and a random tag."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    path = RESULTS_DIR / f"{kind}-{run_id}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

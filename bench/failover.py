@@ -32,15 +32,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 import tempfile
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +53,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
-from bench._query_report import percentiles
-from bench.query import RESULTS_DIR, Phase, ingest_steadily, preloaded_stack, run_phase
+from bench._query_report import percentiles, save_results
+from bench.query import Phase, ingest_steadily, preloaded_stack, run_phase
 from consumers.chunking import Chunker
 from deploy._process import ManagedProcess
 from ragstream.api_replicas import APP_NAME, DEPLOYMENT_NAME
@@ -391,10 +388,7 @@ def main() -> None:
     args = parser.parse_args()
     report_ = run(args)
     print_table(report_["results"])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    path = RESULTS_DIR / f"failover-{run_id}.json"
-    path.write_text(json.dumps(report_, indent=2, default=str))
+    path = save_results("failover", report_)
     console.print(f"saved {path}")
 
 

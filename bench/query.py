@@ -40,10 +40,8 @@ import sys
 import tempfile
 import time
 import typing
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._query_gc import gc_delta, read_gc_pauses
 from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
-from bench._query_report import component_costs, print_report, summarize
+from bench._query_report import component_costs, print_report, save_results, summarize
 from consumers.actors import ConsumerGroup
 from consumers.chunking import Chunker
 from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
@@ -69,7 +67,6 @@ console = Console(width=None if sys.stdout.isatty() else 130)
 
 MODES = ("vector", "lexical", "hybrid")
 LOAD_GENERATOR = Path(__file__).resolve().parent / "_query_load.py"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CLOCK_TICKS = 100  # os.sysconf("SC_CLK_TCK") on Linux
 #: How long a client that retries waits before it does.
 RETRY_PAUSE_S = 0.2
@@ -435,10 +432,7 @@ def main() -> None:
     measured = run(args, base, corpus, vectors)
     report = summarize(args, corpus, measured, cache_name)
     print_report(console, report)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    path = RESULTS_DIR / f"query-{run_id}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = save_results("query", report)
     console.print(f"saved {path}")
 
 

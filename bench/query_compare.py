@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
-from bench._query_report import GOAL_P50_MS, GOAL_P99_MS, percentiles, step_percentiles
+from bench._query_report import GOAL_P50_MS, GOAL_P99_MS, percentiles, save_results, step_percentiles
 from bench.query import Phase, api_process, ingest_steadily, preloaded_stack, run_phase, wait_until_serving
 from consumers.actors import ConsumerGroup
 from consumers.chunking import Chunker
@@ -48,7 +45,6 @@ from schemas import Settings
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
 
 
 def replicas_of(versions: list[str]) -> dict[str, int]:
@@ -262,10 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     report = run(args)
     print_tables(report["results"])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    path = RESULTS_DIR / f"query-compare-{run_id}.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = save_results("query-compare", report)
     console.print(f"saved {path}")
 
 
