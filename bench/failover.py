@@ -125,6 +125,16 @@ class Victims:
         return f"{command.split()[0] if command else '?'} (pid {pid})"
 
 
+async def until_snapshot(settings: Settings, timeout: float) -> None:
+    assert settings.snapshot_dir is not None
+    folder = settings.snapshot_dir / settings.chunks_topic
+    deadline = time.monotonic() + timeout
+    while not any(path.is_dir() and not path.name.startswith(".") for path in folder.glob("*")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no snapshot in {folder} after {timeout:.0f} s")
+        await asyncio.sleep(1)
+
+
 def running_replicas() -> int:
     """Replicas Serve routes to now (state RUNNING), as its controller reports them."""
     application = serve.status().applications.get(APP_NAME)
@@ -202,8 +212,8 @@ async def run_scenario(
         ready_s = time.monotonic() - started
         console.print(f"{scenario}: 2 replicas serving after {ready_s:.0f} s")
         ray.init(address=stack.ray().address, logging_level=logging.WARNING)
-        # A snapshot of the views for replicas started later (the interval is short here).
-        await asyncio.sleep(settings.snapshot_interval_s + 5)
+        # Replicas started later (replacements) start from the snapshot the first ones leave.
+        await until_snapshot(settings, timeout=300)
         victims = Victims(stack, stage)
         placement = {node: len(pids) for node, pids in victims.replicas().items()}
 
@@ -344,7 +354,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         api_replicas=2,
         ray_nodes=2,
         lexical_startup_timeout_s=900,
-        snapshot_interval_s=args.snapshot_interval,
     )
     corpus = split_corpus(Chunker(args.chunk_size, 0), args.chunks, args.held_out)
     vectors, _ = cached_embeddings(base, corpus.chunks, console)
@@ -384,7 +393,6 @@ def main() -> None:
     parser.add_argument(
         "--back-timeout", type=float, default=120, help="longest wait for the replicas to run again"
     )
-    parser.add_argument("--snapshot-interval", type=float, default=20, help="seconds between view snapshots")
     args = parser.parse_args()
     report_ = run(args)
     print_table(report_["results"])

@@ -216,7 +216,10 @@ class ChunkLogView(BackgroundLoop):
                 else:
                     if self.has_applied(targets):
                         self._caught_up.set()
-                        self._next_snapshot = now + self._snapshot_interval_s
+                        # A view that had to replay the whole log leaves a snapshot at once, so
+                        # that the next replica to start (or this one, restarted) need not.
+                        fresh = self.started_from is None and self.index.num_chunks > 0
+                        self._next_snapshot = now if fresh else now + self._snapshot_interval_s
                         log.info(
                             "BM25 index caught up with %s: %d chunks in %.1f s%s",
                             self.topic,

@@ -3,10 +3,12 @@ how many are kept; and a view started from a snapshot and the log's tail (real b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import shutil
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -324,6 +326,19 @@ def test_every_file_of_a_snapshot_is_in_its_manifest(
 # --- a view started from a snapshot, on the real broker ------------------------------------------
 
 
+async def compacted_topic(bootstrap_servers: str, partitions: int = 3) -> str:
+    """A new compacted topic, as the chunk log is; returns its name."""
+    topic = f"snapshot-{uuid.uuid4().hex[:8]}.chunks"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        config = {"cleanup.policy": "compact"}
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
+    finally:
+        await admin.close()
+    return topic
+
+
 async def produce(bootstrap_servers: str, topic: str, changes: list[Change]) -> None:
     async with AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all") as producer:
         for c in changes:
@@ -363,13 +378,8 @@ async def caught_up_view(
 async def test_a_view_from_a_snapshot_and_the_tail_equals_one_replayed_from_the_start(
     kafka_broker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    servers, topic = kafka_broker.bootstrap_servers, f"snapshot-{uuid.uuid4().hex[:8]}.chunks"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 3, 1, topic_configs={"cleanup.policy": "compact"})])
-    finally:
-        await admin.close()
+    servers = kafka_broker.bootstrap_servers
+    topic = await compacted_topic(servers)
     before = history(600, seed=5)
     await produce(servers, topic, before)
 
@@ -407,3 +417,24 @@ async def test_a_view_from_a_snapshot_and_the_tail_equals_one_replayed_from_the_
         chunk for rows in restored_answers["vector"] for chunk in rows
     }
     assert deleted and not deleted & shown
+
+
+@pytest.mark.integration
+async def test_a_view_that_replayed_the_whole_log_leaves_a_snapshot_without_waiting_for_the_interval(
+    kafka_broker: Any, tmp_path: Path
+) -> None:
+    servers = kafka_broker.bootstrap_servers
+    topic = await compacted_topic(servers)
+    await produce(servers, topic, history(50, seed=8))
+    index = LexicalIndex()
+    try:
+        async with ChunkLogView(
+            index, servers, topic, vectors=VectorIndex(), snapshot_dir=tmp_path, snapshot_interval_s=3600
+        ) as view:
+            assert await view.wait_caught_up(60)
+            deadline = time.monotonic() + 60
+            while not SnapshotStore(tmp_path / topic, 2, ViewShape(topic, vectors=True)).snapshots():
+                assert time.monotonic() < deadline, "no snapshot within 60 s of catching up"
+                await asyncio.sleep(0.2)
+    finally:
+        index.close()
