@@ -190,9 +190,10 @@ class ChangesTail:
 
 
 async def run_scenario(
-    scenario: str, settings: Settings, corpus: BenchCorpus, args: argparse.Namespace
+    scenario: str, settings: Settings, corpus: BenchCorpus, args: argparse.Namespace, first: int
 ) -> dict[str, Any]:
-    """Start the stack's processes, load it, kill the scenario's part, stop it all again."""
+    """Start the stack's processes, load it, kill the scenario's part, stop it all again.
+    ``first``: where in the ingestion's sequence of revisions this scenario starts."""
     stack = LocalStack(settings, consumers=1)
     stack.ray().start()
     processes = stack.worker_processes()
@@ -222,7 +223,7 @@ async def run_scenario(
         tail = ChangesTail(settings)
         tailing = asyncio.create_task(tail.run(stop_tail))
         ingest = asyncio.create_task(
-            ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop, published)
+            ingest_steadily(settings, corpus.held_out, args.ingest_rate, stop, published, first)
         )
         phase = Phase(scenario, "hybrid", args.clients, args.rate, 3.0, args.seconds, retry_once=True)
         load = asyncio.create_task(run_phase(url, corpus.queries, args, {}, phase, measuring))
@@ -363,7 +364,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state = Path(folder)
         with preloaded_stack(base, state, corpus, vectors) as stack:
             console.print(f"index of {len(corpus.chunks)} chunks loaded in {stack.load_s:.0f} s")
-            for scenario in args.scenarios:
+            for number, scenario in enumerate(args.scenarios):
                 settings = stack.settings.model_copy(
                     update={
                         "state_dir": state / scenario[:2],
@@ -371,7 +372,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "api_port": stack.settings.api_port,
                     }
                 )
-                results.append(asyncio.run(run_scenario(scenario, settings, corpus, args)))
+                # Each scenario its own revisions: the stage drops events it has already seen.
+                first = (number + 1) * len(corpus.held_out) * 1000
+                results.append(asyncio.run(run_scenario(scenario, settings, corpus, args, first)))
                 print_table(results[-1:])
     return {"args": vars(args), "results": results}
 

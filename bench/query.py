@@ -151,18 +151,21 @@ async def ingest_steadily(
     rate: float,
     stop: asyncio.Event,
     published_at: dict[tuple[str, int], float] | None = None,
+    first: int = 0,
 ) -> int:
     """Publish ``rate`` documents per second until ``stop``; returns how many were published, and
     puts each one's (doc_id, version) → ``time.monotonic()`` of its publish in ``published_at``.
+    ``first`` > 0 starts further along that sequence: a second run publishes new revisions, not
+    events the changes stage would drop as already seen.
 
     Held-out articles first; once they are used up, the same articles again as new revisions
     whose text begins with the revision's number. That shifts every chunk boundary of the first
     paragraph, so a revision costs chunking and embedding like new text, not a metadata update.
     """
-    published = 0
+    published = first
     if rate <= 0:  # a baseline without ingestion
         await stop.wait()
-        return published
+        return 0
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
         started = time.perf_counter()
         while not stop.is_set():
@@ -176,11 +179,11 @@ async def ingest_steadily(
                 published_at[(event.doc_id, event.version)] = time.monotonic()
             published += 1
             # A steady schedule, not "sleep after each": a slow publish must not lower the rate.
-            delay = started + published / rate - time.perf_counter()
+            delay = started + (published - first) / rate - time.perf_counter()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-    return published
+    return published - first
 
 
 @dataclass(frozen=True)
