@@ -77,6 +77,7 @@ def replica_deployment(settings: Settings, replicas: int) -> Any:
             "num_cpus": settings.api_replica_num_cpus,
             "memory": settings.api_replica_memory_bytes,
         },
+        max_ongoing_requests=settings.api_replica_max_ongoing_requests,
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
         # Serve's own line per request cost as much as uvicorn's (see api_access_log).

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
     api_replica_num_cpus: float = Field(
         default=0.5, ge=0, description="Ray CPUs reserved per API replica (a scheduling figure)"
     )
+    api_replica_max_ongoing_requests: int = Field(
+        default=5,
+        ge=1,
+        description="searches Serve's proxy lets one replica work on at once (Serve's own default); "
+        "the rest wait at the proxy",
+    )
     api_health_grace_s: float = Field(
         default=15.0,
         ge=0,
