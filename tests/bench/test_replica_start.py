@@ -36,4 +36,6 @@ def test_a_replica_from_a_snapshot_is_ready_with_every_chunk(kafka_broker: Any, 
     assert replayed["chunks"] == restored["chunks"] == len({c.id for c in chunks})
     assert replayed["snapshot_bytes"] > 0 and replayed["searches_during"]["searches"] > 0
     assert restored["peak_rss"] >= restored["steady_rss"] > restored["baseline_rss"] > 0
-    assert len(list((tmp_path / topic).iterdir())) == 1
+    # The replayed replica's own, taken as it caught up, and the one asked of it, unless they
+    # were one; the replica that started from a snapshot adds none.
+    assert 1 <= len(list((tmp_path / topic).iterdir())) <= 2
