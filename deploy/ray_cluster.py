@@ -13,11 +13,13 @@ detects, the host's, so a surviving node can take over the actors of a lost one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -64,6 +66,16 @@ def _ray_cli() -> str:
     return str(Path(sys.executable).parent / "ray")
 
 
+def ray_temp_dir(home: Path) -> Path:
+    """Ray's temp dir for the node whose state is in `home`: `home` itself where Ray's socket
+    paths under it fit in AF_UNIX's 107 bytes, else a short folder under the system's temp dir
+    named by a digest of `home` (the same one for the same node, from any process)."""
+    if len(str(home)) + len(_SOCKET_SUFFIX) <= _MAX_SOCKET_PATH:
+        return home
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ragstream-ray-{digest}"
+
+
 class RayNode:
     """One ``ray start --block``: the head when `head` is true, else a worker joining `head_address`."""
 
@@ -88,13 +100,8 @@ class RayNode:
         # The session of this node's `ray start` (its pid), remembered past its death: the
         # workers it leaves behind still carry it.
         self._session: int | None = None
-        # Ray's sockets live in the temp dir: a long state path is refused here, plainly, rather
-        # than by Ray halfway through a start.
-        if len(str(self.home)) + len(_SOCKET_SUFFIX) > _MAX_SOCKET_PATH:
-            limit = _MAX_SOCKET_PATH - len(_SOCKET_SUFFIX)
-            raise DeployError(
-                f"Ray's temp dir {self.home} is longer than {limit} characters: use a shorter state dir"
-            )
+        #: Ray's temp dir: its sessions, logs and sockets.
+        self.temp_dir = ray_temp_dir(self.home)
 
     @property
     def pid_file(self) -> Path:
@@ -114,12 +121,13 @@ class RayNode:
         leader = self.pid
         if leader is not None:
             self._session = leader
-        return node_processes(self.home, self._session)
+        return node_processes(self.temp_dir, self._session)
 
     def start(self, ports: RayNodePorts, head_address: str | None) -> None:
         """Launch ``ray start --block`` with `ports`; returns at once (see RayCluster.start)."""
         self.ports = ports
         self.home.mkdir(parents=True, exist_ok=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._managed(self._command(head_address)).start()
 
     def kill(self, timeout: float = 15.0) -> None:
@@ -168,7 +176,7 @@ class RayNode:
                     # each) would move replicas to nodes about to stop too.
                     "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
                 },
-                extra_logs=[self.home / "session_latest" / "logs" / "raylet.out"],
+                extra_logs=[self.temp_dir / "session_latest" / "logs" / "raylet.out"],
             )
         return self._process
 
@@ -192,7 +200,7 @@ class RayNode:
             command += ["--memory", str(self.memory_bytes)]
         if self.resources:
             command += ["--resources", json.dumps(self.resources)]
-        command += ["--temp-dir", str(self.home)]
+        command += ["--temp-dir", str(self.temp_dir)]
         return command
 
 
@@ -343,7 +351,7 @@ class RayCluster:
 
         use_token_auth(create_token=False)
         client = GcsClient(address=self.address)
-        by_home = {str(node.home): index for index, node in enumerate(self.nodes)}
+        by_home = {str(node.temp_dir): index for index, node in enumerate(self.nodes)}
         infos: dict[int, dict[str, Any]] = {}
         for info in client.get_all_node_info(timeout=5).values():
             index = by_home.get(info.temp_dir)

@@ -17,7 +17,7 @@ import pytest
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from deploy import DeployError, RayCluster
+from deploy import RayCluster
 from deploy._ray_ports import WORKER_PORTS_PER_NODE, choose_ports
 from deploy._ray_processes import node_processes
 
@@ -178,6 +178,16 @@ def test_each_node_gets_ports_of_its_own_away_from_rays_and_the_apis_defaults() 
     assert [ports.gcs is not None for ports in layout] == [True, False, False]
 
 
-def test_a_state_dir_too_long_for_rays_sockets_is_refused_plainly(tmp_path: Path) -> None:
-    with pytest.raises(DeployError, match="use a shorter state dir"):
-        RayCluster(tmp_path / ("state" * 20))
+def test_a_state_dir_too_long_for_rays_sockets_gets_short_temp_dirs_of_its_own(tmp_path: Path) -> None:
+    long_state = tmp_path / ("state" * 20)
+    nodes = RayCluster(long_state, nodes=2).nodes
+    again = RayCluster(long_state, nodes=2).nodes
+    other = RayCluster(tmp_path / ("other" * 20), nodes=2).nodes
+
+    temp_dirs = [node.temp_dir for node in nodes]
+    assert all(len(str(temp_dir)) <= 43 for temp_dir in temp_dirs)
+    assert len({*temp_dirs, *(node.temp_dir for node in other)}) == 4
+    assert [node.temp_dir for node in again] == temp_dirs
+    assert all(node.pid_file.is_relative_to(long_state) for node in nodes)
+    short = RayCluster(Path("/tmp/rs")).nodes[0]
+    assert short.temp_dir == short.home

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,10 +39,9 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def stack_env():
-    """Free ports and a state folder of its own, so the test's stack is nobody else's; a short
-    path, as a user's checkout would have: Ray's sockets live under it."""
-    state = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
+def stack_env(tmp_path):
+    """Free ports and a state folder of its own, so the test's stack is nobody else's."""
+    state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGSTREAM_", "RAY_"))}
     env |= {
         "RAGSTREAM_STATE_DIR": str(state),
@@ -55,7 +52,6 @@ def stack_env():
     }
     yield env
     ragstream(env, "down", timeout=180)
-    shutil.rmtree(state, ignore_errors=True)
 
 
 def test_up_serves_the_sample_corpus_through_the_changes_stage_and_down_stops_everything(stack_env):
