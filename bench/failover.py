@@ -46,7 +46,6 @@ import orjson
 import ray
 from aiokafka import AIOKafkaConsumer
 from ray import serve
-from ray.serve.schema import ReplicaState
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +56,7 @@ from bench._query_report import percentiles, save_results
 from bench.query import Phase, ingest_steadily, preloaded_stack, run_phase
 from consumers.chunking import Chunker
 from deploy._process import ManagedProcess
-from ragstream.api_replicas import APP_NAME, DEPLOYMENT_NAME
+from ragstream.api_replicas import running_replicas
 from ragstream.stack import LocalStack
 from schemas import Settings
 
@@ -133,14 +132,6 @@ async def until_snapshot(settings: Settings, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no snapshot in {folder} after {timeout:.0f} s")
         await asyncio.sleep(1)
-
-
-def running_replicas() -> int:
-    """Replicas Serve routes to now (state RUNNING), as its controller reports them."""
-    application = serve.status().applications.get(APP_NAME)
-    if application is None or DEPLOYMENT_NAME not in application.deployments:
-        return 0
-    return int(application.deployments[DEPLOYMENT_NAME].replica_states.get(ReplicaState.RUNNING, 0))
 
 
 async def replicas_back(since: float, count: int, timeout: float, settle_s: float = 10.0) -> float | None:

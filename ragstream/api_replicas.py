@@ -19,6 +19,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI
 from ray import serve
+from ray.serve.schema import ReplicaState
 
 from query_api import create_app
 from query_api.replica_health import ReplicaHealth
@@ -26,7 +27,14 @@ from schemas import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["APP_NAME", "DEPLOYMENT_NAME", "QueryApiReplica", "deploy_api_replicas", "run_api_replicas"]
+__all__ = [
+    "APP_NAME",
+    "DEPLOYMENT_NAME",
+    "QueryApiReplica",
+    "deploy_api_replicas",
+    "run_api_replicas",
+    "running_replicas",
+]
 
 APP_NAME = "ragstream"
 DEPLOYMENT_NAME = "query-api"
@@ -115,3 +123,12 @@ def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -
     finally:
         serve.delete(APP_NAME)
         serve.shutdown()
+
+
+def running_replicas() -> int:
+    """Replicas Serve routes to now (state RUNNING), as its controller reports them; 0 before
+    the application is deployed. Needs a connection to the cluster (``ray.init``)."""
+    application = serve.status().applications.get(APP_NAME)
+    if application is None or DEPLOYMENT_NAME not in application.deployments:
+        return 0
+    return int(application.deployments[DEPLOYMENT_NAME].replica_states.get(ReplicaState.RUNNING, 0))

@@ -15,13 +15,12 @@ import ray
 from fault_oracle import event_stream
 from fault_settings import fault_settings
 from ray import serve
-from ray.serve.schema import ReplicaState
 from retrying_client import RetryingClient, steady_searches
 from scale import scaled, scaled_timeout
 
 from consumers.actors import ConsumerGroup
 from deploy import RayCluster, free_port
-from ragstream.api_replicas import APP_NAME, DEPLOYMENT_NAME, deploy_api_replicas
+from ragstream.api_replicas import deploy_api_replicas, running_replicas
 from schemas import Settings
 from streams.lag import LagReader
 
@@ -69,11 +68,6 @@ def replica_nodes(cluster: RayCluster) -> list[int]:
                 if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica:"):
                     nodes.append(index)
     return sorted(nodes)
-
-
-def running_replicas() -> int:
-    deployment = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
-    return int(deployment.replica_states.get(ReplicaState.RUNNING, 0))
 
 
 async def until_replicas_run_on(cluster: RayCluster, nodes: list[int], timeout: float = 600) -> None:
