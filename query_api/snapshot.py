@@ -20,11 +20,11 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -43,6 +43,8 @@ from query_api.lexical import LexicalContents, LexicalIndex, write_index_files
 from query_api.vector_index import GRAPH_PARAMETERS, VectorIndex
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["CapturedViews", "SnapshotInvalid", "SnapshotStore", "ViewShape"]
 
@@ -190,19 +192,17 @@ class SnapshotStore:
             started = time.monotonic()
             try:
                 manifest = self._usable_manifest(folder, bounds)
-                _verify_files(folder, manifest["files"])
-                verified = time.monotonic()
-                self._load(folder, manifest, index, vectors)
+                checksums = self._load(folder, manifest, index, vectors)
             except SnapshotInvalid as exc:
                 log.warning("snapshot %s skipped: %s", folder, exc)
                 continue
             offsets = {int(p): offset for p, offset in manifest["offsets"].items()}
             log.info(
-                "views restored from snapshot %s in %.1f s (checksums %.1f s): %d chunks, the log's "
-                "tail from %s",
+                "views restored from snapshot %s in %.1f s (checksums %.1f s, while loading): %d "
+                "chunks, the log's tail from %s",
                 folder,
                 time.monotonic() - started,
-                verified - started,
+                checksums,
                 manifest["chunks"],
                 offsets,
             )
@@ -225,22 +225,54 @@ class SnapshotStore:
 
     def _load(
         self, folder: Path, manifest: dict[str, Any], index: LexicalIndex, vectors: VectorIndex | None
-    ) -> None:
+    ) -> float:
+        """Load the snapshot into the views; returns the seconds its checksums took.
+
+        The files are hashed while the chunk records are read (hashing releases the GIL), so a
+        replica's start no longer waits for one and then the other. The graphs are loaded only
+        once their own files matched (hnswlib trusts what it reads), and no view changes before
+        every file matched: a damaged snapshot is never served.
+        """
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        _check_sizes(folder, files)
+        graph_files = {name: spec for name, spec in files.items() if name.startswith("vectors/")}
+        other_files = {name: spec for name, spec in files.items() if name not in graph_files}
+        with ThreadPoolExecutor(2, "snapshot-verify") as verifier:
+            graphs_verified = verifier.submit(_verify_checksums, folder, graph_files)
+            others_verified = verifier.submit(_verify_checksums, folder, other_files)
+            try:
+                contents = self._read_contents(folder, manifest)
+                graphs_verified.result()  # raises SnapshotInvalid for a damaged graph
+                loaded = self._read_graphs(folder, manifest) if vectors is not None else None
+            finally:
+                # Waited for in any case: a file that fails its checksum is the better reason.
+                checksums = max(graphs_verified.result(), others_verified.result())
         # Everything that can fail comes before the views change: the graphs load into a new
         # index, which the view's takes over only once the BM25 index is restored too.
-        try:
-            loaded = (
-                VectorIndex.load(folder / "vectors", manifest["vectors"]) if vectors is not None else None
-            )
-            contents = _read_contents(folder / "chunks", manifest["next_key"])
-            if len(contents.keys) != manifest["chunks"]:
-                raise ValueError(f"{len(contents.keys)} chunks, the manifest says {manifest['chunks']}")
-            index.restore(folder / "lexical", contents)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            # OSError includes the snapshot removed by another replica while read.
-            raise SnapshotInvalid(f"could not be loaded: {type(exc).__name__}: {exc}") from exc
+        _loading(lambda: index.restore(folder / "lexical", contents))
         if vectors is not None and loaded is not None:
             vectors.take_over(loaded)
+        return checksums
+
+    @staticmethod
+    def _read_contents(folder: Path, manifest: dict[str, Any]) -> LexicalContents:
+        contents = _loading(lambda: _read_contents(folder / "chunks", manifest["next_key"]))
+        if len(contents.keys) != manifest["chunks"]:
+            raise SnapshotInvalid(f"{len(contents.keys)} chunks, the manifest says {manifest['chunks']}")
+        return contents
+
+    @staticmethod
+    def _read_graphs(folder: Path, manifest: dict[str, Any]) -> VectorIndex:
+        return _loading(lambda: VectorIndex.load(folder / "vectors", manifest["vectors"]))
+
+
+def _loading(read: Callable[[], T]) -> T:
+    """``read()``, any error of reading a snapshot's files turned into SnapshotInvalid."""
+    try:
+        return read()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        # OSError includes the snapshot removed by another replica while read.
+        raise SnapshotInvalid(f"could not be loaded: {type(exc).__name__}: {exc}") from exc
 
 
 def _new_folder(path: Path) -> Path:
@@ -287,8 +319,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return dict(body)
 
 
-def _verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
-    """Raise SnapshotInvalid unless every file is there with its size and checksum."""
+def _check_sizes(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Raise SnapshotInvalid unless every file is there with its size: a partial copy fails here,
+    before anything is read."""
     for name, expected in files.items():
         try:
             size = (folder / name).stat().st_size
@@ -296,14 +329,20 @@ def _verify_files(folder: Path, files: dict[str, dict[str, Any]]) -> None:
             raise SnapshotInvalid(f"{name} is missing") from exc
         if size != expected["bytes"]:
             raise SnapshotInvalid(f"{name} has {size} bytes, not {expected['bytes']}")
+
+
+def _verify_checksums(folder: Path, files: dict[str, dict[str, Any]]) -> float:
+    """Raise SnapshotInvalid unless every file matches its checksum; returns the seconds taken."""
+    started = time.monotonic()
     # Hashing releases the GIL: the biggest files (graph, records) on two threads at once.
-    with ThreadPoolExecutor(2, "snapshot-verify") as pool:
+    with ThreadPoolExecutor(2, "snapshot-hash") as pool:
         digests = dict(zip(files, pool.map(lambda name: _digest_or_none(folder / name), files), strict=True))
     for name, expected in files.items():
         if digests[name] is None:
             raise SnapshotInvalid(f"{name} is missing")
         if digests[name] != expected["sha256"]:
             raise SnapshotInvalid(f"{name} does not match its checksum")
+    return time.monotonic() - started
 
 
 def _digest_or_none(path: Path) -> str | None:
