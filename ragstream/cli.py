@@ -358,20 +358,49 @@ def evaluate(
             help="evaluate the live index on the cases confirmed in the feedback topic instead",
         ),
     ] = False,
+    beir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--beir",
+            help="a data set in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/test.tsv) to "
+            "evaluate too, each indexed on its own (repeat, or separate folders with commas)",
+        ),
+    ] = None,
+    wikipedia: Annotated[
+        bool, typer.Option(help="with --beir: evaluate the built-in Wikipedia set beside them")
+    ] = True,
 ) -> None:
     """Retrieval evaluation: Wikipedia short descriptions as queries, their article the relevant
     document, indexed through the pipeline on a private broker and Chroma, searched through the API.
+
+    With --beir: each BEIR-layout set (graded judgements) and the Wikipedia set are indexed on their
+    own and every mode is reported per set; --queries then samples each set's queries, and every
+    query's vector and lexical candidates are saved for fusion studies.
 
     With --from-feedback: the (query, document) pairs that feedback confirmed (a correct_doc_id, or
     a rating of 1 on a result), searched on the running stack's index."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if from_feedback:
-        if articles is not None or queries is not None or sweep or chunk_size or lexical_weight or candidates:
+        if (
+            articles is not None
+            or queries is not None
+            or sweep
+            or chunk_size
+            or lexical_weight
+            or candidates
+            or beir
+        ):
             raise typer.BadParameter(
-                "--articles, --queries, --sweep and its grid belong to the Wikipedia evaluation, "
-                "not --from-feedback"
+                "--articles, --queries, --sweep and its grid, and --beir belong to the evaluation on "
+                "data sets, not --from-feedback"
             )
         _evaluate_feedback(results_dir)
+        return
+    if beir:
+        if sweep or chunk_size or lexical_weight or candidates:
+            raise typer.BadParameter("--sweep and its grid belong to the Wikipedia evaluation, not --beir")
+        folders = [Path(part) for value in beir for part in str(value).split(",") if part]
+        _evaluate_sets(folders, wikipedia, articles, queries, seed, results_dir)
         return
 
     import ray
@@ -394,6 +423,40 @@ def evaluate(
     finally:
         ray.shutdown()
     print_report(report, console)
+
+
+def _evaluate_sets(
+    folders: list[Path],
+    wikipedia: bool,
+    articles: int | None,
+    queries: int | None,
+    seed: int,
+    results_dir: Path,
+) -> None:
+    import ray
+
+    from query_api.evaluation import (
+        InvalidBeirSet,
+        beir_eval_set,
+        load_beir,
+        print_sets_report,
+        run_sets_evaluation,
+        wikipedia_eval_set,
+    )
+
+    try:
+        sets = [beir_eval_set(load_beir(folder), queries, seed) for folder in folders]
+    except InvalidBeirSet as exc:
+        raise typer.BadParameter(str(exc), param_hint="--beir") from None
+    if wikipedia:
+        sets.insert(0, wikipedia_eval_set(articles, queries, seed))
+    try:
+        report = run_sets_evaluation(
+            sets, _settings(), results_dir, say=lambda line: console.print(f"[dim]{line}[/]")
+        )
+    finally:
+        ray.shutdown()
+    print_sets_report(report, console)
 
 
 def _evaluate_feedback(results_dir: Path) -> None:

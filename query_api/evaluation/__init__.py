@@ -1,7 +1,10 @@
 """Retrieval evaluation on real data: Wikipedia short descriptions as queries, their articles as
-the one relevant document, indexed through the normal pipeline and searched through the API; or
-the cases that feedback confirmed, searched on the live index."""
+the one relevant document, and any data set in the BEIR layout (graded judgements), indexed
+through the normal pipeline and searched through the API; or the cases that feedback confirmed,
+searched on the live index."""
 
+from query_api.evaluation.beir import BeirSet, InvalidBeirSet, load_beir
+from query_api.evaluation.candidates import CandidateSet, load_candidates
 from query_api.evaluation.cases import EvalCase, build_cases
 from query_api.evaluation.feedback_cases import FeedbackCases, cases_from_feedback
 from query_api.evaluation.from_feedback import (
@@ -9,25 +12,51 @@ from query_api.evaluation.from_feedback import (
     NoFeedbackCases,
     run_feedback_evaluation,
 )
-from query_api.evaluation.metrics import ndcg_at, recall_at, reciprocal_rank, summarize
+from query_api.evaluation.metrics import (
+    ndcg_at,
+    per_query_scores,
+    recall_at,
+    reciprocal_rank,
+    summarize,
+)
 from query_api.evaluation.report import print_feedback_report, print_report
 from query_api.evaluation.run import EvaluationOptions, EvaluationReport, run_evaluation
+from query_api.evaluation.sets import (
+    EvalSet,
+    SetsReport,
+    beir_eval_set,
+    run_sets_evaluation,
+    wikipedia_eval_set,
+)
+from query_api.evaluation.sets_report import print_sets_report
 
 __all__ = [
+    "BeirSet",
+    "CandidateSet",
     "EvalCase",
+    "EvalSet",
     "EvaluationOptions",
     "EvaluationReport",
     "FeedbackCases",
     "FeedbackEvaluationReport",
+    "InvalidBeirSet",
     "NoFeedbackCases",
+    "SetsReport",
+    "beir_eval_set",
     "build_cases",
     "cases_from_feedback",
+    "load_beir",
+    "load_candidates",
     "ndcg_at",
+    "per_query_scores",
     "print_feedback_report",
     "print_report",
+    "print_sets_report",
     "recall_at",
     "reciprocal_rank",
     "run_evaluation",
     "run_feedback_evaluation",
+    "run_sets_evaluation",
     "summarize",
+    "wikipedia_eval_set",
 ]

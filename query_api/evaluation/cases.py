@@ -1,10 +1,15 @@
-"""Evaluation cases from the sample corpus: a Wikipedia short description finds its own article."""
+"""Evaluation cases: a query and the documents judged relevant to it, with graded relevance.
+
+The built-in cases come from the sample corpus (a Wikipedia short description finds its own
+article, the one relevant document); a BEIR set's cases come from its qrels (``beir.py``), where a
+query may have several relevant documents of different grades.
+"""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = ["EvalCase", "build_cases", "shared_query_count"]
@@ -13,7 +18,24 @@ __all__ = ["EvalCase", "build_cases", "shared_query_count"]
 @dataclass(frozen=True)
 class EvalCase:
     query: str
-    relevant_doc_id: str
+    #: document id → graded relevance; only grades above 0 count as relevant (trec_eval's rule).
+    relevance: Mapping[str, int]
+    #: the query's id in its set ("" for generated cases).
+    query_id: str = ""
+
+    @classmethod
+    def known_item(cls, query: str, doc_id: str, query_id: str = "") -> EvalCase:
+        """A case with exactly one relevant document."""
+        return cls(query=query, relevance={doc_id: 1}, query_id=query_id)
+
+    @property
+    def relevant_doc_id(self) -> str:
+        """The most relevant document (the only one of a known-item case)."""
+        return max(self.relevance, key=lambda doc_id: self.relevance[doc_id])
+
+    @property
+    def relevant_doc_ids(self) -> frozenset[str]:
+        return frozenset(doc_id for doc_id, grade in self.relevance.items() if grade > 0)
 
 
 def build_cases(
@@ -26,7 +48,7 @@ def build_cases(
     query equally well, and only one counts, which is what the real corpus is like.
     """
     cases = [
-        EvalCase(query=description, relevant_doc_id=f"wiki/{article['title']}")
+        EvalCase.known_item(description, f"wiki/{article['title']}", query_id=article["title"])
         for article in articles
         if (description := (article.get("description") or "").strip())
     ]

@@ -64,5 +64,5 @@ def cases_from_feedback(events: Iterable[FeedbackEvent]) -> FeedbackCases:
             found.duplicates += 1
             continue
         seen.add(pair)
-        found.cases.append(EvalCase(query=event.query, relevant_doc_id=doc_id))
+        found.cases.append(EvalCase.known_item(event.query, doc_id))
     return found

@@ -77,7 +77,7 @@ class EvalIndexes:
         async with EventPublisher(self._base.bootstrap_servers, self.events_topic) as publisher:
             for start in range(0, len(events), PUBLISH_BATCH):
                 await publisher.publish_many(events[start : start + PUBLISH_BATCH])
-        self._say(f"published {len(events)} articles to {self.events_topic}")
+        self._say(f"published {len(events)} documents to {self.events_topic}")
 
     def settings_for(self, chunk_size: int) -> Settings:
         name = f"eval-{self.run_id}-c{chunk_size}"
