@@ -6,13 +6,14 @@ import asyncio
 import logging
 import os
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ray
 
 from consumers.consumer import IndexingConsumer
 from consumers.embedder import EMBEDDING_MEMORY_ENV, Embedder
+from consumers.priority import SearchYieldingEncoder
+from consumers.search_activity import SearchActivity
 from schemas import Settings
 
 log = logging.getLogger(__name__)
@@ -26,27 +27,25 @@ class ConsumerActor:
 
     def __init__(self, settings: Settings, torch_threads: int) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        # Before the model loads, so that torch's threads are born with it too.
-        lower_priority(settings.consumer_niceness)
-        self._niceness = settings.consumer_niceness
         # One line per Chroma request would drown what matters.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        self._consumer = IndexingConsumer(
-            settings,
-            Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads),
-        )
+        embedder = Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads)
+        self._encoder = _yielding_to_searches(embedder, settings)
+        # The consumer asks only for what Embedder and the wrapper share (consumers.indexer.Encoder).
+        self._consumer = IndexingConsumer(settings, cast(Embedder, self._encoder))
         self._stopping = asyncio.Event()
 
     async def run(self) -> dict[str, Any]:
         """Consume until ``stop``; returns the final counters."""
         if self._stopping.is_set():
             return asdict(self._consumer.stats)
-        lower_priority(self._niceness)  # threads Ray started since __init__
         await self._consumer.start()
         try:
             await self._consumer.run()
         finally:
             await self._consumer.stop()
+            if isinstance(self._encoder, SearchYieldingEncoder):
+                self._encoder.close()
         return dict(asdict(self._consumer.stats))
 
     async def stop(self) -> None:
@@ -60,64 +59,12 @@ class ConsumerActor:
         return os.getpid()
 
 
-def lower_priority(niceness: int) -> None:
-    """Run every thread of this process at ``niceness`` or lower priority (never raise it).
-
-    Indexing is throughput work and searches are latency work: where both share a machine, a
-    consumer in the middle of an embedding batch must not make searches wait for the CPU. With
-    nice 10 a busy consumer gets about a tenth of a core that a search wants, and all of the
-    CPU nobody else wants. On Linux the nice value belongs to each thread, and a new thread
-    starts with its creator's, so every thread alive now is changed. Where the kernel groups
-    processes by session, nice alone does nothing against the API (see ``_lower_autogroup``).
-    """
-    if niceness <= 0:
-        return
-    tasks = Path("/proc/self/task")
-    thread_ids = [int(entry.name) for entry in tasks.iterdir()] if tasks.exists() else [0]
-    for thread_id in thread_ids:
-        try:
-            if os.getpriority(os.PRIO_PROCESS, thread_id) < niceness:
-                os.setpriority(os.PRIO_PROCESS, thread_id, niceness)
-        except OSError:  # the thread ended meanwhile
-            continue
-    if _autogroups_enabled() and not _lower_autogroup(niceness):
-        _idle_policy(thread_ids)
-
-
-def _autogroups_enabled() -> bool:
-    setting = Path("/proc/sys/kernel/sched_autogroup_enabled")
-    try:
-        return setting.read_text().strip() == "1"
-    except OSError:
-        return False
-
-
-def _lower_autogroup(niceness: int) -> bool:
-    """Where the kernel groups processes by session (``sched_autogroup_enabled``), nice values
-    only weigh threads against others of the same session: against the API, started in a
-    session of its own, a nice consumer counted as much as any process. So the consumer takes
-    a session of its own (leaving its parent's, whose processes should not slow down with it)
-    and lowers that session's group, which is what the scheduler weighs against the API's.
-    True if done; a process group leader (as Ray makes each worker) cannot start a session.
-    """
-    try:
-        if os.getsid(0) != os.getpid():
-            os.setsid()
-        Path("/proc/self/autogroup").write_text(str(niceness))
-    except OSError:
-        return False
-    return True
-
-
-def _idle_policy(thread_ids: list[int]) -> None:
-    """SCHED_IDLE: a thread that runs only when nothing else wants the CPU, whatever group the
-    other is in, and that any waking thread preempts at once. Under autogroups, the one lever
-    left to a consumer that cannot have a session of its own."""
-    for thread_id in thread_ids:
-        try:
-            os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:  # the thread ended meanwhile
-            continue
+def _yielding_to_searches(embedder: Embedder, settings: Settings) -> Embedder | SearchYieldingEncoder:
+    """The embedder, at ``consumer_niceness`` while searches run on this host (see consumers.priority)."""
+    if settings.consumer_niceness == 0:
+        return embedder
+    activity = SearchActivity(settings.search_activity_path, settings.search_activity_window_s)
+    return SearchYieldingEncoder(embedder, activity, settings.consumer_niceness)
 
 
 def init_ray(consumers: int) -> None:

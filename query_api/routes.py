@@ -19,6 +19,7 @@ from query_api.consistency import ConsistencyToken, IndexBehind, InvalidToken, w
 from query_api.documents import document_info
 from query_api.models import DocumentInfo, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
+from query_api.search_activity import note_search
 from query_api.services import Services, get_services
 from query_api.tenancy import TenantScope
 from query_api.timings import Timings
@@ -63,6 +64,8 @@ async def search(
                 }
             ]
         )
+    # Consumers on this host embed at a lower priority while searches run.
+    note_search(services.settings.search_activity_path)
     timings = Timings()
     # Read-your-writes: the wait for the index to include the write is part of the answer's time.
     with timings.measure("wait") if body.consistent_with or consistent_with else contextlib.nullcontext():

@@ -5,6 +5,9 @@ Built once in each entry point and passed down; nothing reads the environment at
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,10 +118,22 @@ class Settings(BaseSettings):
         default=10,
         ge=0,
         le=19,
-        description="CPU priority of the consumer processes (nice; 0 = normal): at 10, where the API "
-        "shares their machine, searches come first and indexing gets all the CPU they leave; under "
-        "the kernel's session autogroups, a consumer that cannot lower a session group of its own "
-        "runs SCHED_IDLE instead",
+        description="CPU priority of a consumer's embedding while searches run on its host (nice; 0 = "
+        "never lowered): at 10, searches come first and indexing gets all the CPU they leave; under "
+        "the kernel's session autogroups, where nice weighs only within a session, it runs "
+        "SCHED_IDLE instead. With no search in the last search_activity_window_s it runs at full "
+        "priority",
+    )
+    search_activity_file: Path | None = Field(
+        default=None,
+        description="file the query API touches while it serves searches, and consumers on the same "
+        "host watch; None = one in the temp folder named by the broker and collection, so separate "
+        "stacks on one host do not see each other's searches",
+    )
+    search_activity_window_s: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="consumers yield to searches for this long after the last one their host served",
     )
     consumers_min: int = Field(default=1, ge=1, description="fewest consumer actors the scaler keeps")
     consumers_max: int = Field(
@@ -296,6 +311,13 @@ class Settings(BaseSettings):
         return self.changes_topic if self.consumer_input == "changes" else self.events_topic
 
     @property
+    def search_activity_path(self) -> Path:
+        """The file that says searches are running on this host (``search_activity_file``)."""
+        if self.search_activity_file is not None:
+            return self.search_activity_file
+        return _default_search_activity_path(self.bootstrap_servers, self.collection)
+
+    @property
     def chroma_url(self) -> str:
         return f"http://{self.chroma_host}:{self.chroma_port}"
 
@@ -317,3 +339,11 @@ class Settings(BaseSettings):
             elif isinstance(value, str | int | float | Path):
                 env[f"RAGSTREAM_{name.upper()}"] = str(value)
         return env
+
+
+@functools.lru_cache(maxsize=16)
+def _default_search_activity_path(bootstrap_servers: str, collection: str) -> Path:
+    # Cached: the search route asks for it on every request. The API and the consumers of one
+    # stack share the broker and the collection, and two stacks on one host share neither.
+    digest = hashlib.sha256(f"{bootstrap_servers}\x00{collection}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"ragstream-searching-{digest}"

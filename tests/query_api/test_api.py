@@ -181,6 +181,14 @@ async def test_search_says_where_its_time_went_in_server_timing(
     assert sum(float(ms) for ms in durations.values()) <= response.json()["took_ms"] * 2 + 1
 
 
+async def test_a_search_tells_the_consumers_on_this_host_that_searches_are_running(
+    api: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    await _search(api, "painting")
+
+    assert time.time() - api_settings.search_activity_path.stat().st_mtime < 2.0
+
+
 async def test_search_finds_the_chunk_not_just_the_document(api: httpx.AsyncClient) -> None:
     hits = await _search(api, "how long should the loaf stay in the oven?", k=1)
 
