@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from query_api.background import BackgroundLoop
+from query_api.event_rate import EventRate
 
 __all__ = ["ConsumerStats", "ScalingStats", "StatsTail"]
 
@@ -97,6 +98,7 @@ class StatsTail(BackgroundLoop):
         self._metadata_max_age_ms = metadata_max_age_ms
         self._latest: dict[str, ConsumerStats] = {}
         self._scaling: dict[str, ScalingStats] = {}
+        self._rate = EventRate()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -108,6 +110,16 @@ class StatsTail(BackgroundLoop):
     def scaling(self) -> dict[str, ScalingStats]:
         """Latest scaling report per consumer group."""
         return dict(self._scaling)
+
+    def events_per_s(self, now: float) -> float | None:
+        """Events consumed per second over the last half minute, as of unix time ``now``, read
+        from the consumers' own timestamps; None until a consumer has reported."""
+        return self._rate.per_second(now)
+
+    def reporting_since(self, since: float) -> int:
+        """Consumer ids whose latest counters are stamped at or after unix time ``since``: a dead
+        consumer's last message stays on the topic for good, and its id is never used again."""
+        return sum(1 for stats in self._latest.values() if stats.updated_at >= since)
 
     def totals(self) -> ConsumerStats:
         total = ConsumerStats()
@@ -132,6 +144,7 @@ class StatsTail(BackgroundLoop):
             return
         consumer_id = key.decode("utf-8", errors="replace") if key else stats.consumer_id
         self._latest[consumer_id] = stats
+        self._rate.record(consumer_id, stats.updated_at, stats.events_consumed)
 
     async def _run(self) -> None:
         while True:

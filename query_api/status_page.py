@@ -9,22 +9,25 @@ exactly what any other client of the API would get.
 from __future__ import annotations
 
 import time
-from collections import deque
 from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from query_api.services import Services, get_services
 
-__all__ = ["EventRate", "PipelineStats", "router"]
+__all__ = ["PipelineStats", "router"]
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 
 router = APIRouter()
+
+#: Without a controller's report, a consumer counts as running while its last counters are this
+#: recent; consumers report after every batch, so an idle one drops out after a minute.
+RECENT_REPORT_S = 60.0
 
 
 class PipelineStats(BaseModel):
@@ -34,7 +37,10 @@ class PipelineStats(BaseModel):
     events_dead_lettered: int
     chunks_embedded: int
     chunks_deleted: int
-    consumers: int = Field(description="consumer instances that have reported counters")
+    consumers: int = Field(
+        description="consumer actors of the indexing group that answer, as its controller last "
+        "reported; without a controller, consumer instances that reported counters in the last minute"
+    )
     consumers_desired: int | None = Field(
         default=None,
         description="consumer actors the indexing group's lag calls for, as its controller last "
@@ -45,34 +51,10 @@ class PipelineStats(BaseModel):
     )
     scaling_reason: str | None = Field(default=None, description="the controller's last decision, in words")
     events_per_s: float | None = Field(
-        description="events consumed per second over the last few seconds; null until two readings"
+        description="events consumed per second over the last 30 s, from the consumers' own "
+        "timestamps; null until a consumer has reported"
     )
     now: float = Field(description="the server's clock, unix seconds, to measure ages against")
-
-
-class EventRate:
-    """Events per second, from the cumulative count read each time someone asks.
-
-    The consumers report cumulative counters once per batch; the rate is the growth of their sum
-    between the oldest reading of the last ``window_s`` seconds and now.
-    """
-
-    def __init__(self, window_s: float = 10.0, min_span_s: float = 1.0) -> None:
-        self._window_s = window_s
-        # Two readings a few milliseconds apart (two open pages) would give a meaningless rate.
-        self._min_span_s = min_span_s
-        self._readings: deque[tuple[float, int]] = deque()
-
-    def observe(self, at: float, total: int) -> float | None:
-        """Record ``total`` events consumed at monotonic time ``at``; the rate, or None if too early."""
-        self._readings.append((at, total))
-        while at - self._readings[0][0] > self._window_s:
-            self._readings.popleft()
-        since, before = self._readings[0]
-        if at - since < self._min_span_s:
-            return None
-        # Totals never shrink, but a reading taken mid-restart must not show a negative rate.
-        return max(total - before, 0) / (at - since)
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -86,23 +68,22 @@ def _page() -> str:
 
 
 @router.get("/v1/stats")
-async def stats(request: Request, services: Annotated[Services, Depends(get_services)]) -> PipelineStats:
+async def stats(services: Annotated[Services, Depends(get_services)]) -> PipelineStats:
     """Counters of the whole pipeline and events consumed per second, for the status page."""
+    now = time.time()
     totals = services.stats.totals()
     scaling = services.stats.scaling.get(services.settings.consumer_group)
-    # Kept on the app, not in this module: each app (and each test's app) has its own pipeline.
-    rate: EventRate | None = getattr(request.app.state, "event_rate", None)
-    if rate is None:
-        rate = request.app.state.event_rate = EventRate()
     return PipelineStats(
         events_consumed=totals.events_consumed,
         events_dead_lettered=totals.events_dead_lettered,
         chunks_embedded=totals.chunks_embedded,
         chunks_deleted=totals.chunks_deleted,
-        consumers=len(services.stats.consumers),
+        # Every consumer ever started has its last counters on the stats topic: only the
+        # controller knows which actors are alive.
+        consumers=scaling.actual if scaling else services.stats.reporting_since(now - RECENT_REPORT_S),
         consumers_desired=scaling.desired if scaling else None,
         consumers_actual=scaling.actual if scaling else None,
         scaling_reason=scaling.reason if scaling else None,
-        events_per_s=rate.observe(time.monotonic(), totals.events_consumed),
-        now=time.time(),
+        events_per_s=services.stats.events_per_s(now),
+        now=now,
     )

@@ -21,7 +21,7 @@ from playwright.async_api import BrowserContext, Error, Page, async_playwright, 
 from consumers.controller import ScalingReport
 from consumers.embedder import Embedder
 from query_api import create_app
-from query_api.status_page import EventRate, router
+from query_api.status_page import router
 from schemas.api_keys import ApiKeyEntry
 from schemas.settings import Settings
 from streams.topics import ensure_topics
@@ -54,26 +54,7 @@ CORPUS = [
 ]
 
 
-# --- the events/s reading, without a browser ------------------------------------------------------
-
-
-def test_event_rate_is_the_growth_over_the_window() -> None:
-    rate = EventRate(window_s=10.0)
-
-    assert rate.observe(100.0, 50) is None  # one reading says nothing about speed
-    assert rate.observe(104.0, 90) == pytest.approx(10.0)
-    assert rate.observe(108.0, 90) == pytest.approx(5.0)
-    # The reading at 100 s has left the window: the rate is measured from 104 s on.
-    assert rate.observe(112.0, 90) == pytest.approx(0.0)
-
-
-def test_event_rate_needs_readings_at_least_a_second_apart() -> None:
-    rate = EventRate(window_s=10.0)
-
-    rate.observe(100.0, 50)
-
-    assert rate.observe(100.2, 60) is None
-    assert rate.observe(101.0, 70) == pytest.approx(20.0)
+# --- the page's file -----------------------------------------------------------------------------
 
 
 def test_the_page_is_served_as_html_by_itself() -> None:
