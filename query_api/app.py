@@ -127,7 +127,9 @@ def create_app(
                 nearest=nearest,
                 lag_reader=lag_reader,
                 stats=stats,
-                metrics=_with_replica_info(PipelineMetrics(stats, lag_reader, settings), replica),
+                metrics=_with_replica_info(
+                    PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
+                ),
                 lexical=lexical,
                 vector_coverage=vector_coverage,
                 reranker=active_reranker,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Annotated
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,7 +19,7 @@ from streams.hops import HopLag, read_pipeline_lag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_freshness", "router"]
+__all__ = ["oldest_unindexed_age_s", "read_freshness", "router"]
 
 #: The longest the oldest-event lookup may take; past it the ages are left out, with a note.
 OLDEST_EVENT_TIMEOUT_S = 2.0
@@ -54,6 +55,18 @@ async def read_freshness(services: Services) -> FreshnessResponse:
         partitions=indexer.partitions,
         hops=views,
     )
+
+
+async def oldest_unindexed_age_s(settings: Settings, lags: Sequence[HopLag]) -> float | None:
+    """Seconds the oldest event not yet through every hop has waited: 0 when none waits, None when
+    a waiting event's timestamp could not be read (a guess would hide or invent a delay)."""
+    oldest = 0.0
+    for hop_lag in lags:
+        view, note = await _hop_freshness(settings, hop_lag)
+        if note is not None:
+            return None
+        oldest = max(oldest, view.oldest_unindexed_age_s or 0.0)
+    return oldest
 
 
 async def _hop_freshness(settings: Settings, hop_lag: HopLag) -> tuple[HopFreshness, str | None]:

@@ -1,7 +1,10 @@
 """Prometheus metrics of the whole pipeline, served by the query API on ``/metrics``.
 
-Counters come from the consumers' stats messages and lag from the broker, both read when scraped;
-each app owns its registry, so several apps can live in one process.
+Counters come from the consumers' stats messages; lag, committed offsets, dead letters and the
+oldest waiting event's age from the broker, read when scraped. Each app owns its registry, so
+several apps can live in one process. Search latency is this process's own: behind a load
+balancer each replica labels it with its name, so that scrapes reaching different replicas give
+separate series instead of one that jumps between their counts.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import asyncio
 import logging
 import math
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -33,16 +37,37 @@ _COUNTERS = (
 )
 
 
-#: The one metric read from Kafka when scraped; the rest are in memory.
+#: The metric read from Kafka when scraped, with those read in the same trip; the rest are in memory.
 LAG_METRIC = "ragstream_consumer_lag"
+KAFKA_METRICS = frozenset(
+    {
+        LAG_METRIC,
+        "ragstream_consumer_committed_offset",
+        "ragstream_dead_letters_total",
+        "ragstream_oldest_unindexed_age_seconds",
+    }
+)
+
+#: A search on a replica's own indexes takes milliseconds; one that goes to Chroma or reranks, tenths.
+SEARCH_SECONDS_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class KafkaReadings:
+    """What one scrape read from the broker; each part None where it could not be read."""
+
+    lag: Sequence[HopLag] = ()
+    dead_letters: int | None = None
+    oldest_unindexed_age_s: float | None = None
 
 
 class PipelineCollector(Collector):
     """Turns the summed consumer counters and the last lag reading into metric families."""
 
-    def __init__(self, stats: StatsTail) -> None:
+    def __init__(self, stats: StatsTail, settings: Settings | None = None) -> None:
         self._stats = stats
-        self.lag: Sequence[HopLag] = ()
+        self._settings = settings
+        self.kafka = KafkaReadings()
 
     def collect(self) -> Iterable[Metric]:
         totals = self._stats.totals()
@@ -61,15 +86,39 @@ class PipelineCollector(Collector):
 
         yield from self._scaling()
 
+        yield from self._kafka()
+
+    def _kafka(self) -> Iterable[Metric]:
         lag = GaugeMetricFamily(
             LAG_METRIC,
             "Events not yet committed, per hop on the way to the index (changes stage, indexer)",
             labels=["hop", "partition"],
         )
-        for hop in self.lag:
+        committed = GaugeMetricFamily(
+            "ragstream_consumer_committed_offset",
+            "Offset each hop's consumer group has committed: it stands still when the hop is stalled",
+            labels=["hop", "partition"],
+        )
+        for hop in self.kafka.lag:
             for partition in hop.partitions:
                 lag.add_metric([hop.hop.name, str(partition.partition)], partition.lag)
+                if partition.committed is not None:
+                    committed.add_metric([hop.hop.name, str(partition.partition)], partition.committed)
         yield lag
+        yield committed
+        if self.kafka.dead_letters is not None:
+            yield CounterMetricFamily(
+                "ragstream_dead_letters",
+                "Records ever written to the dead-letter topic, by the changes stage or the consumers",
+                value=self.kafka.dead_letters,
+            )
+        if self.kafka.oldest_unindexed_age_s is not None:
+            yield GaugeMetricFamily(
+                "ragstream_oldest_unindexed_age_seconds",
+                "Seconds the oldest event not yet in the index has waited since it was published "
+                "(0 when none waits)",
+                value=self.kafka.oldest_unindexed_age_s,
+            )
 
     def _scaling(self) -> Iterable[Metric]:
         desired = GaugeMetricFamily(
@@ -82,11 +131,34 @@ class PipelineCollector(Collector):
             "Consumer actors of the group that answer its controller (a dead one is not counted)",
             labels=["consumer_group"],
         )
+        maximum = GaugeMetricFamily(
+            "ragstream_consumers_max",
+            "The most consumer actors the group may have: its controller's ceiling where it reports "
+            "one, else RAGSTREAM_CONSUMERS_MAX within the partitions",
+            labels=["consumer_group"],
+        )
         for group, report in sorted(self._stats.scaling.items()):
             desired.add_metric([group], report.desired)
             actual.add_metric([group], report.actual)
+            ceiling = report.maximum if report.maximum is not None else self._configured_ceiling(group)
+            if ceiling is not None:
+                maximum.add_metric([group], ceiling)
         yield desired
         yield actual
+        yield maximum
+        if self._settings is not None:
+            yield GaugeMetricFamily(
+                "ragstream_api_replicas_desired",
+                "API replicas configured (RAGSTREAM_API_REPLICAS), to compare with those Serve finds healthy",
+                value=self._settings.api_replicas,
+            )
+
+    def _configured_ceiling(self, group: str) -> int | None:
+        settings = self._settings
+        if settings is None or group != settings.consumer_group:
+            return None
+        # The controller also caps by the memory budget, which only it knows.
+        return max(min(settings.consumers_max, settings.partitions), 1)
 
 
 def _bound(text: str) -> float:
@@ -97,34 +169,58 @@ class PipelineMetrics:
     """An app's own registry; ``render()`` reads the lag, then formats every metric."""
 
     def __init__(
-        self, stats: StatsTail, lag_reader: LagReader, settings: Settings, *, lag_timeout_s: float = 5.0
+        self,
+        stats: StatsTail,
+        lag_reader: LagReader,
+        settings: Settings,
+        *,
+        replica: str | None = None,
+        lag_timeout_s: float = 5.0,
     ) -> None:
         # PipelineCollector names its series only when collected: a ``name[]`` scrape still asks it.
         self.registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
-        self._collector = PipelineCollector(stats)
+        self._collector = PipelineCollector(stats, settings)
         self.registry.register(self._collector)
         self.registry.register(gc_pauses().histogram)
+        self._search_seconds = Histogram(
+            "ragstream_search_seconds",
+            "Seconds to answer a search, by mode, after any read-your-writes wait",
+            labelnames=["mode", "replica"],
+            buckets=SEARCH_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self._replica = replica or ""
         self._lag_reader = lag_reader
         self._settings = settings
         self._lag_timeout_s = lag_timeout_s
 
+    def observe_search(self, mode: str, seconds: float) -> None:
+        """Count one search of ``mode`` that took ``seconds``."""
+        self._search_seconds.labels(mode, self._replica).observe(seconds)
+
     async def render(self, names: Collection[str] = ()) -> bytes:
         """Every metric, or with ``names`` only those series (Prometheus's ``name[]`` filter, by
-        sample name as in ``ragstream_api_gc_pause_seconds_count``). Kafka is asked for the
-        consumer lag only when the lag is among them."""
-        if not names or LAG_METRIC in names:
-            await self._read_lag()
+        sample name as in ``ragstream_api_gc_pause_seconds_count``). Kafka is asked for nothing
+        unless one of ``KAFKA_METRICS`` is among them."""
+        if not names or KAFKA_METRICS & set(names):
+            self._collector.kafka = await self._read_kafka()
         else:
-            self._collector.lag = ()
+            self._collector.kafka = KafkaReadings()
         # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
         return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
 
-    async def _read_lag(self) -> None:
+    async def _read_kafka(self) -> KafkaReadings:
+        # Imported here: the freshness routes import the services, which import this module.
+        from query_api.freshness import oldest_unindexed_age_s
+
         try:
             async with asyncio.timeout(self._lag_timeout_s):
                 await self._lag_reader.start()
-                self._collector.lag = await read_pipeline_lag(self._lag_reader, self._settings)
+                lag = await read_pipeline_lag(self._lag_reader, self._settings)
+                ends = await self._lag_reader.end_offsets(self._settings.dlq_topic)
+                age = await oldest_unindexed_age_s(self._settings, lag)
         except (KafkaError, OSError, TimeoutError) as exc:
-            # A scrape still reports the counters; a lag we cannot read is left out, not shown as 0.
-            log.warning("consumer lag not read: %r", exc)
-            self._collector.lag = ()
+            # A scrape still reports the counters; what we cannot read is left out, not shown as 0.
+            log.warning("pipeline metrics not read from Kafka: %r", exc)
+            return KafkaReadings()
+        return KafkaReadings(lag, sum(ends.values()), age)

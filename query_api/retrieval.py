@@ -73,6 +73,8 @@ async def search(
         with timings.measure("rerank"):
             reranked = await asyncio.to_thread(services.reranker.rerank, request.query, head)
         candidates = reranked + candidates[settings.rerank_depth :]
+    took_s = time.perf_counter() - started
+    services.metrics.observe_search(request.mode, took_s)
     return SearchResponse(
         query=request.query,
         k=request.k,
@@ -80,7 +82,7 @@ async def search(
         mode=request.mode,
         reranked=rerank,
         hits=[scope.hit(hit) for hit in candidates[request.offset : window]],
-        took_ms=(time.perf_counter() - started) * 1000,
+        took_ms=took_s * 1000,
     )
 
 

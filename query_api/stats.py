@@ -73,6 +73,9 @@ class ScalingStats(BaseModel):
     desired: int = Field(ge=0, description="consumer actors the lag calls for, within the limits")
     actual: int = Field(ge=0, description="consumer actors that answer (a dead one is not serving)")
     members: int = Field(default=0, ge=0, description="actors started, answering or not")
+    maximum: int | None = Field(
+        default=None, ge=0, description="the most actors the controller may run (limits, partitions, memory)"
+    )
     reason: str = ""
     updated_at: float = 0.0
 

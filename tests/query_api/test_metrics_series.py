@@ -1,0 +1,87 @@
+"""The series the alerts and the dashboard read, as ``/metrics`` formats them."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from consumers.controller import ScalingReport
+from query_api.metrics import KafkaReadings, PipelineCollector, PipelineMetrics
+from query_api.stats import StatsTail
+from schemas import Settings
+from streams.hops import Hop, HopLag
+from streams.lag import LagReader, PartitionLag
+
+
+def _lines(collector: PipelineCollector) -> list[str]:
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
+    registry.register(collector)
+    return generate_latest(registry).decode().splitlines()
+
+
+def _tail(*reports: ScalingReport) -> StatsTail:
+    tail = StatsTail("127.0.0.1:1", "stats")
+    for report in reports:
+        tail.apply(report.key, report.to_json())
+    return tail
+
+
+def test_committed_offsets_dead_letters_and_the_oldest_wait_are_exported_with_the_lag() -> None:
+    collector = PipelineCollector(_tail())
+    stage = Hop("changes stage", "docs.events", "ragstream-changes")
+    collector.kafka = KafkaReadings(
+        lag=[
+            HopLag(
+                stage, [PartitionLag("docs.events", 0, 40, 45, 5), PartitionLag("docs.events", 1, None, 3, 3)]
+            )
+        ],
+        dead_letters=7,
+        oldest_unindexed_age_s=1.5,
+    )
+
+    lines = _lines(collector)
+
+    assert 'ragstream_consumer_lag{hop="changes stage",partition="0"} 5.0' in lines
+    assert 'ragstream_consumer_committed_offset{hop="changes stage",partition="0"} 40.0' in lines
+    # Nothing committed yet is no offset, not offset 0.
+    assert not [
+        line
+        for line in lines
+        if line.startswith('ragstream_consumer_committed_offset{hop="changes stage",partition="1"')
+    ]
+    assert "ragstream_dead_letters_total 7.0" in lines
+    assert "ragstream_oldest_unindexed_age_seconds 1.5" in lines
+
+
+def test_what_kafka_did_not_answer_is_left_out_rather_than_shown_as_zero() -> None:
+    lines = _lines(PipelineCollector(_tail()))
+
+    assert not [
+        line for line in lines if line.startswith(("ragstream_dead_letters", "ragstream_oldest_unindexed"))
+    ]
+
+
+def test_the_consumer_ceiling_is_the_controllers_or_else_the_settings_within_the_partitions() -> None:
+    settings = Settings(consumers_max=10, partitions=6)
+    reported = ScalingReport("v2", 1, 1, 1, "lag 0", time.time())
+    tail = _tail(ScalingReport(settings.consumer_group, 1, 1, 1, "lag 0", time.time()), reported)
+    tail.apply(b"scaling/v2", reported.to_json().replace(b'"kind"', b'"maximum":2,"kind"'))
+
+    lines = _lines(PipelineCollector(tail, settings))
+
+    assert f'ragstream_consumers_max{{consumer_group="{settings.consumer_group}"}} 6.0' in lines
+    assert 'ragstream_consumers_max{consumer_group="v2"} 2.0' in lines
+    assert f"ragstream_api_replicas_desired {float(settings.api_replicas)}" in lines
+
+
+async def test_search_latency_is_counted_per_mode_under_the_replicas_name() -> None:
+    settings = Settings()
+    metrics = PipelineMetrics(_tail(), LagReader("127.0.0.1:1"), settings, replica="r1")
+    metrics.observe_search("lexical", 0.004)
+    metrics.observe_search("hybrid", 0.2)
+
+    text = (await metrics.render(["ragstream_search_seconds_count"])).decode()
+
+    assert 'ragstream_search_seconds_count{mode="lexical",replica="r1"} 1.0' in text
+    assert 'ragstream_search_seconds_count{mode="hybrid",replica="r1"} 1.0' in text
