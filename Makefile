@@ -5,6 +5,7 @@ UV := .tools/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM := /usr/bin/chromium
+PROMTOOL := /usr/bin/promtool
 
 .PHONY: install up down status test test-long lint bench clean
 
@@ -39,11 +40,21 @@ $(CHROMIUM):
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
-test: install $(CHROMIUM)
+# Debian's Prometheus: promtool tests the alert rules and the dashboard's queries, and the scrape
+# test runs the server against a live stack.
+$(PROMTOOL):
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make test needs promtool at $@: install Debian's prometheus package (sudo apt-get install prometheus)" >&2; \
+		exit 1; \
+	fi
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+
+test: install $(CHROMIUM) $(PROMTOOL)
 	$(BIN)/pytest
 
 # The bigger fault, churn and stage scenarios (100k Chroma operations, 12k events with 12 kills...).
-test-long: install $(CHROMIUM)
+test-long: install $(CHROMIUM) $(PROMTOOL)
 	$(BIN)/pytest --long
 
 lint: install
