@@ -1,0 +1,380 @@
+"""Fusion study, offline: how would hybrid search rank with another fusion, on every set?
+
+Reads the candidate dumps that ``ragstream eval --beir …`` writes (every query's vector and
+lexical hits with their scores, as deep as hybrid mode reads them) and ranks each query again
+with each candidate fusion, chunks first and then deduplicated to documents, as the API does.
+No re-indexing: the whole study takes seconds.
+
+Candidates:
+
+- ``rrf``: weighted reciprocal rank fusion (production's ``query_api.fusion``) over a grid of
+  ``k`` and weights; the setting in the dumps is today's default;
+- ``convex``: ``α · vector + (1 − α) · lexical`` over normalised scores (Bruch et al., 2023), with
+  min-max, z-score, or theoretical bounds (cosine in [−1, 1]; BM25 over the query's best score);
+- ``adaptive``: the same combination, with α chosen per query from how far each retriever's
+  best score stands out from its other candidates (a confident retriever gets more weight).
+
+A candidate *passes* when, on every set, its nDCG@10 and recall@5 are at least
+``max(vector, lexical) − 0.005``. Among those that pass, the best mean nDCG@10 wins; if none
+passes, the smallest worst shortfall. Choosing on the same queries as reporting flatters the
+winner, so each winner is also chosen again with one set held out, and scored on that set.
+
+    .venv/bin/python bench/fusion_study.py                 # the newest run's dumps
+    .venv/bin/python bench/fusion_study.py --run RUN_ID
+    .venv/bin/python bench/fusion_study.py DUMP.json.gz …
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from query_api.evaluation.candidates import CandidateQuery, CandidateSet, load_candidates
+from query_api.evaluation.metrics import documents_in_order, per_query_scores
+from query_api.evaluation.results import new_run_id, save_json
+from query_api.evaluation.runner import ChunkHit
+from query_api.fusion import reciprocal_rank_fusion
+
+RESULTS = Path("bench/results")
+TOLERANCE = 0.005
+METRICS = ("ndcg@10", "recall@5")
+#: Documents a fused ranking keeps: every metric looks at the first 10.
+KEEP = 10
+
+RRF_KS = (5, 10, 20, 40, 60, 100)
+RRF_LEXICAL_WEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+#: Rankings that are not fusions of the study: the two retrievers, and what the API returned.
+SINGLES = ("vector", "lexical", "api hybrid")
+ALPHAS = tuple(round(0.1 * step, 1) for step in range(1, 10))
+
+#: A query's hits → its first documents, best first.
+Fusion = Callable[[CandidateQuery], list[str]]
+
+
+# --- normalisations: one retriever's scores of one query → comparable numbers -------------------
+
+
+def _minmax(scores: list[float], retriever: str) -> list[float]:
+    low, high = min(scores), max(scores)
+    return [(s - low) / (high - low) if high > low else 1.0 for s in scores]
+
+
+def _zscore(scores: list[float], retriever: str) -> list[float]:
+    mean = statistics.fmean(scores)
+    spread = statistics.pstdev(scores)
+    return [(s - mean) / spread if spread > 0 else 0.0 for s in scores]
+
+
+def _theoretical(scores: list[float], retriever: str) -> list[float]:
+    # Cosine similarity is bounded by [-1, 1]; BM25 has no upper bound, so the query's best
+    # score stands in for it, and 0 (no term matched) is its lower bound.
+    if retriever == "vector":
+        return [(s + 1.0) / 2.0 for s in scores]
+    best = max(scores)
+    return [s / best if best > 0 else 0.0 for s in scores]
+
+
+NORMALISATIONS: dict[str, Callable[[list[float], str], list[float]]] = {
+    "minmax": _minmax,
+    "zscore": _zscore,
+    "theoretical": _theoretical,
+}
+
+
+def _normalised(hits: Sequence[ChunkHit], retriever: str, how: str) -> tuple[dict[str, float], float]:
+    """chunk id → normalised score, and the score a chunk this retriever did not return gets:
+    the lowest it returned (it ranked below all of them, by an unknown amount)."""
+    if not hits:
+        return {}, 0.0
+    values = NORMALISATIONS[how]([hit.score for hit in hits], retriever)
+    return {hit.chunk_id: value for hit, value in zip(hits, values, strict=True)}, min(values)
+
+
+# --- fusions ------------------------------------------------------------------------------------
+
+
+def _documents(chunk_ids: Sequence[str], doc_of: dict[str, str]) -> list[str]:
+    return documents_in_order(doc_of[chunk_id] for chunk_id in chunk_ids)[:KEEP]
+
+
+def _doc_of(query: CandidateQuery) -> dict[str, str]:
+    return {hit.chunk_id: hit.doc_id for mode in ("vector", "lexical") for hit in query.hits[mode]}
+
+
+def single(retriever: str) -> Fusion:
+    def rank(query: CandidateQuery) -> list[str]:
+        return documents_in_order(hit.doc_id for hit in query.hits[retriever])[:KEEP]
+
+    return rank
+
+
+def api_hybrid(query: CandidateQuery) -> list[str]:
+    """What the API's hybrid mode returned (for checking that ``rrf`` reproduces it)."""
+    return documents_in_order(hit.doc_id for hit in query.hits["hybrid"])[:KEEP]
+
+
+def rrf(k: int, vector_weight: float, lexical_weight: float) -> Fusion:
+    weights = {"vector": vector_weight, "lexical": lexical_weight}
+
+    def rank(query: CandidateQuery) -> list[str]:
+        lists = {name: [hit.chunk_id for hit in query.hits[name]] for name in weights if weights[name] > 0}
+        fused = reciprocal_rank_fusion(lists, weights, k)
+        return _documents([item.id for item in fused], _doc_of(query))
+
+    return rank
+
+
+def _combined(query: CandidateQuery, how: str, alpha: float) -> list[str]:
+    vector, vector_floor = _normalised(query.hits["vector"], "vector", how)
+    lexical, lexical_floor = _normalised(query.hits["lexical"], "lexical", how)
+    scores = {
+        chunk_id: alpha * vector.get(chunk_id, vector_floor)
+        + (1 - alpha) * lexical.get(chunk_id, lexical_floor)
+        for chunk_id in vector.keys() | lexical.keys()
+    }
+    # Ties go to the smaller id, so that the ranking does not depend on set order.
+    ordered = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))
+    return _documents(ordered, _doc_of(query))
+
+
+def convex(how: str, alpha: float) -> Fusion:
+    def rank(query: CandidateQuery) -> list[str]:
+        return _combined(query, how, alpha)
+
+    return rank
+
+
+def _standout(hits: Sequence[ChunkHit]) -> float:
+    """How far the best score stands above the retriever's other candidates, in their spread:
+    a retriever sure of its first hit sets it well apart."""
+    scores = [hit.score for hit in hits]
+    if len(scores) < 2:
+        return 0.0
+    spread = statistics.pstdev(scores)
+    return (scores[0] - statistics.fmean(scores)) / spread if spread > 0 else 0.0
+
+
+def adaptive(how: str, prior: float, sharpness: float) -> Fusion:
+    """α = the vector share of the two standouts (each raised to ``sharpness``), pulled halfway
+    to ``prior``: one noisy query cannot move all the weight to one retriever."""
+
+    def rank(query: CandidateQuery) -> list[str]:
+        vector = max(_standout(query.hits["vector"]), 0.0) ** sharpness
+        lexical = max(_standout(query.hits["lexical"]), 0.0) ** sharpness
+        share = vector / (vector + lexical) if vector + lexical > 0 else prior
+        return _combined(query, how, (share + prior) / 2)
+
+    return rank
+
+
+def candidates(dumped: dict[str, Any]) -> dict[str, Fusion]:
+    """Every fusion to compare, by a name that says its parameters."""
+    default = (dumped["rrf_k"], dumped["hybrid_vector_weight"], dumped["hybrid_lexical_weight"])
+    found: dict[str, Fusion] = {
+        "vector": single("vector"),
+        "lexical": single("lexical"),
+        "api hybrid": api_hybrid,
+    }
+    found[f"rrf k={default[0]} v={default[1]:g} l={default[2]:g} (default)"] = rrf(*default)
+    for k in RRF_KS:
+        for weight in RRF_LEXICAL_WEIGHTS:
+            found.setdefault(f"rrf k={k} v=1 l={weight:g}", rrf(k, 1.0, weight))
+    for how in NORMALISATIONS:
+        for alpha in ALPHAS:
+            found[f"convex {how} α={alpha:g}"] = convex(how, alpha)
+    for how in ("minmax", "theoretical"):
+        for prior in (0.3, 0.5, 0.7):
+            for sharpness in (1.0, 2.0):
+                found[f"adaptive {how} prior={prior:g} p={sharpness:g}"] = adaptive(how, prior, sharpness)
+    return found
+
+
+# --- scoring and choosing -------------------------------------------------------------------------
+
+
+@dataclass
+class Scored:
+    name: str
+    #: set → metric → mean over its queries
+    metrics: dict[str, dict[str, float]]
+
+
+def score(fusions: dict[str, Fusion], sets: Sequence[CandidateSet]) -> list[Scored]:
+    scored = []
+    for name, fusion in fusions.items():
+        per_set = {}
+        for candidate_set in sets:
+            rankings = [fusion(query) for query in candidate_set.queries]
+            judged = [query.relevance for query in candidate_set.queries]
+            values = per_query_scores(rankings, judged)
+            per_set[candidate_set.name] = {metric: statistics.fmean(values[metric]) for metric in METRICS}
+        scored.append(Scored(name, per_set))
+    return scored
+
+
+def floors(scored: Sequence[Scored]) -> dict[str, dict[str, float]]:
+    """set → metric → the better single retriever's value."""
+    by_name = {s.name: s for s in scored}
+    return {
+        set_name: {
+            metric: max(
+                by_name["vector"].metrics[set_name][metric], by_name["lexical"].metrics[set_name][metric]
+            )
+            for metric in METRICS
+        }
+        for set_name in by_name["vector"].metrics
+    }
+
+
+def shortfall(result: Scored, floor: dict[str, dict[str, float]], sets: Sequence[str]) -> float:
+    """The worst margin over the given sets and checked metrics (negative: below the floor)."""
+    return min(result.metrics[s][m] - floor[s][m] for s in sets for m in METRICS)
+
+
+def mean_ndcg(result: Scored, sets: Sequence[str]) -> float:
+    return statistics.fmean(result.metrics[s]["ndcg@10"] for s in sets)
+
+
+def choose(scored: Sequence[Scored], floor: dict[str, dict[str, float]], sets: Sequence[str]) -> Scored:
+    """The fusion that passes on ``sets`` with the best mean nDCG@10, else the least shortfall."""
+    fusions = [s for s in scored if s.name not in SINGLES]
+    passing = [s for s in fusions if shortfall(s, floor, sets) >= -TOLERANCE]
+    if passing:
+        return max(passing, key=lambda s: mean_ndcg(s, sets))
+    return max(fusions, key=lambda s: shortfall(s, floor, sets))
+
+
+def held_out(
+    scored: Sequence[Scored], floor: dict[str, dict[str, float]], sets: Sequence[str]
+) -> list[dict[str, Any]]:
+    """For each set: the fusion chosen on the others, and how it does on the one held out."""
+    rows: list[dict[str, Any]] = []
+    if len(sets) < 2:
+        return rows
+    for out in sets:
+        others = [s for s in sets if s != out]
+        chosen = choose(scored, floor, others)
+        rows.append(
+            {
+                "held_out": out,
+                "chosen": chosen.name,
+                **{metric: chosen.metrics[out][metric] for metric in METRICS},
+                "margin": shortfall(chosen, floor, [out]),
+            }
+        )
+    return rows
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def _family(name: str) -> str:
+    """A fusion's name up to its parameters: "convex minmax α=0.3" → "convex minmax"."""
+    words = name.split(" ")
+    return " ".join(word for word in words[: next((i for i, w in enumerate(words) if "=" in w), len(words))])
+
+
+def _family_best(
+    scored: Sequence[Scored], floor: dict[str, dict[str, float]], sets: Sequence[str]
+) -> list[Scored]:
+    """The chosen fusion of each family."""
+    families: dict[str, list[Scored]] = {}
+    for result in scored:
+        if result.name not in SINGLES:
+            families.setdefault(_family(result.name), []).append(result)
+    return [choose(members, floor, sets) for members in families.values()]
+
+
+def _table(
+    title: str, rows: Sequence[Scored], floor: dict[str, dict[str, float]], sets: Sequence[str]
+) -> Table:
+    table = Table(title=title)
+    table.add_column("fusion")
+    for set_name in sets:
+        for metric in METRICS:
+            table.add_column(f"{set_name}\n{metric}", justify="right")
+    table.add_column("worst\nmargin", justify="right")
+    table.add_column("mean\nnDCG@10", justify="right")
+    for result in rows:
+        cells = []
+        for set_name in sets:
+            for metric in METRICS:
+                value = result.metrics[set_name][metric]
+                low = value < floor[set_name][metric] - TOLERANCE
+                cells.append(f"[red]{value:.3f}[/]" if low else f"{value:.3f}")
+        table.add_row(
+            result.name, *cells, f"{shortfall(result, floor, sets):+.3f}", f"{mean_ndcg(result, sets):.3f}"
+        )
+    return table
+
+
+def _newest_run() -> str:
+    dumps = sorted(RESULTS.glob("eval-candidates-*.json.gz"), key=lambda p: p.stat().st_mtime)
+    if not dumps:
+        raise SystemExit(f"no candidate dumps under {RESULTS}: run `ragstream eval --beir …` first")
+    return load_candidates(dumps[-1]).run_id
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("dumps", nargs="*", type=Path, help="candidate dumps (default: the newest run's)")
+    parser.add_argument("--run", help="the run id whose dumps to read")
+    args = parser.parse_args(argv)
+    paths = list(args.dumps) or sorted(RESULTS.glob(f"eval-candidates-{args.run or _newest_run()}-*.json.gz"))
+    sets = [load_candidates(path) for path in paths]
+    names = [s.name for s in sets]
+    console = Console()
+    console.print(f"{sum(len(s.queries) for s in sets)} queries in {len(sets)} sets: {', '.join(names)}")
+
+    scored = score(candidates(sets[0].settings), sets)
+    floor = floors(scored)
+    by_name = {s.name: s for s in scored}
+    default = next(s for s in scored if s.name.endswith("(default)"))
+    winner = choose(scored, floor, names)
+    shown = [by_name["vector"], by_name["lexical"], by_name["api hybrid"], default]
+    for best in [winner, *_family_best(scored, floor, names)]:
+        if best not in shown:
+            shown.append(best)
+    console.print(
+        _table("fusions on every set (red: below max(vector, lexical) − 0.005)", shown, floor, names)
+    )
+    passing = [s for s in scored if s.name not in SINGLES and shortfall(s, floor, names) >= -TOLERANCE]
+    console.print(f"{len(passing)} of {len(scored) - 3} fusions pass on every set; winner: {winner.name}")
+    held = held_out(scored, floor, names)
+    for row in held:
+        console.print(
+            f"chosen without {row['held_out']}: {row['chosen']} → on {row['held_out']} nDCG@10 "
+            f"{row['ndcg@10']:.3f}, recall@5 {row['recall@5']:.3f}, margin {row['margin']:+.3f}"
+        )
+
+    started = datetime.now(UTC)
+    path = save_json(
+        {
+            "source": "fusion-study",
+            "started_at": started.isoformat(),
+            "dumps": [str(p) for p in paths],
+            "tolerance": TOLERANCE,
+            "floors": floor,
+            "winner": winner.name,
+            "passing": [s.name for s in passing],
+            "held_out": held,
+            "fusions": {s.name: s.metrics for s in scored},
+        },
+        RESULTS,
+        f"fusion-study-{new_run_id(started)}",
+    )
+    console.print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
