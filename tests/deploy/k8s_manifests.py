@@ -1,0 +1,97 @@
+"""deploy/k8s rendered by kustomize, and the parts of it that the code must agree with."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "K8S_DIR",
+    "OVERLAYS",
+    "PodTemplate",
+    "by_kind",
+    "environment_of",
+    "one",
+    "pod_templates",
+    "render",
+]
+
+K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+
+
+@functools.cache
+def _rendered(folder: Path) -> str:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise FileNotFoundError("kubectl is not installed (Debian: apt-get install kubernetes-client)")
+    done = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {folder} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    """The objects of ``overlay`` (``dev``, ``prod``, or ``base``), a fresh copy each call."""
+    folder = K8S_DIR / "base" if overlay == "base" else K8S_DIR / "overlays" / overlay
+    return [document for document in yaml.safe_load_all(_rendered(folder)) if document]
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [item for item in objects if item["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (item,) = by_kind(objects, kind)
+    return item
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """A pod template, wherever it sits: a Deployment's, a StatefulSet's, a Ray group's."""
+
+    owner: str
+    template: dict[str, Any]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.template.get("metadata", {}).get("labels", {}))
+
+    @property
+    def containers(self) -> list[dict[str, Any]]:
+        return list(self.template["spec"]["containers"])
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> Iterator[PodTemplate]:
+    for item in objects:
+        name = f"{item['kind']}/{item['metadata']['name']}"
+        if item["kind"] in ("Deployment", "StatefulSet"):
+            yield PodTemplate(name, item["spec"]["template"])
+        elif item["kind"] == "RayService":
+            cluster = item["spec"]["rayClusterConfig"]
+            yield PodTemplate(f"{name} head", cluster["headGroupSpec"]["template"])
+            for group in cluster.get("workerGroupSpecs", []):
+                yield PodTemplate(f"{name} {group['groupName']}", group["template"])
+
+
+def environment_of(container: dict[str, Any], objects: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The variables ``container`` is given: from the ConfigMaps it takes whole, then its own
+    ``env`` (a value from a Secret or a field is None: not known before it runs)."""
+    config_maps = {item["metadata"]["name"]: item for item in by_kind(objects, "ConfigMap")}
+    secrets = {item["metadata"]["name"]: item for item in by_kind(objects, "Secret")}
+    environment: dict[str, str | None] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source and source["configMapRef"]["name"] in config_maps:
+            environment.update(config_maps[source["configMapRef"]["name"]].get("data", {}))
+        if "secretRef" in source and source["secretRef"]["name"] in secrets:
+            environment.update(dict.fromkeys(secrets[source["secretRef"]["name"]].get("data", {})))
+    for variable in container.get("env", []):
+        environment[variable["name"]] = variable.get("value")
+    return environment

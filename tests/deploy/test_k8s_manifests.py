@@ -1,0 +1,371 @@
+"""deploy/k8s, checked without a cluster: kustomize renders every overlay; built-in kinds match
+Kubernetes' OpenAPI schemas and custom resources their operators' CRDs (tests/deploy/k8s_schemas.py
+says how); the topics, ports and RAGSTREAM_* variables in them are those the code uses. Each check
+is also shown to fail on a manifest that is wrong in the way it looks for.
+
+Nothing here was applied to a real cluster: see deploy/k8s/README.md."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import yaml
+from k8s_consistency import port_problems, reference_problems, setting_problems, settings_of, topic_problems
+from k8s_manifests import K8S_DIR, OVERLAYS, by_kind, one, pod_templates, render
+from k8s_schemas import CrdSchemas, builtin_errors, to_json_schema
+
+from ragstream.api_replicas import APP_NAME, CONTROLLER_ENV, DEPLOYMENT_NAME
+
+#: The oldest Kubernetes the manifests are checked against, and the newest schemas bundled.
+KUBERNETES_VERSIONS = ("1.30", "1.37")
+#: The CRDs of KubeRay and Strimzi 1.2, read where they are kept (never copied into the project).
+CRD_DIR = Path(os.environ.get("RAGSTREAM_K8S_CRDS", K8S_DIR.parents[2] / "shared" / "k8s-crds"))
+#: Secrets the operator makes by hand (deploy/k8s/README.md): API keys never live in the repository.
+MADE_BY_THE_OPERATOR = {"dev": set(), "prod": {"ragstream-api-keys"}}
+
+
+@pytest.fixture(scope="module")
+def crds() -> CrdSchemas:
+    if not CRD_DIR.is_dir():
+        reason = f"the CRDs are not at {CRD_DIR} (set RAGSTREAM_K8S_CRDS)"
+        # CI must never pass by skipping.
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return CrdSchemas(CRD_DIR)
+
+
+def _custom(objects: list[dict[str, Any]], crds: CrdSchemas) -> list[dict[str, Any]]:
+    return [item for item in objects if item["apiVersion"].split("/")[0] in crds.groups()]
+
+
+def _built_in(objects: list[dict[str, Any]], crds: CrdSchemas) -> list[dict[str, Any]]:
+    return [item for item in objects if item["apiVersion"].split("/")[0] not in crds.groups()]
+
+
+def _name(item: dict[str, Any]) -> str:
+    return f"{item['kind']}/{item['metadata']['name']}"
+
+
+# Rendering
+
+
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_kustomize_renders_the_base_and_every_overlay(overlay: str) -> None:
+    kinds = {item["kind"] for item in render(overlay)}
+    assert {"RayService", "Kafka", "KafkaNodePool", "KafkaTopic", "StatefulSet", "Deployment"} <= kinds
+    assert {"Service", "ConfigMap", "PodDisruptionBudget"} <= kinds
+
+
+def test_the_overlays_put_ragstream_in_a_namespace_of_their_own() -> None:
+    namespaces = {
+        overlay: {item["metadata"].get("namespace") for item in render(overlay)} for overlay in OVERLAYS
+    }
+    assert namespaces == {"dev": {"ragstream-dev"}, "prod": {"ragstream"}}
+
+
+# Built-in kinds against Kubernetes' schemas
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_built_in_kinds_match_the_kubernetes_schemas(overlay: str, version: str, crds: CrdSchemas) -> None:
+    problems = {_name(item): builtin_errors(item, version) for item in _built_in(render(overlay), crds)}
+    assert {name: found for name, found in problems.items() if found} == {}
+
+
+def test_a_misspelt_field_of_a_built_in_kind_is_rejected(crds: CrdSchemas) -> None:
+    stage = next(item for item in render("prod") if item["kind"] == "Deployment")
+    stage["spec"]["template"]["spec"]["containers"][0]["envFrm"] = []
+    assert builtin_errors(stage, KUBERNETES_VERSIONS[0]) != []
+
+
+def test_a_value_of_the_wrong_type_in_a_built_in_kind_is_rejected() -> None:
+    chroma = next(item for item in render("prod") if item["kind"] == "StatefulSet")
+    chroma["spec"]["replicas"] = "one"
+    assert builtin_errors(chroma, KUBERNETES_VERSIONS[0]) != []
+
+
+# Custom resources against their CRDs
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_custom_resources_match_their_crds(overlay: str, crds: CrdSchemas) -> None:
+    custom = _custom(render(overlay), crds)
+    assert {item["kind"] for item in custom} == {"RayService", "Kafka", "KafkaNodePool", "KafkaTopic"}
+    problems = {_name(item): crds.errors(item) for item in custom}
+    assert {name: found for name, found in problems.items() if found} == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "misspelt"),
+    [
+        ("RayService", ["spec", "rayClusterConfig", "headGroupSpec"], "rayStartParam"),
+        ("RayService", ["spec", "rayClusterConfig", "workerGroupSpecs", 0, "template", "spec"], "volume"),
+        ("Kafka", ["spec", "kafka"], "listener"),
+        ("KafkaNodePool", ["spec"], "role"),
+        ("KafkaTopic", ["spec"], "partition"),
+        ("KafkaTopic", ["metadata"], "label"),
+    ],
+)
+def test_a_misspelt_field_of_a_custom_resource_is_rejected(
+    kind: str, path: list[str | int], misspelt: str, crds: CrdSchemas
+) -> None:
+    resource = by_kind(render("prod"), kind)[0]
+    node: Any = resource
+    for step in path:
+        node = node[step]
+    node[misspelt] = {}
+    assert any(misspelt in problem for problem in crds.errors(resource))
+
+
+def test_an_int_or_string_field_takes_either_and_nothing_else(crds: CrdSchemas) -> None:
+    pool = one(render("prod"), "KafkaNodePool")
+    for memory in ("4Gi", 4294967296):
+        pool["spec"]["resources"]["requests"]["memory"] = memory
+        assert crds.errors(pool) == []
+    pool["spec"]["resources"]["requests"]["memory"] = ["4Gi"]
+    assert crds.errors(pool) != []
+
+
+def test_a_field_that_preserves_unknown_fields_takes_any_key_and_its_neighbours_do_not(
+    crds: CrdSchemas,
+) -> None:
+    topic = by_kind(render("prod"), "KafkaTopic")[0]
+    topic["spec"]["config"]["any.kafka.setting"] = "1"
+    assert crds.errors(topic) == []
+    topic["spec"]["replicas"] = "three"
+    assert crds.errors(topic) != []
+
+
+def test_a_cel_rule_of_a_crd_is_applied_through_its_python_translation(crds: CrdSchemas) -> None:
+    kafka = one(render("prod"), "Kafka")
+    kafka["spec"]["kafka"]["rack"] = {"topologyKey": "topology.kubernetes.io/zone"}
+    assert crds.errors(kafka) == []
+    kafka["spec"]["kafka"]["rack"] = {"topologyKey": ""}
+    assert any("topologyKey property is required" in problem for problem in crds.errors(kafka))
+    ray_service = one(render("prod"), "RayService")
+    ray_service["spec"]["managedBy"] = "someone-else"
+    assert any("managedBy" in problem for problem in crds.errors(ray_service))
+
+
+def test_a_cel_rule_without_a_translation_fails_instead_of_passing_unchecked(tmp_path: Path) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer"}},
+                                    "x-kubernetes-validations": [
+                                        {"rule": "self.size < 10", "message": "too big"},
+                                        {"rule": "self.size >= oldSelf.size", "message": "no shrinking"},
+                                    ],
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    (tmp_path / "widget.yaml").write_text(yaml.safe_dump(crd))
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    widget["spec"] = {"size": 1}
+    (problem,) = CrdSchemas(tmp_path).errors(widget)
+    # The transition rule (oldSelf) is skipped: it never applies to a new object.
+    assert "not evaluated offline" in problem and "self.size < 10" in problem
+
+
+def test_every_object_schema_of_a_crd_is_closed_unless_it_preserves_unknown_fields() -> None:
+    schema = to_json_schema(
+        {
+            "type": "object",
+            "properties": {
+                "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {}},
+                "closed": {"type": "object", "properties": {"a": {"type": "string"}}},
+                "port": {"x-kubernetes-int-or-string": True},
+                "maybe": {"type": "string", "nullable": True},
+            },
+        }
+    )
+    assert schema["additionalProperties"] is False
+    assert "additionalProperties" not in schema["properties"]["open"]
+    assert schema["properties"]["closed"]["additionalProperties"] is False
+    assert schema["properties"]["port"]["anyOf"] == [{"type": "integer"}, {"type": "string"}]
+    assert {"type": "null"} in schema["properties"]["maybe"]["anyOf"]
+
+
+# What the manifests say against what the code does
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ragstream_variable_in_the_manifests_is_a_setting_and_validates(overlay: str) -> None:
+    assert setting_problems(render(overlay)) == []
+
+
+def test_an_unknown_ragstream_variable_is_rejected() -> None:
+    objects = render("prod")
+    by_kind(objects, "ConfigMap")[0]["data"]["RAGSTREAM_CHUNKSIZE"] = "500"
+    problems = setting_problems(objects)
+    # Named where it is written, and in every container that would be given it.
+    assert any(p.startswith("ConfigMap/") and "RAGSTREAM_CHUNKSIZE is no setting" in p for p in problems)
+    assert any(p.startswith("RayService/") and "RAGSTREAM_CHUNKSIZE" in p for p in problems)
+
+
+def test_a_setting_with_an_invalid_value_is_rejected() -> None:
+    objects = render("prod")
+    by_kind(objects, "ConfigMap")[0]["data"]["RAGSTREAM_PARTITIONS"] = "six"
+    problems = setting_problems(objects)
+    assert any("settings do not validate" in problem and "partitions" in problem for problem in problems)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_topic_the_code_creates_has_a_kafka_topic_with_its_partitions_and_config(overlay: str) -> None:
+    assert topic_problems(render(overlay)) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda topic: topic["spec"].update(partitions=12), "partitions"),
+        (lambda topic: topic["spec"]["config"].pop("cleanup.policy", None), "config"),
+        (lambda topic: topic["spec"].update(topicName="docs.change"), "creates no such topic"),
+        (lambda topic: topic["spec"].update(replicas=2), "replicas"),
+    ],
+    ids=["partitions", "compaction", "name", "replicas"],
+)
+def test_a_kafka_topic_that_differs_from_the_code_is_rejected(change: Any, expected: str) -> None:
+    objects = render("prod")
+    changes = next(t for t in by_kind(objects, "KafkaTopic") if t["spec"]["topicName"] == "docs.changes")
+    change(changes)
+    assert any(expected in problem for problem in topic_problems(objects))
+
+
+def test_the_topics_survive_the_loss_of_one_kafka_node_in_prod() -> None:
+    objects = render("prod")
+    settings = settings_of(objects, "RayService/")
+    assert (settings.replication_factor, settings.min_insync_replicas) == (3, 2)
+    pool = one(objects, "KafkaNodePool")
+    assert pool["spec"]["replicas"] == 3 and set(pool["spec"]["roles"]) == {"controller", "broker"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_port_is_one_the_code_or_ray_listens_on(overlay: str) -> None:
+    assert port_problems(render(overlay)) == []
+
+
+def test_a_port_nobody_listens_on_is_rejected() -> None:
+    objects = render("prod")
+    chroma = next(pod for pod in pod_templates(objects) if pod.owner == "StatefulSet/chroma")
+    chroma.containers[0]["ports"][0]["containerPort"] = 8001
+    assert any("8001" in problem for problem in port_problems(objects))
+
+
+def test_a_serve_port_other_than_the_api_port_is_rejected() -> None:
+    objects = render("prod")
+    ray_service = one(objects, "RayService")
+    serve_config = ray_service["spec"]["serveConfigV2"]
+    ray_service["spec"]["serveConfigV2"] = serve_config.replace("port: 8080", "port: 8000")
+    assert any("RAGSTREAM_API_PORT" in problem for problem in port_problems(objects))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_config_map_and_secret_a_container_names_exists_or_is_the_operators(overlay: str) -> None:
+    assert reference_problems(render(overlay), MADE_BY_THE_OPERATOR[overlay]) == []
+
+
+def test_the_api_keys_come_from_a_secret_in_every_ray_pod() -> None:
+    objects = render("prod")
+    for pod in pod_templates(objects):
+        if pod.owner.startswith("RayService/"):
+            (keys,) = [v for v in pod.containers[0]["env"] if v["name"] == "RAGSTREAM_API_KEYS"]
+            assert keys["valueFrom"]["secretKeyRef"]["name"] == "ragstream-api-keys"
+    assert by_kind(objects, "Secret") == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_disruption_budget_covers_some_pods(overlay: str) -> None:
+    objects = render(overlay)
+    labels = [pod.labels for pod in pod_templates(objects)]
+    for budget in by_kind(objects, "PodDisruptionBudget"):
+        wanted = budget["spec"]["selector"]["matchLabels"].items()
+        assert any(wanted <= pod.items() for pod in labels), budget["metadata"]["name"]
+
+
+def test_the_ray_service_runs_the_serve_app_that_ragstream_serve_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    objects = render("prod")
+    ray_service = one(objects, "RayService")
+    (application,) = yaml.safe_load(ray_service["spec"]["serveConfigV2"])["applications"]
+    assert application["name"] == APP_NAME
+    module_name, _, function_name = application["import_path"].partition(":")
+    builder = getattr(importlib.import_module(module_name), function_name)
+    settings = settings_of(objects, "RayService/")
+    for name in [name for name in os.environ if name.startswith("RAGSTREAM_")]:
+        monkeypatch.delenv(name)
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    app = call_user_app_builder_with_args_if_necessary(builder, application.get("args", {}))
+    deployment = app._bound_deployment
+    assert deployment.name == DEPLOYMENT_NAME
+    assert deployment.num_replicas == settings.api_replicas == 3
+    assert deployment.ray_actor_options["memory"] == settings.api_replica_memory_bytes
+
+
+def test_the_ray_service_uses_the_locked_ray_and_the_proxy_checks_of_ragstream_serve() -> None:
+    ray_service = one(render("prod"), "RayService")
+    assert ray_service["spec"]["rayClusterConfig"]["rayVersion"] == ray.__version__
+    for pod in pod_templates([ray_service]):
+        environment = {v["name"]: v.get("value") for v in pod.containers[0]["env"]}
+        assert {name: environment.get(name) for name in CONTROLLER_ENV} == CONTROLLER_ENV
+
+
+def test_each_ray_worker_fits_the_replica_and_consumer_it_is_sized_for() -> None:
+    for overlay in OVERLAYS:
+        objects = render(overlay)
+        settings = settings_of(objects, "RayService/")
+        ray_service = one(objects, "RayService")
+        (workers,) = ray_service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        limit = _bytes(workers["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"])
+        store = int(workers["rayStartParams"]["object-store-memory"])
+        reserved = settings.api_replica_memory_bytes + settings.consumer_memory_bytes + store
+        assert reserved < limit, overlay
+        # Enough workers for the replicas and the most consumers the scaler may start.
+        assert workers["replicas"] >= max(settings.api_replicas, settings.consumers_max), overlay
+
+
+def test_the_changes_stage_runs_two_workers_in_one_group() -> None:
+    for overlay in OVERLAYS:
+        (stage,) = [
+            d for d in by_kind(render(overlay), "Deployment") if d["metadata"]["name"] == "changes-stage"
+        ]
+        (container,) = stage["spec"]["template"]["spec"]["containers"]
+        environment = {v["name"]: v.get("value") for v in container["env"]}
+        assert stage["spec"]["replicas"] * int(environment["RAGSTREAM_STAGE_WORKERS"]) == 2
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
