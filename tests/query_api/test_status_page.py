@@ -205,6 +205,12 @@ async def test_live_panel_shows_lag_and_freshness_and_updates_events_per_second(
         "() => parseFloat(document.getElementById('events-per-s').textContent) > 0", timeout=15_000
     )
     await expect(page.locator("#note")).to_have_text(re.compile(r"^updated "))
+    # The charts of the last 15 minutes have drawn a curve from the readings so far.
+    for chart in ("#chart-lag", "#chart-rate", "#chart-age"):
+        await expect(page.locator(f"{chart} polyline")).to_have_attribute(
+            "points", re.compile(r"^[\d.]+,[\d.]+ ")
+        )
+    await expect(page.locator("#chart-lag-max")).to_have_text("max 5")
 
 
 @pytest.mark.integration
