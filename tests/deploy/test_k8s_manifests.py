@@ -369,3 +369,33 @@ def test_the_changes_stage_runs_two_workers_in_one_group() -> None:
 def _bytes(quantity: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
     return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+# The image the manifests run (deploy/Dockerfile; never built here, see deploy/k8s/README.md)
+
+DOCKERFILE = K8S_DIR.parent / "Dockerfile"
+
+
+def test_the_image_holds_every_package_and_runs_as_the_user_the_manifests_name() -> None:
+    import tomllib
+
+    text = DOCKERFILE.read_text()
+    project = tomllib.loads((K8S_DIR.parents[1] / "pyproject.toml").read_text())
+    for package in project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]:
+        assert f"COPY {package} {package}" in text, package
+    assert "uv sync --frozen --no-dev --no-editable" in text
+    assert "USER 10001:10001" in text
+    for pod in pod_templates(render("prod")):
+        assert pod.template["spec"]["securityContext"]["runAsUser"] == 10001, pod.owner
+
+
+def test_the_image_uses_the_uv_of_the_makefile_and_holds_the_ray_head_script() -> None:
+    text = DOCKERFILE.read_text()
+    makefile = (K8S_DIR.parents[1] / "Makefile").read_text()
+    uv_version = next(
+        line.split(":=")[1].strip() for line in makefile.splitlines() if line.startswith("UV_VERSION")
+    )
+    assert f"ghcr.io/astral-sh/uv:{uv_version}" in text
+    head = one(render("prod"), "RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]
+    (script,) = [word for word in head["template"]["spec"]["containers"][0]["args"][0].split() if "/" in word]
+    assert f"COPY --chmod=0755 deploy/k8s/ray-head.sh {script}" in text
