@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import yaml
-
-GRAFANA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
-
-
-def load_dashboard_builder() -> ModuleType:
-    """deploy/grafana/build_dashboard.py, a script rather than part of the installed package."""
-    spec = importlib.util.spec_from_file_location("build_dashboard", GRAFANA_DIR / "build_dashboard.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Registered before it runs: its dataclasses look their module up by name.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from prometheus_files import GRAFANA_DIR, load_dashboard_builder
 
 
 def test_the_committed_dashboard_is_what_its_script_builds() -> None:

@@ -6,10 +6,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-
-RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
-RULES = RULES_DIR / "ragstream-rules.yml"
-RULE_TESTS = RULES_DIR / "ragstream-rules.test.yml"
+from prometheus_files import RULE_TESTS, RULES, RULES_DIR
 
 #: What the issue asks to be alerted on, each by the alert that says it.
 EXPECTED_ALERTS = {
