@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from consumers.shape_buckets import plan_sub_batches
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,17 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 EMBEDDING_MEMORY_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "LRU_CACHE_CAPACITY": "16"}
 for _name, _value in EMBEDDING_MEMORY_ENV.items():
     os.environ.setdefault(_name, _value)
+
+
+#: Seconds this process has spent tokenising texts to embed. Process-wide rather than per
+#: ``Embedder`` because the consumer sees its embedder through wrappers (consumers.priority), and
+#: a consumer process holds one embedder: the consumer reads the difference across a batch.
+_tokenise_seconds = 0.0
+
+
+def tokenise_seconds() -> float:
+    """Seconds this process has spent tokenising for ``Embedder.encode`` so far."""
+    return _tokenise_seconds
 
 
 def resolve_model_path(name: str) -> str:
@@ -69,20 +83,52 @@ class Embedder:
         self._model = SentenceTransformer(resolve_model_path(model), device="cpu")
         if self.precision == "bf16":
             self._model = self._model.to(torch.bfloat16)
+        self._model.eval()
         self.dimension = int(self._model.get_embedding_dimension() or 0)
+        self._tokenizer = self._model.tokenizer
+        self._max_length = int(self._model.max_seq_length or self._tokenizer.model_max_length)
+        self._pad_id = int(self._tokenizer.pad_token_id or 0)
         log.info("embedding model %s loaded (%s, dim %d)", model, self.precision, self.dimension)
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        """Longest texts first, ``batch_size`` at a time, each batch padded to one of a few
+        shapes (consumers.shape_buckets) so that every kernel is compiled once and kept."""
+        global _tokenise_seconds
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(
+        started = time.perf_counter()
+        token_ids = self._tokenizer(
             texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=False,
-            convert_to_tensor=True,
-            show_progress_bar=False,
-        )
+            truncation=True,
+            max_length=self._max_length,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        _tokenise_seconds += time.perf_counter() - started
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for batch in plan_sub_batches([len(ids) for ids in token_ids], self.batch_size, self._max_length):
+            rows = [token_ids[i] for i in batch.indices]
+            vectors[batch.indices] = self._forward(rows, batch.rows, batch.length)[: len(rows)]
         # Normalised again in float32: in bf16 a vector's length is only within ~0.5% of 1.
-        widened = vectors.float().cpu().numpy()
-        return widened / np.maximum(np.linalg.norm(widened, axis=1, keepdims=True), 1e-12)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def _forward(self, rows: list[list[int]], padded_rows: int, length: int) -> np.ndarray:
+        """One forward of ``rows`` padded to ``padded_rows`` × ``length``; a vector per row.
+
+        The padding rows repeat the first input: a valid input, whose vectors are dropped.
+        """
+        import torch
+
+        input_ids = torch.full((padded_rows, length), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((padded_rows, length), dtype=torch.long)
+        for row in range(padded_rows):
+            ids = rows[row] if row < len(rows) else rows[0]
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._tokenizer.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        with torch.inference_mode():
+            embeddings = self._model(features)["sentence_embedding"]
+        return embeddings.float().numpy()
