@@ -27,9 +27,10 @@ from aiokafka import (
 )
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
 
+from consumers.batch_timings import BatchTimings
 from consumers.chunk_log import publish_chunk_changes
 from consumers.chunking import Chunker
-from consumers.embedder import Embedder
+from consumers.embedder import Embedder, tokenise_seconds
 from consumers.errors import is_retriable
 from consumers.fetch_queue import FetchQueue
 from consumers.indexer import BatchResult, DocumentIndexer
@@ -58,6 +59,7 @@ class PlannedBatch:
     result: BatchResult
     started: float
     planned_s: float
+    timings: BatchTimings
     #: Set when planning the batch as a whole failed for a reason a retry cannot fix.
     failure: Exception | None = None
 
@@ -208,17 +210,22 @@ class IndexingConsumer:
     async def _work_loop(self) -> None:
         """Plan each queued batch while the previous one is written; commits stay in offset order."""
         writing_docs: set[str] = set()
+        # Idle time counts against the batch that ends it.
+        timings = BatchTimings()
         try:
             while not self._stopping.is_set():
-                fetched = await self._queue.get(timeout=0.2)
+                with timings.measure("queue_wait"):
+                    fetched = await self._queue.get(timeout=0.2)
                 if self._writing is not None and self._writing.done():
                     await self._writing  # surfaces its error, if any
                     self._writing = None
                 if fetched is None or fetched.generation != self._generation:
                     continue
-                planned = await self._plan(fetched.generation, fetched.batch, writing_docs)
+                planned = await self._plan(fetched.generation, fetched.batch, writing_docs, timings)
+                timings = BatchTimings()
                 if self._writing is not None:
-                    await self._writing
+                    with planned.timings.measure("write_wait"):
+                        await self._writing
                     self._writing = None
                 if planned.generation != self._generation:
                     log.info("dropping a planned batch: its partitions were revoked or rewound")
@@ -231,27 +238,38 @@ class IndexingConsumer:
                 self._writing = None
 
     async def _plan(
-        self, generation: int, batch: dict[TopicPartition, list[ConsumerRecord]], busy: set[str]
+        self,
+        generation: int,
+        batch: dict[TopicPartition, list[ConsumerRecord]],
+        busy: set[str],
+        timings: BatchTimings,
     ) -> PlannedBatch:
         started = time.perf_counter()
         records = [record for partition_records in batch.values() for record in partition_records]
-        events, dead = decode_records(records, self._settings.max_document_bytes, self._skip_tombstones)
+        with timings.measure("decode"):
+            events, dead = decode_records(records, self._settings.max_document_bytes, self._skip_tombstones)
         doc_ids = {event.doc_id for event in events}
         if self._writing is not None and doc_ids & busy:
             # Diffing reads the index: it must see the earlier batch's writes to these documents.
-            await self._writing
+            with timings.measure("write_wait"):
+                await self._writing
             self._writing = None
         offsets = {tp: partition_records[-1].offset + 1 for tp, partition_records in batch.items()}
         failure: Exception | None = None
+        tokenised_before = tokenise_seconds()
         try:
-            changes, result = await self._indexer.plan(events)
+            changes, result = await self._indexer.plan(events, timings)
         except Exception as exc:
             if is_retriable(exc):
                 raise
             changes, result, failure = ChunkChanges(), BatchResult(), exc
+        # Tokenising happens inside encode: moved from its share to its own part.
+        tokenised = tokenise_seconds() - tokenised_before
+        timings.add("tokenise", tokenised)
+        timings.add("encode", -min(tokenised, timings.encode))
         planned_s = time.perf_counter() - started
         return PlannedBatch(
-            generation, offsets, records, dead, doc_ids, changes, result, started, planned_s, failure
+            generation, offsets, records, dead, doc_ids, changes, result, started, planned_s, timings, failure
         )
 
     async def _finish(self, planned: PlannedBatch) -> None:
@@ -261,7 +279,7 @@ class IndexingConsumer:
         try:
             if planned.failure is not None:
                 raise planned.failure
-            await self._write(planned.changes)
+            await self._write(planned.changes, planned.timings)
         except Exception as exc:
             if is_retriable(exc):
                 raise
@@ -275,9 +293,11 @@ class IndexingConsumer:
             log.warning(
                 "dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
             )
-        await send_dead_letters(self._producer, self._settings.dlq_topic, planned.dead)
+        with planned.timings.measure("dead_letters"):
+            await send_dead_letters(self._producer, self._settings.dlq_topic, planned.dead)
         try:
-            await self._consumer.commit(planned.offsets)
+            with planned.timings.measure("commit"):
+                await self._consumer.commit(planned.offsets)
         except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
             # The partitions moved to another member. Our writes are done and idempotent;
             # the new owner replays from the last commit to the same state.
@@ -285,7 +305,7 @@ class IndexingConsumer:
         seconds = time.perf_counter() - planned.started
         log.info(
             "batch of %d events: %d chunks embedded, %d unchanged, %d deleted; "
-            "plan %.2fs, write %.2fs, total %.2fs",
+            "plan %.2fs, write %.2fs, total %.2fs; critical path %.2fs; %s",
             len(planned.records),
             planned.result.chunks_embedded,
             planned.result.chunks_skipped,
@@ -293,20 +313,27 @@ class IndexingConsumer:
             planned.planned_s,
             written_s,
             seconds,
+            planned.timings.critical_path(),
+            planned.timings.summary(),
         )
         release_free_heap()
-        self.stats.record_batch(len(planned.records), len(planned.dead), planned.result, seconds)
+        self.stats.record_batch(
+            len(planned.records), len(planned.dead), planned.result, seconds, planned.timings
+        )
         with contextlib.suppress(Exception):
             # Stats are advisory: a lost stats message must never stop indexing.
             await self._producer.send(
                 self._settings.stats_topic, value=self.stats.to_json(), key=self.stats.consumer_id.encode()
             )
 
-    async def _write(self, changes: ChunkChanges) -> None:
+    async def _write(self, changes: ChunkChanges, timings: BatchTimings | None = None) -> None:
         assert self._producer is not None
+        timings = timings if timings is not None else BatchTimings()
         if changes:
-            await publish_chunk_changes(self._producer, self._settings.chunks_topic, changes)
-        await self._indexer.write(changes)
+            with timings.measure("chunk_log"):
+                await publish_chunk_changes(self._producer, self._settings.chunks_topic, changes)
+        with timings.measure("chroma_write"):
+            await self._indexer.write(changes)
 
     async def _apply_one_by_one(self, records: list[ConsumerRecord]) -> list[DeadLetter]:
         """Find the event that cannot be indexed: apply each alone, dead-letter those that fail

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from consumers.batch_timings import BatchTimings
 from consumers.chunking import Chunker
 from consumers.sink import ChunkChanges, Metadata
 from schemas import DocumentEvent, EventOp
@@ -99,19 +100,44 @@ class DocumentIndexer:
         if changes:
             await self._sink.write(changes)
 
-    async def plan(self, events: Sequence[DocumentEvent]) -> tuple[ChunkChanges, BatchResult]:
+    async def plan(
+        self, events: Sequence[DocumentEvent], timings: BatchTimings | None = None
+    ) -> tuple[ChunkChanges, BatchResult]:
         """The changes that bring these documents to their latest state, new chunks embedded.
 
         Reads the index but writes nothing, so the caller may write an earlier batch meanwhile,
-        as long as that batch touches none of these documents.
+        as long as that batch touches none of these documents. ``timings`` gets the seconds
+        of its parts (diff, chunk, encode, reuse_vectors) added.
         """
+        timings = timings if timings is not None else BatchTimings()
         result = BatchResult()
         latest = latest_per_document(events)
         result.events_superseded = len(events) - len(latest)
-        existing = await self._sink.existing_chunks(list(latest))
+        with timings.measure("diff"):
+            existing = await self._sink.existing_chunks(list(latest))
+        with timings.measure("chunk"):
+            changes = self._changes(latest, existing, result)
+        if changes.new_texts:
+            # Embedding holds the CPU for seconds: keep the event loop (and Kafka heartbeats) free.
+            with timings.measure("encode"):
+                changes.new_embeddings = await asyncio.to_thread(self._encoder.encode, changes.new_texts)
+        if changes.updated_ids:
+            # The chunk log carries every upsert's vector; an updated chunk keeps the one it has.
+            with timings.measure("reuse_vectors"):
+                changes.updated_embeddings = await self._sink.embeddings(changes.updated_ids)
+        result.chunks_embedded = len(changes.new_ids)
+        result.chunks_deleted = len(changes.deleted_ids)
+        return changes, result
+
+    def _changes(
+        self,
+        latest: dict[str, DocumentEvent],
+        existing: dict[str, dict[str, dict[str, Any]]],
+        result: BatchResult,
+    ) -> ChunkChanges:
+        """Chunk each document and compare its chunks with the stored ones; embeds nothing."""
         changes = ChunkChanges()
         now = self._clock()
-
         for doc_id, event in latest.items():
             stored = existing.get(doc_id, {})
             stored_version = max((int(m["version"]) for m in stored.values()), default=-1)
@@ -143,13 +169,4 @@ class DocumentIndexer:
                     changes.updated_metadatas.append({**dropped, **metadata, "indexed_at": now})
             changes.deleted_ids.extend(chunk_id for chunk_id in stored if chunk_id not in wanted_ids)
             result.documents_upserted += 1
-
-        if changes.new_texts:
-            # Embedding holds the CPU for seconds: keep the event loop (and Kafka heartbeats) free.
-            changes.new_embeddings = await asyncio.to_thread(self._encoder.encode, changes.new_texts)
-        if changes.updated_ids:
-            # The chunk log carries every upsert's vector; an updated chunk keeps the one it has.
-            changes.updated_embeddings = await self._sink.embeddings(changes.updated_ids)
-        result.chunks_embedded = len(changes.new_ids)
-        result.chunks_deleted = len(changes.deleted_ids)
-        return changes, result
+        return changes

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import orjson
 
+from consumers.batch_timings import BatchTimings
 from consumers.indexer import BatchResult
 
 BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -32,9 +33,19 @@ class ConsumerStats:
     batches: int = 0
     batch_seconds_sum: float = 0.0
     batch_seconds_buckets: dict[str, int] = field(default_factory=_empty_buckets)
+    #: Wall seconds per part of the work, summed over every batch; a JSON object in the message.
+    #: Readers that do not know the field ignore it (the query API's model drops extra keys).
+    part_seconds: BatchTimings = field(default_factory=BatchTimings)
     updated_at: float = 0.0
 
-    def record_batch(self, events: int, dead_lettered: int, result: BatchResult, seconds: float) -> None:
+    def record_batch(
+        self,
+        events: int,
+        dead_lettered: int,
+        result: BatchResult,
+        seconds: float,
+        timings: BatchTimings | None = None,
+    ) -> None:
         self.events_consumed += events
         self.events_dead_lettered += dead_lettered
         self.chunks_embedded += result.chunks_embedded
@@ -46,6 +57,8 @@ class ConsumerStats:
             if seconds <= bound:
                 self.batch_seconds_buckets[str(bound)] += 1
         self.batch_seconds_buckets["+Inf"] += 1
+        if timings is not None:
+            self.part_seconds.accumulate(timings)
         self.updated_at = time.time()
 
     def to_json(self) -> bytes:
