@@ -96,13 +96,17 @@ def run_round(
     if "baseline" in args.paths:
         for name, python in baselines(args).items():
             console.print(f"[bold]{name}[/bold] ({python})")
-            measured[name] = run_child(python, "plain_encode.py", str(files["chunks"]), *device)
+            load = os.getloadavg()[0]
+            measured[name] = {
+                **run_child(python, "plain_encode.py", str(files["chunks"]), *device),
+                "load": load,
+            }
     if "peer" not in args.paths and "pipeline" not in args.paths:
         return measured
     with private_services("ingest") as services:
         if "peer" in args.paths:
             console.print("[bold]peer[/bold]: LangChain index()")
-            settings = Settings()
+            settings, load = Settings(), os.getloadavg()[0]
             measured["peer"] = run_child(
                 sys.executable,
                 "peer_langchain.py",
@@ -116,9 +120,10 @@ def run_round(
                 str(settings.chunk_size),
                 "--chunk-overlap",
                 str(settings.chunk_overlap),
-            )
+            ) | {"load": load}
         if "pipeline" in args.paths:
             console.print(f"[bold]pipeline[/bold]: via {args.topology}, {args.consumers} consumer(s)")
+            load = os.getloadavg()[0]
             pipeline = run_pipeline_round(
                 services,
                 events,
@@ -128,7 +133,7 @@ def run_round(
                 precision="bf16" if precision == "bf16" else "fp32",
                 batch_size=args.batch_size,
             )
-            measured["pipeline"] = describe(pipeline, chunks)
+            measured["pipeline"] = describe(pipeline, chunks) | {"load": load}
     return measured
 
 
@@ -163,6 +168,8 @@ def report(
             f"{spread.median:.1f}",
             f"{spread.low:.1f}–{spread.high:.1f}",
             ", ".join(f"{run['chunks_per_s']:.1f}" for run in runs),
+            # Others' work on a shared machine: a figure measured under load says so here.
+            ", ".join(f"{run['load']:.1f}" for run in runs),
         )
     console.print(table)
     for name, ratio in summary["ratios"].items():
