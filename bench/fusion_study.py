@@ -89,13 +89,21 @@ NORMALISATIONS: dict[str, Callable[[list[float], str], list[float]]] = {
 }
 
 
-def _normalised(hits: Sequence[ChunkHit], retriever: str, how: str) -> tuple[dict[str, float], float]:
+#: Per query (by object id) and normalisation: what every fusion of that kind reads again.
+_NORMALISED: dict[tuple[int, str, str], tuple[dict[str, float], float]] = {}
+_DOC_OF: dict[int, dict[str, str]] = {}
+
+
+def _normalised(query: CandidateQuery, retriever: str, how: str) -> tuple[dict[str, float], float]:
     """chunk id → normalised score, and the score a chunk this retriever did not return gets:
     the lowest it returned (it ranked below all of them, by an unknown amount)."""
-    if not hits:
-        return {}, 0.0
-    values = NORMALISATIONS[how]([hit.score for hit in hits], retriever)
-    return {hit.chunk_id: value for hit, value in zip(hits, values, strict=True)}, min(values)
+    key = (id(query), retriever, how)
+    if key not in _NORMALISED:
+        hits = query.hits[retriever]
+        values = NORMALISATIONS[how]([hit.score for hit in hits], retriever) if hits else [0.0]
+        scores = {hit.chunk_id: value for hit, value in zip(hits, values, strict=False)}
+        _NORMALISED[key] = scores, min(values)
+    return _NORMALISED[key]
 
 
 # --- fusions ------------------------------------------------------------------------------------
@@ -106,7 +114,11 @@ def _documents(chunk_ids: Sequence[str], doc_of: dict[str, str]) -> list[str]:
 
 
 def _doc_of(query: CandidateQuery) -> dict[str, str]:
-    return {hit.chunk_id: hit.doc_id for mode in ("vector", "lexical") for hit in query.hits[mode]}
+    if id(query) not in _DOC_OF:
+        _DOC_OF[id(query)] = {
+            hit.chunk_id: hit.doc_id for mode in ("vector", "lexical") for hit in query.hits[mode]
+        }
+    return _DOC_OF[id(query)]
 
 
 def single(retriever: str) -> Fusion:
@@ -133,15 +145,20 @@ def rrf(k: int, vector_weight: float, lexical_weight: float) -> Fusion:
 
 
 def _combined(query: CandidateQuery, how: str, alpha: float) -> list[str]:
-    vector, vector_floor = _normalised(query.hits["vector"], "vector", how)
-    lexical, lexical_floor = _normalised(query.hits["lexical"], "lexical", how)
+    vector, vector_floor = _normalised(query, "vector", how)
+    lexical, lexical_floor = _normalised(query, "lexical", how)
     scores = {
         chunk_id: alpha * vector.get(chunk_id, vector_floor)
         + (1 - alpha) * lexical.get(chunk_id, lexical_floor)
         for chunk_id in vector.keys() | lexical.keys()
     }
-    # Ties go to the smaller id, so that the ranking does not depend on set order.
-    ordered = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))
+
+    # A chunk one retriever missed ties with that retriever's last one: the chunk returned by
+    # more retrievers goes first, then the smaller id, so that set order decides nothing.
+    def order(chunk_id: str) -> tuple[float, int, str]:
+        return (-scores[chunk_id], -((chunk_id in vector) + (chunk_id in lexical)), chunk_id)
+
+    ordered = sorted(scores, key=order)
     return _documents(ordered, _doc_of(query))
 
 
