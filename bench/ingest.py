@@ -156,6 +156,7 @@ def report(
         "chunks/s median",
         "min–max",
         "rounds",
+        "load avg before",
     ):
         table.add_column(column, justify="right" if column != "path" else "left")
     for path, spread in summary["chunks_per_s"].items():
