@@ -64,8 +64,10 @@ async def search(
                 }
             ]
         )
-    # Consumers on this host embed at a lower priority while searches run.
-    note_search(services.settings.search_activity_path)
+    # Consumers on this host embed at a lower priority while searches run; but not for a search
+    # that waits for a write, which would slow down the very write it waits for.
+    if not (body.consistent_with or consistent_with):
+        note_search(services.settings.search_activity_path)
     timings = Timings()
     # Read-your-writes: the wait for the index to include the write is part of the answer's time.
     with timings.measure("wait") if body.consistent_with or consistent_with else contextlib.nullcontext():

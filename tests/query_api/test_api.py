@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import re
 import time
 import uuid
@@ -187,6 +188,23 @@ async def test_a_search_tells_the_consumers_on_this_host_that_searches_are_runni
     await _search(api, "painting")
 
     assert time.time() - api_settings.search_activity_path.stat().st_mtime < 2.0
+
+
+async def test_a_search_that_waits_for_a_write_does_not_slow_down_the_consumers(
+    api: httpx.AsyncClient, api_settings: Settings
+) -> None:
+    await asyncio.sleep(0.6)  # past the API's pause between two touches of the file
+    path = api_settings.search_activity_path
+    path.touch()
+    long_ago = time.time() - 100
+    os.utime(path, (long_ago, long_ago))
+
+    waiting = await api.post("/v1/search", json={"query": "painting", "consistent_with": "not-a-token"})
+    assert waiting.status_code == 400
+    assert path.stat().st_mtime == long_ago
+
+    await _search(api, "painting")
+    assert path.stat().st_mtime > long_ago
 
 
 async def test_search_finds_the_chunk_not_just_the_document(api: httpx.AsyncClient) -> None:
