@@ -17,11 +17,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 #: Caps on the kernel caches of torch's CPU backend. oneDNN (ONEDNN_PRIMITIVE_CACHE_CAPACITY)
-#: and ideep (LRU_CACHE_CAPACITY, 1024 by default) keep a compiled bf16 kernel per input shape,
-#: and every batch of sentences pads to a new length: with the defaults a consumer's memory grew
-#: by about 4 MiB a batch for hours (bench/backpressure.py); with these it stays flat. Read when
-#: the first kernel is built, so they are set before the first encode, in every process.
-EMBEDDING_MEMORY_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0", "LRU_CACHE_CAPACITY": "16"}
+#: and ideep (LRU_CACHE_CAPACITY) keep a compiled bf16 kernel per input shape. Unbucketed, every
+#: batch padded to a new length and the caches grew a consumer's memory by ~4 MiB a batch; capped
+#: near zero instead, every batch recompiled its kernels. ``encode`` now runs at most 48 shapes
+#: (consumers.shape_buckets, a 256-token model at batch 32) of about four oneDNN kernels each,
+#: so caches of this size hold every one for good: compiled once, memory flat. Read when the first
+#: kernel is built, so they are set before the first encode, in every process.
+EMBEDDING_MEMORY_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "512", "LRU_CACHE_CAPACITY": "512"}
 for _name, _value in EMBEDDING_MEMORY_ENV.items():
     os.environ.setdefault(_name, _value)
 
