@@ -269,6 +269,14 @@ class Settings(BaseSettings):
         default=5000, ge=0, description="longest a path that keeps changing waits before it is read"
     )
 
+    # Logs
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="every process's log lines: readable text (coloured on a terminal), or one JSON "
+        "object a line for a log collector; both carry timestamp, level, component and, where they "
+        "apply, event_id, doc_id, partition, offset and request_id",
+    )
+
     # Local stack
     state_dir: Path = Path(".state")
     ray_nodes: int = Field(
