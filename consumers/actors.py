@@ -15,6 +15,7 @@ from consumers.embedder import EMBEDDING_MEMORY_ENV, Embedder
 from consumers.priority import SearchYieldingEncoder
 from consumers.search_activity import SearchActivity
 from schemas import Settings
+from schemas.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class ConsumerActor:
     """One group member in its own process; Ray restarts it (and its ``run``) if it dies."""
 
     def __init__(self, settings: Settings, torch_threads: int) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging("consumer", settings.log_format)
         # One line per Chroma request would drown what matters.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         embedder = Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads)

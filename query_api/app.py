@@ -29,6 +29,7 @@ from query_api.nearest import IndexUnreachable, NearestChunks
 from query_api.query_batcher import QueryBatcher, TextEncoder
 from query_api.query_model import load_query_model
 from query_api.replica_header import ReplicaHeaderMiddleware
+from query_api.request_ids import RequestIdMiddleware
 from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
@@ -156,6 +157,8 @@ def create_app(
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     if replica is not None:
         app.add_middleware(ReplicaHeaderMiddleware, replica=replica)
+    # Added last, so it is the outermost: the key check's log lines carry the request id too.
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

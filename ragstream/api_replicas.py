@@ -24,6 +24,7 @@ from ray.serve.schema import ReplicaState
 from query_api import create_app
 from query_api.replica_health import ReplicaHealth
 from schemas import Settings
+from schemas.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class QueryApiReplica:
     """One replica: the query API app, and the health check that Serve's controller calls."""
 
     def __init__(self, settings: Settings) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # Its own process: Serve set up only its own loggers there.
+        configure_logging("api", settings.log_format)
         # A line per health probe of Chroma, and per weight quantised at start, would drown the rest.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("onnxruntime").setLevel(logging.WARNING)

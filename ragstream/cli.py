@@ -18,6 +18,7 @@ from rich.table import Table
 from ragstream.api_key_cli import api_key_app
 from ragstream.dlq_cli import dlq_app
 from schemas import DocumentEvent, Settings
+from schemas.logs import configure_logging
 
 app = typer.Typer(
     help="Real-time retrieval for RAG: Kafka → Ray consumers → Chroma → HTTP search.", no_args_is_help=True
@@ -27,6 +28,18 @@ app.add_typer(api_key_app, name="api-key")
 console = Console()
 
 PUBLISH_BATCH = 200
+
+#: The component that the log lines of each long-running command name; every other command is
+#: the "cli" and logs only warnings, so that its own output stays readable.
+_SERVICE_COMPONENTS = {"streams": "stage", "consume": "consumers", "serve": "api", "watch": "watcher"}
+
+
+@app.callback()
+def _configure_logs(context: typer.Context) -> None:
+    """Logging is configured once here, for every command, from RAGSTREAM_LOG_FORMAT."""
+    component = _SERVICE_COMPONENTS.get(context.invoked_subcommand or "", "cli")
+    level = logging.WARNING if component == "cli" else logging.INFO
+    configure_logging(component, _settings().log_format, level)
 
 
 def _settings() -> Settings:
@@ -173,7 +186,6 @@ def watch(
     from streams.watch_state import WatchStateError
     from streams.watcher import watch_folder
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The watcher logs what each change led to; watchfiles' own "N changes detected" is noise.
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
     settings = _settings()
@@ -204,7 +216,6 @@ def consume(
     from consumers.controller import ScalingController
     from streams.topics import ensure_topics
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
     if consumers is not None:
         settings = settings.model_copy(update={"consumers_min": consumers, "consumers_max": consumers})
@@ -238,7 +249,6 @@ def streams(
     from streams.changes import run_stage
     from streams.changes.supervisor import supervise_stage
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings()
     if worker is not None:
         run_stage(settings, worker)
@@ -277,13 +287,14 @@ def serve(
         port=settings.api_port,
         log_level="info",
         access_log=settings.api_access_log,
+        # uvicorn's loggers then propagate to the one configuration of this process.
+        log_config=None,
     )
 
 
 def _serve_replicas(settings: Settings, count: int) -> None:
     from ragstream.api_replicas import run_api_replicas
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -379,7 +390,6 @@ def evaluate(
 
     With --from-feedback: the (query, document) pairs that feedback confirmed (a correct_doc_id, or
     a rating of 1 on a result), searched on the running stack's index."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if from_feedback:
         if (
             articles is not None

@@ -22,6 +22,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from schemas import DocumentEvent, EventOp, InvalidEvent, Settings
+from schemas.logs import logging_config
 from streams.changes.continuity import OffsetContinuity
 from streams.changes.dedupe import Decision, DocumentState, decide, next_state
 from streams.changes.membership import instance_id
@@ -271,4 +272,6 @@ def run_stage(settings: Settings, worker_index: int = 0, loglevel: str = "INFO")
     # faust's worker drives the current event loop; asyncio.run left none behind.
     asyncio.set_event_loop(asyncio.new_event_loop())
     stage = ChangesStage(settings, worker_index)
-    faust.Worker(stage.app, loglevel=loglevel).execute_from_commandline()
+    # faust's worker sets logging up again as it starts: it is handed the same configuration.
+    config = logging_config("stage", settings.log_format, loglevel)
+    faust.Worker(stage.app, loglevel=loglevel, logging_config=config).execute_from_commandline()
