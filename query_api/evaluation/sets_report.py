@@ -10,6 +10,8 @@ from query_api.evaluation.sets import DEFAULT_MODE, TOLERANCE, SetResult, SetsRe
 __all__ = ["print_sets_report"]
 
 COLUMNS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")
+#: Short enough that the table fits a terminal of 80 columns.
+HEADERS = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr": "MRR@10", "ndcg@10": "nDCG@10"}
 
 
 def print_sets_report(report: SetsReport, console: Console) -> None:
@@ -28,10 +30,10 @@ def _set_table(result: SetResult, chunk_size: int) -> Table:
         title=f"{result.name}: {result.cases} queries over {result.documents} documents, "
         f"chunk size {chunk_size}, hits counted per document"
     )
-    table.add_column("mode")
+    table.add_column("mode", no_wrap=True)
     for column in COLUMNS:
-        table.add_column("MRR@10" if column == "mrr" else column, justify="right")
-    for column in ("p50 ms", "p95 ms"):
+        table.add_column(HEADERS[column], justify="right")
+    for column in ("p50", "p95"):
         table.add_column(column, justify="right")
     for name, mode in result.modes.items():
         label = f"{name} (default)" if name == DEFAULT_MODE else name
@@ -47,7 +49,9 @@ def _set_table(result: SetResult, chunk_size: int) -> Table:
     unavailable = [
         f"{name}: not available, {mode.reason}" for name, mode in result.modes.items() if not mode.available
     ]
-    table.caption = "; ".join(["latency: the server's took_ms for k=100, 4 searches in flight", *unavailable])
+    table.caption = "; ".join(
+        ["p50, p95: the server's took_ms in ms for k=100, 4 searches in flight", *unavailable]
+    )
     return table
 
 
