@@ -8,6 +8,8 @@ import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,15 +22,50 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy._process import DeployError, ManagedProcess, ServiceStartError, free_port, tail
 
-__all__ = ["KafkaBroker", "ensure_kafka_jars"]
+__all__ = [
+    "DEFAULT_KAFKA_VERSION",
+    "SECOND_KAFKA_VERSION",
+    "VERSION_VARIABLE",
+    "KafkaBroker",
+    "ensure_kafka_jars",
+    "kafka_version",
+]
+
+#: The newest line Maven Central serves here, what Strimzi deploys now.
+DEFAULT_KAFKA_VERSION = "4.4.0"
+#: The last line before Kafka 4 removed old protocol versions (KIP-896); the tests' second leg.
+SECOND_KAFKA_VERSION = "3.9.1"
+#: Chooses the broker's version; a Maven version of org.apache.kafka:kafka_2.13.
+VERSION_VARIABLE = "RAGSTREAM_KAFKA_VERSION"
 
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 LIBS = KAFKA_DIR / "libs"
-# Written after a complete download; holds the pom's hash so a version change fetches again.
-_STAMP = LIBS / ".complete"
+# Written in a version's folder after a complete download; holds the pom's hash, so that a
+# changed pom fetches again.
+_STAMP = ".complete"
 
 _JAVA_OPTS = ["-Xmx512m", "-Xms256m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+
+# Kafka 4 logs through log4j 2 (KIP-653), 3.x through log4j 1 (reload4j): the same file either way.
+_LOG4J2 = """\
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {path}
+appender.file.filePattern = {path}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 2
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
 
 _LOG4J = """\
 log4j.rootLogger=INFO, file
@@ -42,11 +79,28 @@ log4j.logger.kafka.request.logger=WARN
 """
 
 
-def ensure_kafka_jars() -> Path:
-    """Fetch the broker's jars into deploy/kafka/libs unless a complete copy is there; return it."""
+def kafka_version() -> str:
+    """The broker version to run: ``RAGSTREAM_KAFKA_VERSION``, else `DEFAULT_KAFKA_VERSION`."""
+    version = os.environ.get(VERSION_VARIABLE, "").strip() or DEFAULT_KAFKA_VERSION
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise DeployError(
+            f"{VERSION_VARIABLE}={version!r} is not a Kafka release such as {DEFAULT_KAFKA_VERSION}"
+        )
+    return version
+
+
+def _major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+def ensure_kafka_jars(version: str | None = None) -> Path:
+    """Fetch one broker version's jars (`kafka_version()` by default) into
+    deploy/kafka/libs/VERSION unless a complete copy is there; return that folder."""
+    version = version or kafka_version()
+    libs = LIBS / version
     pom_hash = hashlib.sha256(POM.read_bytes()).hexdigest()
-    if _jars_complete(pom_hash):
-        return LIBS
+    if _jars_complete(libs, pom_hash):
+        return libs
     mvn = shutil.which("mvn")
     if mvn is None:
         raise DeployError("mvn (Apache Maven) is not installed; it fetches the Kafka jars")
@@ -54,20 +108,24 @@ def ensure_kafka_jars() -> Path:
     # locking the pom itself leaves no lock file behind.
     with POM.open("rb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _jars_complete(pom_hash):
-            return LIBS
-        shutil.rmtree(LIBS, ignore_errors=True)
-        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={LIBS}"]
+        if _jars_complete(libs, pom_hash):
+            return libs
+        shutil.rmtree(libs, ignore_errors=True)
+        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
+        cmd += [f"-Dkafka.version={version}", f"-DoutputDirectory={libs}"]
+        if _major(version) < 4:
+            cmd.append("-Pkafka-3")
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()[-4000:]
-            raise DeployError(f"fetching the Kafka jars failed ({' '.join(cmd)}):\n{output}")
-        _STAMP.write_text(pom_hash)
-    return LIBS
+            raise DeployError(f"fetching the Kafka {version} jars failed ({' '.join(cmd)}):\n{output}")
+        (libs / _STAMP).write_text(pom_hash)
+    return libs
 
 
-def _jars_complete(pom_hash: str) -> bool:
-    return _STAMP.is_file() and _STAMP.read_text() == pom_hash
+def _jars_complete(libs: Path, pom_hash: str) -> bool:
+    stamp = libs / _STAMP
+    return stamp.is_file() and stamp.read_text() == pom_hash
 
 
 def _random_cluster_id() -> str:
@@ -109,7 +167,8 @@ class KafkaBroker:
 
     Data lives in ``state_dir/kafka-<port>/``; starting again on an existing, formatted
     directory keeps its topics and messages. For a multi-node cluster pass the same
-    `cluster_id` and `voters` (node id -> controller port) to every node.
+    `cluster_id` and `voters` (node id -> controller port) to every node. `version` is a Kafka
+    release (`kafka_version()` by default).
     """
 
     def __init__(
@@ -122,7 +181,10 @@ class KafkaBroker:
         cluster_id: str | None = None,
         voters: Mapping[int, int] | None = None,
         overrides: Mapping[str, str] | None = None,
+        version: str | None = None,
     ) -> None:
+        self.version = version or kafka_version()
+        self.libs = LIBS / self.version
         self.port = port
         self.node_id = node_id
         self.home = Path(state_dir) / f"kafka-{port}"
@@ -152,7 +214,7 @@ class KafkaBroker:
     def start(self, timeout: float = 90.0) -> None:
         """Format the data dir on first use, start the broker and wait until it answers metadata."""
         if not self._process.is_running():
-            ensure_kafka_jars()
+            ensure_kafka_jars(self.version)
             self._write_config()
             if not (self.data_dir / "meta.properties").exists():
                 self._format()
@@ -176,8 +238,11 @@ class KafkaBroker:
         return shutil.which("java") or "java"
 
     def _jvm_args(self) -> list[str]:
-        log4j = self.home / "log4j.properties"
-        return [*_JAVA_OPTS, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{LIBS}/*"]
+        if _major(self.version) >= 4:
+            logging = f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}"
+        else:
+            logging = f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}"
+        return [*_JAVA_OPTS, logging, "-cp", f"{self.libs}/*"]
 
     def _saved_controller_port(self) -> int | None:
         # A restart from another process must keep the controller port the data was made with.
@@ -194,7 +259,10 @@ class KafkaBroker:
         if shutil.which("java") is None:
             raise DeployError("java is not installed; the Kafka broker needs Java 17")
         self.server_log.parent.mkdir(parents=True, exist_ok=True)
-        (self.home / "log4j.properties").write_text(_LOG4J.format(path=self.server_log))
+        if _major(self.version) >= 4:
+            (self.home / "log4j2.properties").write_text(_LOG4J2.format(path=self.server_log))
+        else:
+            (self.home / "log4j.properties").write_text(_LOG4J.format(path=self.server_log))
         properties = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),

@@ -9,6 +9,7 @@ from typing import Protocol
 import pytest
 
 from deploy import ChromaServer, DeployError, KafkaBroker, free_port
+from deploy.kafka import VERSION_VARIABLE, kafka_version
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -23,6 +24,14 @@ def pytest_configure(config: pytest.Config) -> None:
     # Read by the test modules when they are imported (tests/scale.py), which is after this.
     if config.getoption("--long"):
         os.environ["RAGSTREAM_LONG_TESTS"] = "1"
+
+
+def pytest_report_header() -> str:
+    try:
+        version = kafka_version()
+    except DeployError as exc:
+        return f"kafka broker: {exc}"
+    return f"kafka broker: {version} (set {VERSION_VARIABLE} for another)"
 
 
 class _Service(Protocol):
@@ -47,7 +56,9 @@ def _start_or_skip(service: _Service, what: str) -> None:
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """A single-node KRaft Kafka broker; its address is `kafka_broker.bootstrap_servers`."""
+    """A single-node KRaft Kafka broker of `kafka_version()` (Kafka 4 unless RAGSTREAM_KAFKA_VERSION
+    names another; `pytest --long` also runs a few modules on 3.9: tests/deploy/test_kafka_versions.py);
+    its address is `kafka_broker.bootstrap_servers`."""
     broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), free_port())
     _start_or_skip(broker, "Kafka broker")
     yield broker
