@@ -35,6 +35,7 @@ from query_api.routes import router
 from query_api.services import Services
 from query_api.stats import StatsTail
 from query_api.status_page import router as status_page_router
+from query_api.trace import router as trace_router
 from query_api.vector_coverage import VectorCoverage
 from query_api.vector_index import VectorIndex
 from schemas.settings import Settings
@@ -151,6 +152,7 @@ def create_app(
     app.include_router(feedback_router)
     app.include_router(freshness_router)
     app.include_router(status_page_router)
+    app.include_router(trace_router)
     app.add_exception_handler(httpx.TransportError, _index_unreachable)
     app.add_exception_handler(IndexUnreachable, _index_unreachable)
     # On the path, not per router: every /v1 route, today's and any added later, needs a key.

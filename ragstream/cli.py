@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -335,6 +335,90 @@ def status() -> None:
         console.print(table)
     console.print(f"lag in total: {sum(hop.lag for hop in hops)}")
     console.print(f"index {settings.collection!r}: {documents} documents, {chunks} chunks")
+
+
+async def _trace(settings: Settings, doc_id: str, versions: int, api_url: str, api_key: str | None) -> Any:
+    import chromadb
+    import httpx
+
+    from consumers.sink import open_collection
+    from streams.trace import VersionTrace, read_trace
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    async def visible(
+        version: VersionTrace, _chunk_records: list[tuple[int, int]]
+    ) -> tuple[bool | None, str]:
+        # A search restricted to the document: the vector half is answered from Chroma filtered by
+        # the doc_id, so any live version comes back; it is visible once that version does.
+        body = {"query": doc_id, "k": 5, "filter": {"doc_id": doc_id}}
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.post(f"{api_url}/v1/search", json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return None, f"in Chroma; the API at {api_url} did not answer a search: {exc}"
+        if response.status_code != 200:
+            return None, f"in Chroma; the API's search answered {response.status_code}: {response.text[:200]}"
+        found = {hit["metadata"].get("version") for hit in response.json()["hits"]}
+        if version.op == "delete":
+            return (not found), "no search hit" if not found else f"search still returns versions {found}"
+        if version.version in found:
+            return True, f"a search through {api_url} returns it"
+        return False, f"in Chroma, but a search through {api_url} returns versions {sorted(found) or 'none'}"
+
+    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    collection = await open_collection(client, settings.collection)
+    return await read_trace(settings, doc_id, collection, versions=versions, visible=visible)
+
+
+@app.command()
+def trace(
+    doc_id: Annotated[str, typer.Argument(help="the document's id, as published")],
+    versions: Annotated[int, typer.Option(help="how many of its last versions to show", min=1)] = 3,
+    api_url: Annotated[
+        str | None, typer.Option(help="the API asked whether it is searchable; default from the settings")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="RAGSTREAM_API_KEY", help="a key, when the API needs one")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the trace as JSON")] = False,
+) -> None:
+    """A document's path through every hop with its times, and where its newest version waits:
+    docs.events → changes stage → docs.changes → consumer batch → docs.chunks → Chroma → search."""
+    import dataclasses
+    import datetime as dt
+
+    import orjson
+
+    settings = _settings()
+    url = api_url or f"http://{settings.api_host}:{settings.api_port}"
+    found = asyncio.run(_trace(settings, doc_id, versions, url, api_key))
+    if as_json:
+        print(orjson.dumps(dataclasses.asdict(found), option=orjson.OPT_INDENT_2).decode())
+        return
+    if not found.versions:
+        console.print(
+            f"[yellow]{doc_id!r} was not found[/] in {settings.events_topic}"
+            f"[{found.partitions.get(settings.events_topic)}]"
+        )
+    for version in found.versions:
+        table = Table(title=f"{doc_id} version {version.version} ({version.op}, event {version.event_id})")
+        for column in ("hop", "at (UTC)", "after publishing", "where / what"):
+            table.add_column(column)
+        start = version.steps[0].at if version.steps else None
+        for step in version.steps:
+            at = (
+                ""
+                if step.at is None
+                else dt.datetime.fromtimestamp(step.at, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+            )
+            since = "" if step.at is None or start is None else f"+{step.at - start:.3f} s"
+            table.add_row(step.hop, at, since, step.detail)
+        console.print(table)
+        if version.waiting:
+            console.print(f"[yellow]waiting[/]: {version.waiting}")
+    for note in found.notes:
+        console.print(f"[dim]{note}[/]")
 
 
 @app.command(name="eval")

@@ -87,6 +87,17 @@ def _add_logger_name(logger: WrappedLogger, name: str, event_dict: EventDict) ->
     return event_dict
 
 
+def _drop_private_extras(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    # Ray adds its own bookkeeping (``_ray_timestamp_ns``) to the records of its workers.
+    for key in [key for key in event_dict if key.startswith("_") and key not in _PROCESSOR_META]:
+        del event_dict[key]
+    return event_dict
+
+
+#: What ProcessorFormatter itself keeps in the event dict until its last processors.
+_PROCESSOR_META = frozenset({"_record", "_from_structlog"})
+
+
 def _shared_processors(component: str) -> list[Processor]:
     """What every line goes through, structlog's or the standard library's."""
     return [
@@ -97,6 +108,7 @@ def _shared_processors(component: str) -> list[Processor]:
         _add_component(component),
         # logging.info(..., extra={"doc_id": ...}) adds fields like bound context does.
         structlog.stdlib.ExtraAdder(),
+        _drop_private_extras,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
     ]
 
