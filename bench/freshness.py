@@ -81,6 +81,9 @@ async def searchable_after(
         await asyncio.sleep(POLL_INTERVAL_S)
     while time.perf_counter() - started < GIVE_UP_S:
         response = await api.post("/v1/search", json=body)
+        if response.status_code == 503:  # Chroma slow to answer under load: not found yet
+            await asyncio.sleep(POLL_INTERVAL_S)
+            continue
         response.raise_for_status()
         if response.json()["hits"]:
             return time.perf_counter() - started

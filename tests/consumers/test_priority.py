@@ -27,7 +27,9 @@ def _thread_priority(thread_id: int | str = "thread-self") -> tuple[int, int]:
 
 
 def _low() -> tuple[int, int]:
-    return (NICENESS, os.SCHED_IDLE if autogroups_enabled() else os.SCHED_OTHER)
+    # Never a higher priority than the process had: under a nicer test runner, its own.
+    nice = max(NICENESS, os.getpriority(os.PRIO_PROCESS, 0))
+    return (nice, os.SCHED_IDLE if autogroups_enabled() else os.SCHED_OTHER)
 
 
 def _normal() -> tuple[int, int]:
