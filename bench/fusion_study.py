@@ -11,8 +11,12 @@ Candidates:
   ``k`` and weights; the setting in the dumps is today's default;
 - ``convex``: ``α · vector + (1 − α) · lexical`` over normalised scores (Bruch et al., 2023), with
   min-max, z-score, or theoretical bounds (cosine in [−1, 1]; BM25 over the query's best score);
-- ``adaptive``: the same combination, with α chosen per query from how far each retriever's
-  best score stands out from its other candidates (a confident retriever gets more weight).
+- ``adaptive``: production's ``convex_fusion``: min-max, with α chosen per query from how far
+  each retriever's best score stands out from its other candidates, pulled halfway to a prior.
+
+A default is judged by its worst case, so ``--fine`` also scores fine grids around each family
+and reports the run of parameter values that passes on every set (a wide run: the choice does not
+hinge on one value), and the middle of the run chosen with each set held out, scored on that set.
 
 A candidate *passes* when, on every set, its nDCG@10 and recall@5 are at least
 ``max(vector, lexical) − 0.005``. Among those that pass, the best mean nDCG@10 wins; if none
@@ -21,6 +25,7 @@ winner, so each winner is also chosen again with one set held out, and scored on
 
     .venv/bin/python bench/fusion_study.py                 # the newest run's dumps
     .venv/bin/python bench/fusion_study.py --run RUN_ID
+    .venv/bin/python bench/fusion_study.py --fine          # and the robustness of each family
     .venv/bin/python bench/fusion_study.py DUMP.json.gz …
 """
 
@@ -40,8 +45,7 @@ from rich.table import Table
 from query_api.evaluation.candidates import CandidateQuery, CandidateSet, load_candidates
 from query_api.evaluation.metrics import documents_in_order, per_query_scores
 from query_api.evaluation.results import new_run_id, save_json
-from query_api.evaluation.runner import ChunkHit
-from query_api.fusion import reciprocal_rank_fusion
+from query_api.fusion import STANDOUT_POWER, convex_fusion, reciprocal_rank_fusion
 
 RESULTS = Path("bench/results")
 TOLERANCE = 0.005
@@ -169,25 +173,20 @@ def convex(how: str, alpha: float) -> Fusion:
     return rank
 
 
-def _standout(hits: Sequence[ChunkHit]) -> float:
-    """How far the best score stands above the retriever's other candidates, in their spread:
-    a retriever sure of its first hit sets it well apart."""
-    scores = [hit.score for hit in hits]
-    if len(scores) < 2:
-        return 0.0
-    spread = statistics.pstdev(scores)
-    return (scores[0] - statistics.fmean(scores)) / spread if spread > 0 else 0.0
-
-
-def adaptive(how: str, prior: float, sharpness: float) -> Fusion:
-    """α = the vector share of the two standouts (each raised to ``sharpness``), pulled halfway
-    to ``prior``: one noisy query cannot move all the weight to one retriever."""
+def adaptive(prior: float, power: float = STANDOUT_POWER) -> Fusion:
+    """Production's convex fusion (``query_api.fusion.convex_fusion``): min-max normalised
+    scores, weighted per query by how far each retriever's best hit stands out, pulled halfway
+    to ``prior``."""
+    priors = {"vector": prior, "lexical": 1.0 - prior}
 
     def rank(query: CandidateQuery) -> list[str]:
-        vector = max(_standout(query.hits["vector"]), 0.0) ** sharpness
-        lexical = max(_standout(query.hits["lexical"]), 0.0) ** sharpness
-        share = vector / (vector + lexical) if vector + lexical > 0 else prior
-        return _combined(query, how, (share + prior) / 2)
+        lists = {
+            name: [(hit.chunk_id, hit.score) for hit in query.hits[name]]
+            for name in priors
+            if priors[name] > 0
+        }
+        fused = convex_fusion(lists, priors, power=power)
+        return _documents([item.id for item in fused], _doc_of(query))
 
     return rank
 
@@ -207,10 +206,9 @@ def candidates(dumped: dict[str, Any]) -> dict[str, Fusion]:
     for how in NORMALISATIONS:
         for alpha in ALPHAS:
             found[f"convex {how} α={alpha:g}"] = convex(how, alpha)
-    for how in ("minmax", "theoretical"):
-        for prior in (0.3, 0.5, 0.7):
-            for sharpness in (1.0, 2.0):
-                found[f"adaptive {how} prior={prior:g} p={sharpness:g}"] = adaptive(how, prior, sharpness)
+    for prior in (0.3, 0.5, 0.7):
+        for power in (1.0, 2.0):
+            found[f"adaptive prior={prior:g} p={power:g}"] = adaptive(prior, power)
     return found
 
 
@@ -290,6 +288,82 @@ def held_out(
     return rows
 
 
+# --- robustness: does a neighbourhood of the parameter pass too? -------------------------------
+
+#: Fine grids around the families that passed on the coarse one: family → parameter name →
+#: (value, fusion name, fusion), in the parameter's order.
+Grid = tuple[str, list[tuple[float, str, Fusion]]]
+
+
+def _steps(low: float, high: float, step: float) -> list[float]:
+    return [round(low + step * i, 3) for i in range(round((high - low) / step) + 1)]
+
+
+def fine_grids() -> dict[str, Grid]:
+    grids: dict[str, Grid] = {}
+    for how, low, high in (("minmax", 0.30, 0.56), ("zscore", 0.30, 0.60), ("theoretical", 0.64, 0.90)):
+        grids[f"convex {how}"] = (
+            "α",
+            [(a, f"convex {how} α={a:g}", convex(how, a)) for a in _steps(low, high, 0.02)],
+        )
+    grids[f"adaptive p={STANDOUT_POWER:g}"] = (
+        "prior",
+        [(p, f"adaptive prior={p:g} p={STANDOUT_POWER:g}", adaptive(p)) for p in _steps(0.10, 0.70, 0.05)],
+    )
+    return grids
+
+
+def _passing_run(
+    values: Sequence[tuple[float, Scored]], floor: dict[str, dict[str, float]], sets: Sequence[str]
+) -> list[float]:
+    """The longest run of neighbouring parameter values that all pass on ``sets``."""
+    best: list[float] = []
+    run: list[float] = []
+    for value, result in values:
+        run = [*run, value] if shortfall(result, floor, sets) >= -TOLERANCE else []
+        if len(run) > len(best):
+            best = run
+    return best
+
+
+def robustness(
+    grids: dict[str, Grid], scored: Sequence[Scored], floor: dict[str, dict[str, float]], sets: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per family: the run of parameter values that pass on every set, its middle, the worst margin
+    over the run; and, with each set held out, the middle of the run that passes on the others,
+    scored on the held-out set (a choice by the middle, not by the best mean, is what a default
+    that must hold on unseen data would make)."""
+    by_name = {s.name: s for s in scored}
+    rows = []
+    for family, (parameter, grid) in grids.items():
+        values = [(value, by_name[name]) for value, name, _ in grid]
+        run = _passing_run(values, floor, sets)
+        row: dict[str, Any] = {
+            "family": family,
+            "parameter": parameter,
+            "grid": [value for value, _ in values],
+            "passing": run,
+            "middle": run[len(run) // 2] if run else None,
+            "worst_margin_over_run": min(
+                (shortfall(result, floor, sets) for value, result in values if value in run), default=None
+            ),
+            "held_out": [],
+        }
+        for out in sets:
+            others = [s for s in sets if s != out]
+            chosen_run = _passing_run(values, floor, others)
+            if not chosen_run:
+                row["held_out"].append({"held_out": out, "chosen": None, "margin": None})
+                continue
+            middle = chosen_run[len(chosen_run) // 2]
+            result = dict(values)[middle]
+            row["held_out"].append(
+                {"held_out": out, "chosen": middle, "margin": shortfall(result, floor, [out])}
+            )
+        rows.append(row)
+    return rows
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -346,6 +420,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("dumps", nargs="*", type=Path, help="candidate dumps (default: the newest run's)")
     parser.add_argument("--run", help="the run id whose dumps to read")
+    parser.add_argument(
+        "--fine",
+        action="store_true",
+        help="also score fine grids around each family (minutes) for robustness",
+    )
     args = parser.parse_args(argv)
     paths = list(args.dumps) or sorted(RESULTS.glob(f"eval-candidates-{args.run or _newest_run()}-*.json.gz"))
     sets = [load_candidates(path) for path in paths]
@@ -353,7 +432,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     console = Console()
     console.print(f"{sum(len(s.queries) for s in sets)} queries in {len(sets)} sets: {', '.join(names)}")
 
-    scored = score(candidates(sets[0].settings), sets)
+    fusions = candidates(sets[0].settings)
+    grids = fine_grids() if args.fine else {}
+    for _, grid in grids.values():
+        fusions.update({name: fusion for _, name, fusion in grid})
+    scored = score(fusions, sets)
     floor = floors(scored)
     by_name = {s.name: s for s in scored}
     default = next(s for s in scored if s.name.endswith("(default)"))
@@ -374,6 +457,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{row['ndcg@10']:.3f}, recall@5 {row['recall@5']:.3f}, margin {row['margin']:+.3f}"
         )
 
+    robust = robustness(grids, scored, floor, names)
+    for row in robust:
+        run = row["passing"]
+        span = f"{run[0]:g}–{run[-1]:g}" if run else "none"
+        worst = row["worst_margin_over_run"]
+        console.print(
+            f"{row['family']}: passes on every set for {row['parameter']} {span} "
+            f"({len(run)} of {len(row['grid'])} grid values), middle {row['middle']}, worst margin "
+            f"over that run {'n/a' if worst is None else format(worst, '+.3f')}"
+        )
+        for held in row["held_out"]:
+            margin = "n/a" if held["margin"] is None else f"{held['margin']:+.3f}"
+            console.print(f"    middle without {held['held_out']}: {held['chosen']} → margin there {margin}")
+
     started = datetime.now(UTC)
     path = save_json(
         {
@@ -385,6 +482,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "winner": winner.name,
             "passing": [s.name for s in passing],
             "held_out": held,
+            "robustness": robust,
             "fusions": {s.name: s.metrics for s in scored},
         },
         RESULTS,

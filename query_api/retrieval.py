@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from query_api.filters import SearchFilter
-from query_api.fusion import reciprocal_rank_fusion
+from query_api.fusion import convex_fusion, reciprocal_rank_fusion
 from query_api.lexical import RankedChunk, StoredChunk
 from query_api.models import RetrieverHit, SearchHit, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
@@ -25,14 +25,22 @@ from query_api.search import vector_ranked
 from query_api.services import Services
 from query_api.tenancy import UNRESTRICTED, TenantScope
 from query_api.timings import Timings
+from schemas import Settings
 
-__all__ = ["LexicalIndexNotReady", "search"]
+__all__ = ["LexicalIndexNotReady", "hybrid_weights", "search"]
 
 RETRIEVERS = ("vector", "lexical")
 
 
 class LexicalIndexNotReady(Exception):
     """The BM25 index has not replayed the chunk log yet; lexical-only results would be partial."""
+
+
+def hybrid_weights(settings: Settings) -> dict[str, float]:
+    """Each retriever's weight in the configured fusion: the convex fusion's priors, or RRF's."""
+    if settings.hybrid_fusion == "convex":
+        return {"vector": settings.hybrid_vector_prior, "lexical": 1.0 - settings.hybrid_vector_prior}
+    return {"vector": settings.hybrid_vector_weight, "lexical": settings.hybrid_lexical_weight}
 
 
 @dataclass
@@ -104,7 +112,7 @@ async def _ranking(
             )
             for rank, chunk in enumerate(found[:shown], start=1)
         ]
-    weights = {"vector": settings.hybrid_vector_weight, "lexical": settings.hybrid_lexical_weight}
+    weights = hybrid_weights(settings)
     # A retriever weighted 0 could only append hits nobody else ranked: skip its work.
     names = [name for name in RETRIEVERS if weights[name] > 0]
     results = await asyncio.gather(
@@ -112,12 +120,19 @@ async def _ranking(
     )
     ranked = dict(zip(names, results, strict=True))
     with timings.measure("fuse"):
-        head = reciprocal_rank_fusion(
-            {name: [chunk.id for chunk in found] for name, found in ranked.items()},
-            weights,
-            settings.rrf_k,
-            limit=shown,
-        )
+        if settings.hybrid_fusion == "convex":
+            head = convex_fusion(
+                {name: [(chunk.id, chunk.score) for chunk in found] for name, found in ranked.items()},
+                weights,
+                limit=shown,
+            )
+        else:
+            head = reciprocal_rank_fusion(
+                {name: [chunk.id for chunk in found] for name, found in ranked.items()},
+                weights,
+                settings.rrf_k,
+                limit=shown,
+            )
     return [
         _Ranked(
             item.id,

@@ -14,9 +14,10 @@ from fastapi import FastAPI
 from consumers.embedder import Embedder
 from deploy import free_port
 from query_api import create_app
-from query_api.fusion import reciprocal_rank_fusion
+from query_api.fusion import convex_fusion, reciprocal_rank_fusion
 from query_api.models import SearchHit
 from query_api.rerank import rescored
+from query_api.retrieval import hybrid_weights
 from schemas.settings import Settings
 from streams.topics import ensure_topics
 
@@ -236,15 +237,19 @@ async def test_hybrid_is_the_default_and_fuses_the_two_rankings(
     api: httpx.AsyncClient, hybrid_settings: Settings
 ) -> None:
     body = await search(api, "gasket kit zorbulux", k=7)
-    vector = await hit_ids(api, "gasket kit zorbulux", k=7, mode="vector")
-    lexical = await hit_ids(api, "gasket kit zorbulux", k=7, mode="lexical")
+    # Each retriever's whole candidate depth, as hybrid mode reads it.
+    depth = hybrid_settings.hybrid_candidates
+    found = {
+        mode: [
+            (hit["id"], hit["score"])
+            for hit in (await search(api, "gasket kit zorbulux", k=depth, mode=mode))["hits"]
+        ]
+        for mode in ("vector", "lexical")
+    }
 
     assert body["mode"] == "hybrid" and body["reranked"] is False
-    weights = {
-        "vector": hybrid_settings.hybrid_vector_weight,
-        "lexical": hybrid_settings.hybrid_lexical_weight,
-    }
-    expected = reciprocal_rank_fusion({"vector": vector, "lexical": lexical}, weights)
+    assert hybrid_settings.hybrid_fusion == "convex"
+    expected = convex_fusion(found, hybrid_weights(hybrid_settings), limit=7)
     assert [hit["id"] for hit in body["hits"]] == [item.id for item in expected]
     for hit, item in zip(body["hits"], expected, strict=True):
         assert hit["score"] == hit["fused_score"] == pytest.approx(item.score)
