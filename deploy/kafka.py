@@ -50,6 +50,7 @@ _JAVA_OPTS = ["-Xmx512m", "-Xms256m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
 # Kafka 4 logs through log4j 2 (KIP-653), 3.x through log4j 1 (reload4j): the same file either way.
 _LOG4J2 = """\
 status = warn
+shutdownHook = disable
 appender.file.type = RollingFile
 appender.file.name = file
 appender.file.fileName = {path}
