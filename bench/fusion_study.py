@@ -192,14 +192,19 @@ def adaptive(prior: float, power: float = STANDOUT_POWER) -> Fusion:
 
 
 def candidates(dumped: dict[str, Any]) -> dict[str, Fusion]:
-    """Every fusion to compare, by a name that says its parameters."""
-    default = (dumped["rrf_k"], dumped["hybrid_vector_weight"], dumped["hybrid_lexical_weight"])
+    """Every fusion to compare, by a name that says its parameters; the one the dumps were made
+    with is marked "(default)" (dumps older than the convex fusion were made with RRF)."""
     found: dict[str, Fusion] = {
         "vector": single("vector"),
         "lexical": single("lexical"),
         "api hybrid": api_hybrid,
     }
-    found[f"rrf k={default[0]} v={default[1]:g} l={default[2]:g} (default)"] = rrf(*default)
+    if dumped.get("hybrid_fusion", "rrf") == "convex":
+        prior = dumped["hybrid_vector_prior"]
+        found[f"adaptive prior={prior:g} p={STANDOUT_POWER:g} (default)"] = adaptive(prior)
+    else:
+        default = (dumped["rrf_k"], dumped["hybrid_vector_weight"], dumped["hybrid_lexical_weight"])
+        found[f"rrf k={default[0]} v={default[1]:g} l={default[2]:g} (default)"] = rrf(*default)
     for k in RRF_KS:
         for weight in RRF_LEXICAL_WEIGHTS:
             found.setdefault(f"rrf k={k} v=1 l={weight:g}", rrf(k, 1.0, weight))

@@ -464,6 +464,10 @@ def evaluate(
     wikipedia: Annotated[
         bool, typer.Option(help="with --beir: evaluate the built-in Wikipedia set beside them")
     ] = True,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(help="with --beir: also write the per-set tables as a Markdown page (for the docs)"),
+    ] = None,
 ) -> None:
     """Retrieval evaluation: Wikipedia short descriptions as queries, their article the relevant
     document, indexed through the pipeline on a private broker and Chroma, searched through the API.
@@ -490,11 +494,13 @@ def evaluate(
             )
         _evaluate_feedback(results_dir)
         return
+    if markdown is not None and not beir:
+        raise typer.BadParameter("--markdown writes the per-set tables of --beir", param_hint="--markdown")
     if beir:
         if sweep or chunk_size or lexical_weight or candidates:
             raise typer.BadParameter("--sweep and its grid belong to the Wikipedia evaluation, not --beir")
         folders = [Path(part) for value in beir for part in str(value).split(",") if part]
-        _evaluate_sets(folders, wikipedia, articles, queries, seed, results_dir)
+        _evaluate_sets(folders, wikipedia, articles, queries, seed, results_dir, markdown)
         return
 
     import ray
@@ -526,7 +532,11 @@ def _evaluate_sets(
     queries: int | None,
     seed: int,
     results_dir: Path,
+    markdown: Path | None = None,
 ) -> None:
+    import shlex
+    import sys
+
     import ray
 
     from query_api.evaluation import (
@@ -535,6 +545,7 @@ def _evaluate_sets(
         load_beir,
         print_sets_report,
         run_sets_evaluation,
+        sets_markdown,
         wikipedia_eval_set,
     )
 
@@ -551,6 +562,11 @@ def _evaluate_sets(
     finally:
         ray.shutdown()
     print_sets_report(report, console)
+    if markdown is not None:
+        command = shlex.join(["ragstream", *sys.argv[1:]])
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(sets_markdown(report, command), encoding="utf-8")
+        console.print(f"wrote {markdown}")
 
 
 def _evaluate_feedback(results_dir: Path) -> None:

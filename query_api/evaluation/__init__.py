@@ -28,7 +28,7 @@ from query_api.evaluation.sets import (
     run_sets_evaluation,
     wikipedia_eval_set,
 )
-from query_api.evaluation.sets_report import print_sets_report
+from query_api.evaluation.sets_report import print_sets_report, sets_markdown
 
 __all__ = [
     "BeirSet",
@@ -57,6 +57,7 @@ __all__ = [
     "run_evaluation",
     "run_feedback_evaluation",
     "run_sets_evaluation",
+    "sets_markdown",
     "summarize",
     "wikipedia_eval_set",
 ]

@@ -17,6 +17,8 @@ _SUMMARY_KEYS = (
     "precision",
     "chunk_size",
     "chunk_overlap",
+    "hybrid_fusion",
+    "hybrid_vector_prior",
     "hybrid_vector_weight",
     "hybrid_lexical_weight",
     "hybrid_candidates",

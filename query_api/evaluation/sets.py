@@ -22,6 +22,7 @@ from query_api.evaluation.beir import BeirSet
 from query_api.evaluation.candidates import save_candidates
 from query_api.evaluation.cases import EvalCase, build_cases
 from query_api.evaluation.index import EvalIndexes, private_services
+from query_api.evaluation.metrics import documents_in_order, paired_tests
 from query_api.evaluation.results import new_run_id, save_json, settings_summary
 from query_api.evaluation.runner import API_MAX_K, MODES, RETRIEVER_MODES, ModeResult, evaluate_modes
 from query_api.models import SearchRequest
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKED_METRICS",
+    "SIGNIFICANCE",
+    "TESTED_METRICS",
     "TOLERANCE",
     "EvalSet",
     "SetResult",
@@ -47,6 +50,9 @@ TOLERANCE = 0.005
 CHECKED_METRICS = ("ndcg@10", "recall@5")
 #: The mode a search gets when it names none.
 DEFAULT_MODE = str(SearchRequest.model_fields["mode"].default)
+#: The metrics tested for a significant difference between modes, and the threshold.
+TESTED_METRICS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10")
+SIGNIFICANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,13 @@ class SetResult:
     modes: dict[str, ModeResult]
     ingest_seconds: float
     candidates_path: Path | None = None
+    #: "a vs b" → metric → p-value of a paired test over the queries, and whether p < SIGNIFICANCE
+    significance: dict[str, dict[str, dict[str, float | bool]]] = field(default_factory=dict)
+
+    def significant(self, mode: str, other: str, metric: str) -> bool:
+        """Whether ``mode`` and ``other`` differ on ``metric`` by the paired test."""
+        pair = self.significance.get(f"{mode} vs {other}") or self.significance.get(f"{other} vs {mode}")
+        return bool(pair and pair[metric]["significant"])
 
     def checks(self) -> dict[str, dict[str, float | bool]]:
         """Per checked metric: the better single retriever, the default mode, and whether the
@@ -108,6 +121,8 @@ class SetResult:
             "default_mode": DEFAULT_MODE,
             "default_checks": self.checks(),
             "candidates": str(self.candidates_path) if self.candidates_path else None,
+            "significance": {"test": "Fisher's randomisation, paired over queries", "max_p": SIGNIFICANCE}
+            | self.significance,
         }
 
 
@@ -129,6 +144,18 @@ class SetsReport:
             "tolerance": TOLERANCE,
             "sets": {name: result.to_json() for name, result in self.sets.items()},
         }
+
+
+def _significance(
+    modes: dict[str, ModeResult], cases: Sequence[EvalCase]
+) -> dict[str, dict[str, dict[str, float | bool]]]:
+    """Paired tests between the default mode and each retriever it fuses, and between those two."""
+    compared = [name for name in (DEFAULT_MODE, *RETRIEVER_MODES) if name in modes and modes[name].available]
+    rankings = {
+        name: [documents_in_order(hit.doc_id for hit in found) for found in modes[name].hits]
+        for name in compared
+    }
+    return paired_tests(rankings, [case.relevance for case in cases], TESTED_METRICS, max_p=SIGNIFICANCE)
 
 
 def run_sets_evaluation(
@@ -170,6 +197,7 @@ def run_sets_evaluation(
                 eval_set.notes,
                 modes,
                 indexes.ingest_seconds[settings.chunk_size],
+                significance=_significance(modes, eval_set.cases),
             )
             result.candidates_path = save_candidates(
                 eval_set.name,

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
-from query_api.evaluation.metrics import ndcg_at, per_query_scores, recall_at, reciprocal_rank, summarize
+from query_api.evaluation.metrics import (
+    ndcg_at,
+    paired_tests,
+    per_query_scores,
+    recall_at,
+    reciprocal_rank,
+    summarize,
+)
 
 GRADED = {"a": 2, "b": 1, "c": 0}
 
@@ -48,3 +56,26 @@ def test_per_query_scores_keep_the_query_order_and_summarize_averages_them():
     assert scores["mrr"] == [1.0, 0.5]
     assert scores["recall@1"] == [0.5, 0.0]
     assert summarize(rankings, judged)["mrr"] == 0.75
+
+
+def test_ranx_per_query_scores_agree_with_the_definitions_checked_by_hand():
+    rng = random.Random(3)
+    documents = [f"d{i}" for i in range(30)]
+    rankings = [rng.sample(documents, rng.randrange(0, 12)) for _ in range(60)]
+    judged: list[dict[str, int]] = [
+        {d: rng.choice([0, 1, 2]) for d in rng.sample(documents, 3)} for _ in range(60)
+    ]
+    scores = per_query_scores(rankings, judged)
+    for index, (ranking, relevant) in enumerate(zip(rankings, judged, strict=True)):
+        assert scores["ndcg@10"][index] == pytest.approx(ndcg_at(ranking, relevant, 10))
+        assert scores["recall@5"][index] == pytest.approx(recall_at(ranking, relevant, 5))
+        assert scores["mrr"][index] == pytest.approx(reciprocal_rank(ranking, relevant, 10))
+
+
+def test_a_paired_test_finds_a_consistent_difference_and_not_an_identical_run():
+    judged = [{f"d{i}": 1} for i in range(40)]
+    found = [[f"d{i}", "x"] for i in range(40)]
+    missed = [["x", "y"] for _ in range(40)]
+    tests = paired_tests({"found": found, "missed": missed, "same": found}, judged, ("ndcg@10",))
+    assert tests["found vs missed"]["ndcg@10"]["significant"] is True
+    assert tests["found vs same"]["ndcg@10"] == {"p_value": 1.0, "significant": False}
