@@ -26,13 +26,16 @@ winner, so each winner is also chosen again with one set held out, and scored on
     .venv/bin/python bench/fusion_study.py                 # the newest run's dumps
     .venv/bin/python bench/fusion_study.py --run RUN_ID
     .venv/bin/python bench/fusion_study.py --fine          # and the robustness of each family
+    .venv/bin/python bench/fusion_study.py --latency       # time the production fusions alone
     .venv/bin/python bench/fusion_study.py DUMP.json.gz …
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -369,6 +372,49 @@ def robustness(
     return rows
 
 
+# --- latency: what the production fusions cost on real candidate lists ----------------------
+
+
+def fusion_latency(
+    sets: Sequence[CandidateSet], queries: int = 400, rounds: int = 25, limit: int = 10, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Each production fusion's time per call (µs: p50, p95, mean) on the candidate lists of
+    ``queries`` queries drawn from every set, called as a search calls it (a page of ``limit``);
+    the fusions alternate call by call so that the machine's load falls on both alike."""
+    rng = random.Random(seed)
+    pool = [query for candidate_set in sets for query in candidate_set.queries]
+    drawn = rng.sample(pool, min(queries, len(pool)))
+    scored_lists = [
+        {name: [(hit.chunk_id, hit.score) for hit in query.hits[name]] for name in ("vector", "lexical")}
+        for query in drawn
+    ]
+    id_lists = [
+        {name: [item_id for item_id, _ in hits] for name, hits in lists.items()} for lists in scored_lists
+    ]
+    priors = {"vector": 0.35, "lexical": 0.65}
+    weights = {"vector": 1.0, "lexical": 3.0}
+    calls: dict[str, Callable[[int], object]] = {
+        "convex": lambda i: convex_fusion(scored_lists[i], priors, limit=limit),
+        "rrf": lambda i: reciprocal_rank_fusion(id_lists[i], weights, 60, limit=limit),
+    }
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for index in range(len(drawn)):
+            for name, call in calls.items():
+                started = time.perf_counter_ns()
+                call(index)
+                times[name].append((time.perf_counter_ns() - started) / 1000)
+    return {
+        name: {
+            "p50_us": statistics.median(values),
+            "p95_us": sorted(values)[int(0.95 * len(values))],
+            "mean_us": statistics.fmean(values),
+            "calls": len(values),
+        }
+        for name, values in times.items()
+    }
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -430,12 +476,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="also score fine grids around each family (minutes) for robustness",
     )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="only time the production fusions (convex, RRF) on the dumps' candidate lists",
+    )
     args = parser.parse_args(argv)
     paths = list(args.dumps) or sorted(RESULTS.glob(f"eval-candidates-{args.run or _newest_run()}-*.json.gz"))
     sets = [load_candidates(path) for path in paths]
     names = [s.name for s in sets]
     console = Console()
     console.print(f"{sum(len(s.queries) for s in sets)} queries in {len(sets)} sets: {', '.join(names)}")
+    if args.latency:
+        for name, figures in fusion_latency(sets).items():
+            console.print(
+                f"{name}: p50 {figures['p50_us']:.1f} µs, p95 {figures['p95_us']:.1f} µs, "
+                f"mean {figures['mean_us']:.1f} µs over {figures['calls']} calls"
+            )
+        return
 
     fusions = candidates(sets[0].settings)
     grids = fine_grids() if args.fine else {}

@@ -44,3 +44,16 @@ def test_chunks_of_one_document_count_once_at_its_best_place():
 def test_theoretical_bounds_map_cosine_from_minus_one_to_one_and_bm25_by_the_best_score():
     assert fusion_study.NORMALISATIONS["theoretical"]([1.0, 0.0, -1.0], "vector") == [1.0, 0.5, 0.0]
     assert fusion_study.NORMALISATIONS["theoretical"]([8.0, 2.0], "lexical") == [1.0, 0.25]
+
+
+def test_the_latency_bench_times_both_production_fusions_on_every_call():
+    from query_api.evaluation.candidates import CandidateSet
+
+    timed = fusion_study.fusion_latency([CandidateSet("tiny", "run", {}, 4, [CANDIDATES])], rounds=3)
+    assert set(timed) == {"convex", "rrf"}
+    assert all(figures["calls"] == 3 and figures["p50_us"] > 0 for figures in timed.values())
+
+
+def test_the_studys_adaptive_fusion_is_productions_and_ranks_documents():
+    assert fusion_study.adaptive(1.0)(CANDIDATES)[:3] == ["d1", "d2", "d3"]
+    assert fusion_study.adaptive(0.0)(CANDIDATES)[:3] == ["d3", "d4", "d2"]
