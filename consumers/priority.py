@@ -24,6 +24,13 @@ can lower its nice value or enter SCHED_IDLE but never undo either. The ways con
   of ``batch_size`` so that the priority changes within a second of the searches starting or
   stopping, not after a whole fetch. The rest of the consumer (chunking, the diff, Kafka and
   Chroma calls) stays at full priority: a small share of its CPU next to embedding.
+
+Measured on 2 cores (a process in a session of its own doing a 3 ms CPU burst 25 times a second,
+beside continuous encodes switched between the lanes every 8 s, 3 rounds each): bursts took p50
+4.2 ms either way and p99 20.7 ms (16–32) on the low lane against 20.2 ms (13–46) on the full
+one, at 60 and 56 chunks/s. At that load the kernel already favours the sleeping searcher;
+the low lane is insurance for loads that keep the API busy, and the full lane costs searches
+nothing while it lets bulk ingestion take the CPU whenever no search runs.
 """
 
 from __future__ import annotations
