@@ -56,13 +56,18 @@ async def serve_process(replicas_settings: Settings) -> AsyncIterator[ManagedPro
     stack = LocalStack(replicas_settings)
     process = stack.api_process()
     process.start()
+    ready_replicas: set[str] = set()
+
+    def both_replicas_ready() -> bool:
+        # One ready answer says only that one replica is routed to: the second may still be
+        # loading its query model, and searches would all go to the first.
+        response = httpx.get(f"{stack.api_url}/readyz", timeout=2)
+        if response.status_code == 200:
+            ready_replicas.add(response.headers["x-ragstream-replica"])
+        return len(ready_replicas) == REPLICAS
+
     try:
-        await asyncio.to_thread(
-            process.wait_until,
-            lambda: httpx.get(f"{stack.api_url}/readyz", timeout=2).status_code == 200,
-            600,
-            "API replicas on Ray Serve",
-        )
+        await asyncio.to_thread(process.wait_until, both_replicas_ready, 600, "both API replicas")
         yield process
     finally:
         await asyncio.to_thread(process.stop, 60)
