@@ -112,12 +112,13 @@ def test_eval_on_a_beir_set_reports_what_each_mode_finds(tmp_path, monkeypatch):
     folder = write_beir(tmp_path / "tiny")
     results = tmp_path / "results"
 
-    result = CliRunner().invoke(
-        app, ["eval", "--beir", str(folder), "--no-wikipedia", "--results-dir", str(results)]
-    )
+    page = tmp_path / "docs" / "quality.md"
+    command = ["eval", "--beir", str(folder), "--no-wikipedia", "--results-dir", str(results)]
+    result = CliRunner().invoke(app, [*command, "--markdown", str(page)])
 
     assert result.exit_code == 0, result.output
     assert "hybrid (default)" in result.output
+    assert "| hybrid (default) |" in page.read_text() and "## tiny: 3 queries" in page.read_text()
     (report_path,) = results.glob("eval-sets-*.json")
     report = json.loads(report_path.read_text())["sets"]["tiny"]
     assert report["documents"] == len(CORPUS) and report["cases"] == 3
@@ -126,6 +127,7 @@ def test_eval_on_a_beir_set_reports_what_each_mode_finds(tmp_path, monkeypatch):
     assert lexical["recall@1"] == 1.0
     assert lexical["ndcg@10"] == 1.0
     assert set(report["default_checks"]) == {"ndcg@10", "recall@5"}
+    assert report["significance"]["hybrid vs lexical"]["ndcg@10"]["p_value"] <= 1.0
     assert report["modes"]["lexical"]["latency_ms"]["p50"] > 0
 
     with gzip.open(report["candidates"], "rt") as dump:
