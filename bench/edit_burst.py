@@ -118,6 +118,9 @@ async def measure(url: str, corpus: list[DocumentEvent], args: argparse.Namespac
         stride = len(corpus) // (args.edits * args.rounds)
         for round_ in range(args.rounds):
             events = corpus[round_ :: args.rounds][: args.edits * stride : stride]
+            # Before each burst, also the first: the readiness probes are searches, and the
+            # consumer yields to searches for search_activity_window_s after the last one.
+            await asyncio.sleep(args.pause)
             result = await burst(api, events)
             console.print(
                 f"round {round_ + 1}: {result['found']}/{result['edits']} searchable, published in "
@@ -125,7 +128,6 @@ async def measure(url: str, corpus: list[DocumentEvent], args: argparse.Namespac
                 f"the first publish, {result['after_last_s']:.2f} s after the last"
             )
             results.append(result)
-            await asyncio.sleep(args.pause)
     return results
 
 
@@ -173,7 +175,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=2000, help="articles indexed before the bursts")
     parser.add_argument("--edits", type=int, default=100, help="edits per burst")
     parser.add_argument("--rounds", type=int, default=3, help="bursts, each editing other articles")
-    parser.add_argument("--pause", type=float, default=3.0, help="seconds between bursts")
+    parser.add_argument("--pause", type=float, default=3.0, help="quiet seconds before each burst")
     args = parser.parse_args()
 
     base = Settings(collection="edit-burst", rerank=False)
