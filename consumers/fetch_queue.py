@@ -40,13 +40,26 @@ class FetchQueue:
         self._ready.set()
 
     async def get(self, timeout: float) -> FetchedBatch | None:
-        """The oldest batch, or None if none arrives within ``timeout`` seconds."""
+        """Every queued batch of the oldest one's generation, merged into one; None if none
+        arrives within ``timeout`` seconds.
+
+        A burst of edits reaches the fetcher over a second or two and is queued as several small
+        batches; planned one by one, each would pay a batch's fixed costs (the index read, a
+        Chroma write, a commit). Merged, they are planned and written once. The first batch is
+        never held back waiting for more: only what is already queued is merged.
+        """
         if not self._items:
             self._ready.clear()
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
             except TimeoutError:
                 return None
+        merged = self._pop()
+        while self._items and self._items[0].generation == merged.generation:
+            merged = _merge(merged, self._pop())
+        return merged
+
+    def _pop(self) -> FetchedBatch:
         item = self._items.popleft()
         self._bytes -= item.size_bytes
         return item
@@ -58,3 +71,11 @@ class FetchQueue:
     @property
     def queued_bytes(self) -> int:
         return self._bytes
+
+
+def _merge(first: FetchedBatch, second: FetchedBatch) -> FetchedBatch:
+    """``second`` was fetched after ``first``: each partition's records stay in offset order."""
+    batch = {tp: list(records) for tp, records in first.batch.items()}
+    for tp, records in second.batch.items():
+        batch.setdefault(tp, []).extend(records)
+    return FetchedBatch(first.generation, batch, first.size_bytes + second.size_bytes)
