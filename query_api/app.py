@@ -55,8 +55,13 @@ def create_app(
     """Build the query API; ``embedder`` and ``reranker`` may be given (tests), else the lifespan
     loads the configured models. ``replica`` names this copy among several behind a load
     balancer: each response says it in ``X-Ragstream-Replica``."""
-    if settings.hybrid_vector_weight == 0 and settings.hybrid_lexical_weight == 0:
-        raise ValueError("hybrid_vector_weight and hybrid_lexical_weight cannot both be 0")
+    if (
+        settings.hybrid_fusion == "rrf"
+        and settings.hybrid_vector_weight == settings.hybrid_lexical_weight == 0
+    ):
+        raise ValueError(
+            "with hybrid_fusion 'rrf', hybrid_vector_weight and hybrid_lexical_weight cannot both be 0"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -104,3 +104,13 @@ def test_priors_must_name_every_retriever_and_not_all_be_zero():
         convex_fusion({"vector": VECTOR, "lexical": LEXICAL}, {"vector": 1.0})
     with pytest.raises(ValueError, match="positive weight"):
         convex_fusion({"vector": VECTOR, "lexical": LEXICAL}, {"vector": 0.0, "lexical": 0.0})
+
+
+def test_zero_rrf_weights_are_refused_only_where_rrf_fuses() -> None:
+    from query_api import create_app
+    from schemas import Settings
+
+    without_weights = Settings(hybrid_vector_weight=0, hybrid_lexical_weight=0)
+    create_app(without_weights.model_copy(update={"hybrid_fusion": "convex"}))
+    with pytest.raises(ValueError, match="cannot both be 0"):
+        create_app(without_weights.model_copy(update={"hybrid_fusion": "rrf"}))
