@@ -23,8 +23,20 @@ from ragstream.api_replicas import APP_NAME, CONTROLLER_ENV, DEPLOYMENT_NAME
 
 #: The oldest Kubernetes the manifests are checked against, and the newest schemas bundled.
 KUBERNETES_VERSIONS = ("1.30", "1.37")
-#: The CRDs of KubeRay and Strimzi 1.2, read where they are kept (never copied into the project).
-CRD_DIR = Path(os.environ.get("RAGSTREAM_K8S_CRDS", K8S_DIR.parents[2] / "shared" / "k8s-crds"))
+
+
+def _crd_dir() -> Path:
+    """The CRDs of KubeRay and Strimzi 1.2, read where they are kept (never copied into the
+    project): ``RAGSTREAM_K8S_CRDS``, else ``shared/k8s-crds`` beside the checkout or beside one
+    of the folders above it."""
+    if configured := os.environ.get("RAGSTREAM_K8S_CRDS"):
+        return Path(configured)
+    checkout = K8S_DIR.parents[1]
+    candidates = [folder / "shared" / "k8s-crds" for folder in checkout.parents]
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+CRD_DIR = _crd_dir()
 #: Secrets the operator makes by hand (deploy/k8s/README.md): API keys never live in the repository.
 MADE_BY_THE_OPERATOR = {"dev": set(), "prod": {"ragstream-api-keys"}}
 
