@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -503,8 +505,6 @@ def evaluate(
         _evaluate_sets(folders, wikipedia, articles, queries, seed, results_dir, markdown)
         return
 
-    import ray
-
     from query_api.evaluation import EvaluationOptions, print_report, run_evaluation
 
     defaults = EvaluationOptions()
@@ -518,11 +518,23 @@ def evaluate(
         candidate_depths=tuple(candidates) if candidates else defaults.candidate_depths,
         results_dir=results_dir,
     )
-    try:
+    with _own_ray():
         report = run_evaluation(options, _settings(), say=lambda line: console.print(f"[dim]{line}[/]"))
-    finally:
-        ray.shutdown()
     print_report(report, console)
+
+
+@contextlib.contextmanager
+def _own_ray() -> Iterator[None]:
+    """Shut down on the way out the Ray session the block started, never one that was running
+    before it (a caller's, whose actors would die with it)."""
+    import ray
+
+    already_running = ray.is_initialized()
+    try:
+        yield
+    finally:
+        if not already_running:
+            ray.shutdown()
 
 
 def _evaluate_sets(
@@ -536,8 +548,6 @@ def _evaluate_sets(
 ) -> None:
     import shlex
     import sys
-
-    import ray
 
     from query_api.evaluation import (
         InvalidBeirSet,
@@ -555,12 +565,10 @@ def _evaluate_sets(
         raise typer.BadParameter(str(exc), param_hint="--beir") from None
     if wikipedia:
         sets.insert(0, wikipedia_eval_set(articles, queries, seed))
-    try:
+    with _own_ray():
         report = run_sets_evaluation(
             sets, _settings(), results_dir, say=lambda line: console.print(f"[dim]{line}[/]")
         )
-    finally:
-        ray.shutdown()
     print_sets_report(report, console)
     if markdown is not None:
         command = shlex.join(["ragstream", *sys.argv[1:]])
