@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 import pytest
+from unavailable import skip_or_fail
 
 from deploy import ChromaServer, DeployError, KafkaBroker, free_port
 from deploy.kafka import VERSION_VARIABLE, kafka_version
@@ -21,9 +22,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "long_only: runs only under --long (deselected otherwise)")
     # Read by the test modules when they are imported (tests/scale.py), which is after this.
     if config.getoption("--long"):
         os.environ["RAGSTREAM_LONG_TESTS"] = "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --long, the tests that exist only as long variants are deselected: a run says how
+    many it left out, and none of them shows up as a skip."""
+    if config.getoption("--long"):
+        return
+    left_out = [item for item in items if item.get_closest_marker("long_only")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("long_only")]
 
 
 def pytest_report_header() -> str:
@@ -48,10 +61,7 @@ def _start_or_skip(service: _Service, what: str) -> None:
         reason = f"{what} could not be started: {exc}"
     # It may have started and then never answered.
     service.stop()
-    # CI must never pass by skipping.
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(reason)
 
 
 @pytest.fixture(scope="session")

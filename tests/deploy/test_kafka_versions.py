@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.admin import ApiVersionRequest
-from scale import LONG
 
 from deploy import DeployError, KafkaBroker
 from deploy.kafka import DEFAULT_KAFKA_VERSION, SECOND_KAFKA_VERSION, VERSION_VARIABLE, kafka_version
@@ -69,7 +68,7 @@ async def test_the_session_broker_runs_the_chosen_version(kafka_broker: KafkaBro
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not LONG, reason="the second broker leg runs under --long")
+@pytest.mark.long_only
 @pytest.mark.timeout(3600)
 def test_the_broker_facing_modules_pass_on_the_second_kafka_version(
     kafka_broker: KafkaBroker, tmp_path: Path
