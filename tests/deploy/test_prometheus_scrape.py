@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +13,13 @@ import httpx
 import pytest
 import yaml
 from prometheus_files import RULES, load_dashboard_builder, prometheus_tool
+from ragstream_cli import ragstream
 
 from deploy import free_port
 from deploy.ray_cluster import RayCluster
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 #: A series name in PromQL: ours, and Ray Serve's. Recording rules' names have colons.
 SERIES = re.compile(r"\b(?:ragstream[a-z_:]*|ray_serve_[a-z_]+)\b")
@@ -31,18 +30,6 @@ def used_series() -> set[str]:
     rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
     expressions = [rule["expr"] for rule in rules] + load_dashboard_builder().queries()
     return {name for expr in expressions for name in SERIES.findall(expr)}
-
-
-def _ragstream(env: dict[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ragstream", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -58,11 +45,11 @@ def stack(tmp_path: Path) -> Iterator[dict[str, str]]:
         "RAGSTREAM_RAY_NODES": "1",
     }
     try:
-        up = _ragstream(env, "up", "--sample-documents", "5", "--consumers", "1", timeout=900)
+        up = ragstream(env, "up", "--sample-documents", "5", "--consumers", "1", timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
         yield env
     finally:
-        _ragstream(env, "down", timeout=180)
+        ragstream(env, "down", timeout=180)
 
 
 def _prometheus_config(env: dict[str, str], directory: Path) -> Path:
