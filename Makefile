@@ -60,6 +60,7 @@ test-long: install $(CHROMIUM) $(PROMTOOL)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 bench: install

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from consumers.embedder import EMBEDDING_MEMORY_ENV
+from engines.embedder import EMBEDDING_MEMORY_ENV
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from typing import Any
 #: What ragstream's embedder sets at import (its kernel-cache caps), and the OpenMP threads Ray
 #: sets in its workers: reported back, so that a run that inherited any of them shows it.
 WATCHED_ENV = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY", "OMP_NUM_THREADS")
-RAGSTREAM_PACKAGES = frozenset({"schemas", "streams", "consumers", "query_api", "deploy", "ragstream"})
+RAGSTREAM_PACKAGES = frozenset(
+    {"schemas", "engines", "streams", "consumers", "query_api", "evaluation", "deploy", "ragstream"}
+)
 #: Chunks encoded before the clock starts: the first calls pay for lazy initialisation, once
 #: per process.
 WARM_UP_TEXTS = 64

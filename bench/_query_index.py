@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from consumers.chunk_log import publish_chunk_changes
-from consumers.chunking import Chunk, Chunker
-from consumers.embedder import Embedder
 from consumers.indexer import DocumentIndexer
 from consumers.sink import ChromaSink
+from engines.chunking import Chunk, Chunker
+from engines.embedder import Embedder
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_articles, wiki_events
 

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._query_index import BenchCorpus
-from consumers.embedder import Embedder
-from consumers.onnx_embedder import OnnxEmbedder
-from consumers.sink import open_collection
+from engines.chroma import open_collection
+from engines.embedder import Embedder
+from engines.onnx_embedder import OnnxEmbedder
 from query_api.query_model import load_query_model
 from schemas import Settings
 

@@ -35,7 +35,7 @@ from bench._query_index import BenchCorpus, cached_embeddings
 from bench._query_report import percentiles, save_results
 from bench.query import api_process, preloaded_stack, wait_until_serving
 from consumers.actors import ConsumerGroup
-from consumers.chunking import Chunker
+from engines.chunking import Chunker
 from ragstream.stack import LocalStack
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events

@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
 from bench._query_report import percentiles, save_results
 from bench.query import Phase, ingest_steadily, preloaded_stack, run_phase
-from consumers.chunking import Chunker
 from deploy._process import ManagedProcess
+from engines.chunking import Chunker
 from ragstream.api_replicas import running_replicas
 from ragstream.stack import LocalStack
 from schemas import Settings

@@ -43,7 +43,7 @@ from bench._query_index import cached_embeddings, split_corpus
 from bench._query_report import percentiles, save_results
 from bench.query import Phase, api_process, preloaded_stack, run_phase, wait_until_serving
 from consumers.actors import ConsumerGroup
-from consumers.chunking import Chunker
+from engines.chunking import Chunker
 from ragstream.stack import LocalStack
 from schemas import DocumentEvent, Settings
 from streams.publisher import EventPublisher

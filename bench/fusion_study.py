@@ -45,9 +45,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from query_api.evaluation.candidates import CandidateQuery, CandidateSet, load_candidates
-from query_api.evaluation.metrics import documents_in_order, per_query_scores
-from query_api.evaluation.results import new_run_id, save_json
+from evaluation.candidates import CandidateQuery, CandidateSet, load_candidates
+from evaluation.ranking_metrics import documents_in_order, per_query_scores
+from evaluation.results import new_run_id, save_json
 from query_api.fusion import STANDOUT_POWER, convex_fusion, reciprocal_rank_fusion
 
 RESULTS = Path("bench/results")

@@ -44,8 +44,8 @@ from bench._ingest_figures import Spread, summarise, without_ragstream_env
 from bench._ingest_pipeline import describe, run_pipeline_round
 from bench._query_report import save_results
 from bench._services import private_services
-from consumers.chunking import Chunker
-from consumers.embedder import cpu_supports_bf16
+from engines.chunking import Chunker
+from engines.embedder import cpu_supports_bf16
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events
 

@@ -55,9 +55,9 @@ from bench._query_gc import gc_delta, read_gc_pauses
 from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
 from bench._query_report import component_costs, print_report, save_results, summarize
 from consumers.actors import ConsumerGroup
-from consumers.chunking import Chunker
 from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
 from deploy._process import ManagedProcess
+from engines.chunking import Chunker
 from schemas import DocumentEvent, Settings
 from streams.publisher import EventPublisher
 from streams.topics import ensure_topics

@@ -40,7 +40,7 @@ from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
 from bench._query_report import GOAL_P50_MS, GOAL_P99_MS, percentiles, save_results, step_percentiles
 from bench.query import Phase, api_process, ingest_steadily, preloaded_stack, run_phase, wait_until_serving
 from consumers.actors import ConsumerGroup
-from consumers.chunking import Chunker
+from engines.chunking import Chunker
 from schemas import Settings
 
 console = Console(width=None if sys.stdout.isatty() else 130)

@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from consumers.chunking import Chunk, Chunker
+from engines.chunking import Chunk, Chunker
 
 MAN_PAGES = Path("/usr/share/man")
 READY = "READY "
@@ -123,7 +123,7 @@ async def write_chunk_log(servers: str, topic: str, chunks: list[LogChunk], vect
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from consumers.chunk_log import chunk_record, embedding_header
+    from schemas.chunk_log import chunk_record, embedding_header
 
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()

@@ -11,9 +11,9 @@ from typing import Any, cast
 import ray
 
 from consumers.consumer import IndexingConsumer
-from consumers.embedder import EMBEDDING_MEMORY_ENV, Embedder
 from consumers.priority import SearchYieldingEncoder
 from consumers.search_activity import SearchActivity
+from engines.embedder import EMBEDDING_MEMORY_ENV, Embedder
 from schemas import Settings
 from schemas.logs import configure_logging
 

@@ -1,10 +1,8 @@
 """The chunk log: every chunk change the consumers make, on a compacted Kafka topic.
 
-Key = chunk id; value = the chunk as indexed (JSON), or a tombstone when it is deleted; header
-``embedding.f32`` = its vector (little-endian float32, the one Chroma holds). Views of the index
-other than Chroma (the BM25 and vector indexes of each API replica) replay it on start and then
-follow it, so they stay as fresh as Chroma and survive restarts. The vector is a header, not a
-JSON field, so that the BM25 index, which stores each record, neither parses nor keeps it.
+The record format is schemas.chunk_log's. Views of the index other than Chroma (the BM25 and
+vector indexes of each API replica) replay the log on start and then follow it, so they stay as
+fresh as Chroma and survive restarts.
 
 The log is written *before* Chroma: a crash in between makes the replay recompute and resend
 the same records (harmless: the log is keyed), whereas the other order could leave chunks in
@@ -13,32 +11,10 @@ Chroma that a replay sees as unchanged and never sends.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from consumers.sink import ChunkChanges
-
-#: The record header that carries a chunk's embedding.
-EMBEDDING_HEADER = "embedding.f32"
-
-
-def chunk_record(chunk_id: str, text: str, metadata: dict[str, Any]) -> bytes:
-    return orjson.dumps({"id": chunk_id, "doc_id": metadata["doc_id"], "text": text, "metadata": metadata})
-
-
-def embedding_header(vector: np.ndarray) -> tuple[str, bytes]:
-    return EMBEDDING_HEADER, np.asarray(vector, dtype="<f4").tobytes()
-
-
-def embedding_of(headers: Any) -> np.ndarray | None:
-    """The vector in a chunk record's headers (aiokafka's sequence of (key, bytes)), if any."""
-    for key, value in headers or ():
-        if key == EMBEDDING_HEADER and value:
-            return np.frombuffer(value, dtype="<f4")
-    return None
+from schemas.chunk_log import chunk_record, embedding_header
 
 
 async def publish_chunk_changes(producer: AIOKafkaProducer, topic: str, changes: ChunkChanges) -> None:

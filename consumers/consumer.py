@@ -29,16 +29,17 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, Re
 
 from consumers.batch_timings import BatchTimings
 from consumers.chunk_log import publish_chunk_changes
-from consumers.chunking import Chunker
-from consumers.embedder import Embedder, tokenise_seconds
 from consumers.errors import is_retriable
 from consumers.fetch_queue import FetchQueue
 from consumers.indexer import BatchResult, DocumentIndexer
 from consumers.memory import release_free_heap
 from consumers.sink import ChromaSink, ChunkChanges
-from consumers.stats import ConsumerStats
+from consumers.stats import ConsumerCounters
+from engines.chunking import Chunker
+from engines.embedder import Embedder, tokenise_seconds
 from schemas import DocumentEvent, InvalidEvent, Settings
-from streams.dlq import DeadLetter, send_dead_letters
+from schemas.dead_letter import DeadLetter
+from streams.dlq import send_dead_letters
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class IndexingConsumer:
         self._indexer = DocumentIndexer(
             Chunker(settings.chunk_size, settings.chunk_overlap), embedder, self._sink
         )
-        self.stats = ConsumerStats()
+        self.stats = ConsumerCounters()
         self._queue = FetchQueue(settings.max_queued_batches, settings.max_queued_bytes)
         # Bumped whenever fetched-but-unwritten work must be dropped (rebalance, retry):
         # a batch planned under an older generation is never written or committed.

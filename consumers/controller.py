@@ -31,14 +31,12 @@ from aiokafka.errors import KafkaError
 from consumers.actors import ConsumerGroup
 from consumers.scaling import GroupState, LagSample, ScalingDecision, ScalingPolicy, decide
 from schemas import Settings
+from schemas.stats import SCALING_REPORT_KIND
 from streams.lag import LagReader
 
-__all__ = ["SCALING_REPORT_KIND", "ScalingController", "ScalingReport"]
+__all__ = ["ScalingController", "ScalingReport"]
 
 log = logging.getLogger(__name__)
-
-#: Marks the controller's messages on the stats topic, beside the consumers' counters.
-SCALING_REPORT_KIND = "consumer_scaling"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from consumers.batch_timings import BatchTimings
-from consumers.chunking import Chunker
 from consumers.sink import ChunkChanges, Metadata
+from engines.chunking import Chunker
 from schemas import DocumentEvent, EventOp
 
 #: Metadata that says which version of the document a chunk belongs to. ``indexed_at`` is left

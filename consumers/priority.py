@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 
 class BatchEncoder(Protocol):
-    """What the consumer asks of its embedder (``consumers.embedder.Embedder``)."""
+    """What the consumer asks of its embedder (``engines.embedder.Embedder``)."""
 
     dimension: int
     batch_size: int

@@ -1,4 +1,5 @@
-"""Cumulative counters of one consumer, published to the stats topic after every batch.
+"""Cumulative counters of one consumer, published to the stats topic after every batch (the record
+is schemas.stats.ConsumerStats).
 
 The query API sums the latest message of every consumer id into its ``/metrics``; a restarted
 consumer gets a new id, so totals never go backwards.
@@ -14,8 +15,7 @@ import orjson
 
 from consumers.batch_timings import BatchTimings
 from consumers.indexer import BatchResult
-
-BATCH_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+from schemas.stats import BATCH_SECONDS_BUCKETS
 
 
 def _empty_buckets() -> dict[str, int]:
@@ -23,7 +23,7 @@ def _empty_buckets() -> dict[str, int]:
 
 
 @dataclass
-class ConsumerStats:
+class ConsumerCounters:
     consumer_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     events_consumed: int = 0
     events_dead_lettered: int = 0

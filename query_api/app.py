@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Info
 
-from consumers.sink import open_collection
+from engines.chroma import open_collection
 from query_api.answers import router as answers_router
 from query_api.auth import ApiKeyMiddleware
 from query_api.chunk_log_view import ChunkLogView

@@ -24,11 +24,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumers.chunk_log import embedding_of
 from query_api.background import BackgroundLoop
 from query_api.lexical import LexicalIndex
 from query_api.snapshot import CapturedViews, SnapshotStore, ViewShape
 from query_api.vector_index import VectorChange, VectorIndex
+from schemas.chunk_log import embedding_of
 
 log = logging.getLogger(__name__)
 

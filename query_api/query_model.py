@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from consumers.embedder import Embedder
-from consumers.onnx_embedder import OnnxEmbedder, OnnxExportError
+from engines.embedder import Embedder
+from engines.onnx_embedder import OnnxEmbedder, OnnxExportError
 from query_api.query_batcher import TextEncoder
 from schemas.settings import Settings
 

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 __all__ = ["GRAPH_PARAMETERS", "VectorChange", "VectorIndex", "VectorSearchFailed"]
 
 #: Graph parameters as Chroma's defaults (M 16, construction ef 100), and its search breadth
-#: as ``consumers.sink.HNSW_EF_SEARCH``: the same recall as the Chroma queries it stands in for.
+#: as ``engines.chroma.HNSW_EF_SEARCH``: the same recall as the Chroma queries it stands in for.
 _M = 16
 _EF_CONSTRUCTION = 100
 #: What shapes a saved graph: a snapshot made with others is not loaded.

@@ -308,7 +308,7 @@ def _serve_replicas(settings: Settings, count: int) -> None:
 async def _status(settings: Settings) -> tuple[list, int, int]:
     import chromadb
 
-    from consumers.sink import open_collection
+    from engines.chroma import open_collection
     from streams.hops import read_pipeline_lag
     from streams.lag import LagReader
 
@@ -343,7 +343,7 @@ async def _trace(settings: Settings, doc_id: str, versions: int, api_url: str, a
     import chromadb
     import httpx
 
-    from consumers.sink import open_collection
+    from engines.chroma import open_collection
     from streams.trace import VersionTrace, read_trace
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -505,7 +505,7 @@ def evaluate(
         _evaluate_sets(folders, wikipedia, articles, queries, seed, results_dir, markdown)
         return
 
-    from query_api.evaluation import EvaluationOptions, print_report, run_evaluation
+    from evaluation import EvaluationOptions, print_report, run_evaluation
 
     defaults = EvaluationOptions()
     options = EvaluationOptions(
@@ -549,7 +549,7 @@ def _evaluate_sets(
     import shlex
     import sys
 
-    from query_api.evaluation import (
+    from evaluation import (
         InvalidBeirSet,
         beir_eval_set,
         load_beir,
@@ -578,7 +578,7 @@ def _evaluate_sets(
 
 
 def _evaluate_feedback(results_dir: Path) -> None:
-    from query_api.evaluation import NoFeedbackCases, print_feedback_report, run_feedback_evaluation
+    from evaluation import NoFeedbackCases, print_feedback_report, run_feedback_evaluation
 
     try:
         report = run_feedback_evaluation(

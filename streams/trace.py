@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from consumers.chunking import Chunker
+from engines.chunking import Chunker
 from schemas import DocumentEvent, InvalidEvent, Settings
 from streams.hops import pipeline_hops
 from streams.lag import LagReader

@@ -22,13 +22,13 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from schemas import DocumentEvent, EventOp, InvalidEvent, Settings
+from schemas.dead_letter import DeadLetter
 from schemas.logs import logging_config
 from streams.changes.continuity import OffsetContinuity
 from streams.changes.dedupe import Decision, DocumentState, decide, next_state
 from streams.changes.membership import instance_id
 from streams.changes.normalise import normalise_event
 from streams.changes.watchdog import StallDetector
-from streams.dlq import DeadLetter
 from streams.lag import LagReader
 from streams.topic_records import read_partition_range
 

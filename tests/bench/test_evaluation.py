@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from query_api.evaluation import (
+from evaluation import (
     EvaluationOptions,
     build_cases,
     ndcg_at,
@@ -16,7 +16,7 @@ from query_api.evaluation import (
     run_evaluation,
     summarize,
 )
-from query_api.evaluation.metrics import documents_in_order
+from evaluation.ranking_metrics import documents_in_order
 from schemas import Settings
 
 RANKING = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bench import fusion_study
-from query_api.evaluation.candidates import CandidateQuery
-from query_api.evaluation.runner import ChunkHit
+from evaluation.candidates import CandidateQuery
+from evaluation.runner import ChunkHit
 
 
 def query(vector: list[tuple[str, float]], lexical: list[tuple[str, float]]) -> CandidateQuery:
@@ -47,7 +47,7 @@ def test_theoretical_bounds_map_cosine_from_minus_one_to_one_and_bm25_by_the_bes
 
 
 def test_the_latency_bench_times_both_production_fusions_on_every_call():
-    from query_api.evaluation.candidates import CandidateSet
+    from evaluation.candidates import CandidateSet
 
     timed = fusion_study.fusion_latency([CandidateSet("tiny", "run", {}, 4, [CANDIDATES])], rounds=3)
     assert set(timed) == {"convex", "rrf"}

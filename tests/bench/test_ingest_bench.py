@@ -13,8 +13,8 @@ import pytest
 
 from bench import ingest
 from bench._ingest_figures import Spread, ratios_per_round, summarise, without_ragstream_env
-from consumers.chunking import Chunker
-from consumers.embedder import EMBEDDING_MEMORY_ENV
+from engines.chunking import Chunker
+from engines.embedder import EMBEDDING_MEMORY_ENV
 from schemas import DocumentEvent, EventOp
 
 

@@ -5,7 +5,7 @@ import orjson
 from consumers import batch_timings
 from consumers.batch_timings import CRITICAL_PATH, BatchTimings
 from consumers.indexer import BatchResult
-from consumers.stats import ConsumerStats
+from consumers.stats import ConsumerCounters
 
 
 def test_a_measured_block_adds_its_wall_time_to_its_part(monkeypatch):
@@ -27,7 +27,7 @@ def test_the_critical_path_leaves_out_the_writes_that_overlap_the_next_plan():
 
 
 def test_stats_sum_every_batch_timings_into_the_published_message():
-    stats = ConsumerStats()
+    stats = ConsumerCounters()
     stats.record_batch(3, 0, BatchResult(chunks_embedded=5), 1.0, BatchTimings(encode=0.5, diff=0.1))
     stats.record_batch(2, 0, BatchResult(chunks_embedded=1), 1.0, BatchTimings(encode=0.25, commit=0.2))
     message = orjson.loads(stats.to_json())
@@ -37,9 +37,9 @@ def test_stats_sum_every_batch_timings_into_the_published_message():
 
 
 def test_the_query_api_reads_a_message_with_timings_as_before():
-    from query_api.stats import ConsumerStats as PublishedStats
+    from schemas.stats import ConsumerStats as PublishedStats
 
-    stats = ConsumerStats()
+    stats = ConsumerCounters()
     stats.record_batch(3, 1, BatchResult(chunks_embedded=5), 0.3, BatchTimings(encode=0.2))
     read = PublishedStats.model_validate(orjson.loads(stats.to_json()))
     assert (read.events_consumed, read.events_dead_lettered, read.chunks_embedded) == (3, 1, 5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scale import scaled, scaled_timeout
 
-from consumers.sink import HNSW_EF_SEARCH, open_collection
+from engines.chroma import HNSW_EF_SEARCH, open_collection
 
 pytestmark = [pytest.mark.integration, scaled_timeout()]
 

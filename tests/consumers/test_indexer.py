@@ -5,9 +5,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from consumers.chunking import Chunker
 from consumers.indexer import DocumentIndexer
 from consumers.sink import ChunkChanges
+from engines.chunking import Chunker
 from schemas import DocumentEvent, EventOp
 
 

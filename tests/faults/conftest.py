@@ -15,9 +15,9 @@ from aiokafka.errors import KafkaError
 from fault_oracle import differences, expected_index
 
 from consumers.actors import RAY_NAMESPACE, ConsumerGroup
-from consumers.chunking import Chunker
-from consumers.sink import open_collection
 from deploy import RayCluster
+from engines.chroma import open_collection
+from engines.chunking import Chunker
 from schemas import DocumentEvent, Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher

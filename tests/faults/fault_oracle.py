@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.chunking import Chunker
+from engines.chunking import Chunker
 from schemas import DocumentEvent, EventOp
 
 WORDS = [

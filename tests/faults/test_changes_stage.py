@@ -18,11 +18,11 @@ from fault_settings import fault_settings
 from scale import scaled, scaled_timeout
 from stage_process import StageProcess
 
-from consumers.chunking import Chunker
+from engines.chunking import Chunker
 from schemas import DocumentEvent, EventOp, Settings
+from schemas.dead_letter import DeadLetter
 from streams.changes import normalise_event
 from streams.changes.membership import instance_id
-from streams.dlq import DeadLetter
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
 from streams.topic_records import read_topic_records

@@ -13,7 +13,7 @@ import ray
 from stage_process import StageProcess
 
 from consumers.actors import ConsumerGroup
-from consumers.embedder import Embedder
+from engines.embedder import Embedder
 from query_api import create_app
 from schemas import Settings
 from streams.hops import HopLag, drained, read_pipeline_lag

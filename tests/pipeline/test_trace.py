@@ -10,7 +10,7 @@ import chromadb
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumers.sink import open_collection
+from engines.chroma import open_collection
 from schemas import DocumentEvent, EventOp, Settings
 from streams.publisher import EventPublisher
 from streams.topics import ensure_topics

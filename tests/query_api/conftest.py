@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from consumers.chunk_log import publish_chunk_changes
-from consumers.embedder import Embedder
 from consumers.sink import ChunkChanges
 from deploy import ChromaServer, KafkaBroker, free_port
+from engines.embedder import Embedder
 from schemas.settings import Settings
 
 

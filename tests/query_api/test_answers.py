@@ -25,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from consumers.embedder import Embedder
 from deploy import free_port
+from engines.embedder import Embedder
 from query_api import create_app
 from query_api.answers.chain import NO_PASSAGES_ANSWER, build_answer_chain
 from query_api.answers.citations import CitationParser

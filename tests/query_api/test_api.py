@@ -20,8 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 
-from consumers.embedder import Embedder
 from deploy import ChromaServer, free_port
+from engines.embedder import Embedder
 from query_api import create_app
 from schemas.settings import Settings
 from streams.topics import ensure_topics

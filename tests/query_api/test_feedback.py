@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from consumers.embedder import Embedder
 from deploy import free_port
+from engines.embedder import Embedder
+from evaluation import cases_from_feedback, run_feedback_evaluation
 from query_api import create_app
-from query_api.evaluation import cases_from_feedback, run_feedback_evaluation
 from ragstream.cli import app as cli
 from schemas.feedback import FeedbackEvent
 from schemas.settings import Settings

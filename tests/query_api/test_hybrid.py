@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from consumers.embedder import Embedder
 from deploy import free_port
+from engines.embedder import Embedder
 from query_api import create_app
 from query_api.fusion import convex_fusion, reciprocal_rank_fusion
 from query_api.models import SearchHit

@@ -19,13 +19,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fastapi import FastAPI
 
-from consumers.chunk_log import chunk_record
-from consumers.embedder import Embedder
 from deploy import free_port
+from engines.embedder import Embedder
 from query_api import create_app
 from query_api.chunk_log_view import ChunkLogView
 from query_api.filters import Condition, SearchFilter
 from query_api.lexical import LexicalIndex
+from schemas.chunk_log import chunk_record
 from schemas.settings import Settings
 
 Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from consumers.chunk_log import publish_chunk_changes
-from consumers.embedder import Embedder
 from consumers.sink import ChunkChanges
+from engines.embedder import Embedder
 from query_api import create_app
 from schemas.settings import Settings
 from streams.topics import ensure_topics

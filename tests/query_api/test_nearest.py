@@ -9,8 +9,8 @@ import chromadb
 import numpy as np
 import pytest
 
-from consumers.sink import open_collection
 from deploy import ChromaServer, free_port
+from engines.chroma import open_collection
 from query_api.nearest import IndexUnreachable, NearestChunks
 
 pytestmark = pytest.mark.integration

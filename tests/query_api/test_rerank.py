@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from consumers.embedder import Embedder, resolve_model_path
+from engines.embedder import Embedder, resolve_model_path
 from query_api import create_app
 from query_api.models import SearchHit
 from query_api.rerank import CrossEncoderReranker, NanoRanker, RerankerUnavailable, load_reranker

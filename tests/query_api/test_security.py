@@ -24,13 +24,13 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from consumers.chunk_log import publish_chunk_changes
-from consumers.chunking import Chunker
-from consumers.embedder import Embedder
 from consumers.indexer import DocumentIndexer
 from consumers.sink import ChromaSink
+from engines.chunking import Chunker
+from engines.embedder import Embedder
+from evaluation import cases_from_feedback
 from query_api import create_app
 from query_api.auth import ApiKeyMiddleware
-from query_api.evaluation import cases_from_feedback
 from query_api.models import SearchHit
 from query_api.rerank import rescored
 from schemas import DocumentEvent

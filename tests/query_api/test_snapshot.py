@@ -21,11 +21,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumers.chunk_log import chunk_record, embedding_header
 from query_api.chunk_log_view import ChunkLogView
 from query_api.lexical import LexicalIndex
 from query_api.snapshot import SnapshotStore, ViewShape
 from query_api.vector_index import VectorChange, VectorIndex
+from schemas.chunk_log import chunk_record, embedding_header
 
 DIMENSION = 16
 TOPIC = "snap.chunks"

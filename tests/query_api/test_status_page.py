@@ -19,7 +19,7 @@ from playwright.async_api import BrowserContext, Error, Page, async_playwright, 
 from unavailable import skip_or_fail
 
 from consumers.controller import ScalingReport
-from consumers.embedder import Embedder
+from engines.embedder import Embedder
 from query_api import create_app
 from query_api.status_page import router
 from schemas.api_keys import ApiKeyEntry

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from consumers.embedder import Embedder, tokenise_seconds
+from engines.embedder import Embedder, tokenise_seconds
 
 TEXTS = [
     "painting about the bombing of a Basque town",

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from query_api.evaluation.metrics import (
+from evaluation.ranking_metrics import (
     ndcg_at,
     paired_tests,
     per_query_scores,

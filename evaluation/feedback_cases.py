@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from query_api.evaluation.cases import EvalCase
+from evaluation.cases import EvalCase
 from query_api.tenancy import TenantScope
 from schemas.feedback import FeedbackEvent, normalized_query
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from query_api.evaluation.cases import EvalCase
-from query_api.evaluation.runner import ChunkHit, ModeResult
-from query_api.evaluation.sets import SetResult, SetsReport, _significance
-from query_api.evaluation.sets_report import sets_markdown
+from evaluation.cases import EvalCase
+from evaluation.runner import ChunkHit, ModeResult
+from evaluation.sets import SetResult, SetsReport, _significance
+from evaluation.sets_report import sets_markdown
 
 SETTINGS = {
     "model": "all-MiniLM-L6-v2",

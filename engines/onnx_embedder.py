@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from consumers.embedder import resolve_model_path
+from engines.embedder import resolve_model_path
 
 log = logging.getLogger(__name__)
 

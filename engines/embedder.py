@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from consumers.shape_buckets import plan_sub_batches
+from engines.shape_buckets import plan_sub_batches
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +20,11 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: and ideep (LRU_CACHE_CAPACITY) keep a compiled bf16 kernel per input shape. Unbucketed, every
 #: batch padded to a new length and the caches grew a consumer's memory by ~4 MiB a batch; capped
 #: near zero instead, every batch recompiled its kernels. ``encode`` now runs at most 48 shapes
-#: (consumers.shape_buckets, a 256-token model at batch 32) of about four oneDNN kernels each,
+#: (engines.shape_buckets, a 256-token model at batch 32) of about four oneDNN kernels each,
 #: so caches of this size hold every one for good: compiled once, memory flat. Read when the first
-#: kernel is built, so they are set before the first encode, in every process.
+#: kernel is built: ``Embedder`` sets them (unless already set) before it loads torch, and the
+#: consumer actors get them in their runtime environment.
 EMBEDDING_MEMORY_ENV = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "512", "LRU_CACHE_CAPACITY": "512"}
-for _name, _value in EMBEDDING_MEMORY_ENV.items():
-    os.environ.setdefault(_name, _value)
 
 
 #: Seconds this process has spent tokenising texts to embed. Process-wide rather than per
@@ -71,8 +70,12 @@ class Embedder:
         batch_size: int = 32,
         torch_threads: int = 0,
     ) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        for name, value in {
+            **EMBEDDING_MEMORY_ENV,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }.items():
+            os.environ.setdefault(name, value)
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -94,7 +97,7 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Longest texts first, ``batch_size`` at a time, each batch padded to one of a few
-        shapes (consumers.shape_buckets) so that every kernel is compiled once and kept."""
+        shapes (engines.shape_buckets) so that every kernel is compiled once and kept."""
         global _tokenise_seconds
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)

@@ -2,7 +2,7 @@
 
 import random
 
-from consumers.shape_buckets import bucket_length, bucket_rows, plan_sub_batches
+from engines.shape_buckets import bucket_length, bucket_rows, plan_sub_batches
 
 
 def test_lengths_pad_up_to_a_multiple_of_the_step_and_stop_at_the_model_maximum():

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from query_api.evaluation.cases import EvalCase, shared_query_count
-from query_api.evaluation.feedback_cases import FeedbackCases, cases_from_feedback
-from query_api.evaluation.results import new_run_id, save_json, settings_summary
-from query_api.evaluation.runner import MODES, ModeResult, evaluate_modes
+from evaluation.cases import EvalCase, shared_query_count
+from evaluation.feedback_cases import FeedbackCases, cases_from_feedback
+from evaluation.results import new_run_id, save_json, settings_summary
+from evaluation.runner import MODES, ModeResult, evaluate_modes
 from schemas import Settings
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ async def _indexed_doc_ids(settings: Settings, doc_ids: set[str]) -> set[str]:
     """Those of ``doc_ids`` that have at least one chunk in the collection."""
     import chromadb
 
-    from consumers.sink import open_collection
+    from engines.chroma import open_collection
 
     if not doc_ids:
         return set()

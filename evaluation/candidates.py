@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from query_api.evaluation.cases import EvalCase
-from query_api.evaluation.runner import ChunkHit, ModeResult
+from evaluation.cases import EvalCase
+from evaluation.runner import ChunkHit, ModeResult
 
 __all__ = ["CandidateQuery", "CandidateSet", "load_candidates", "save_candidates"]
 

@@ -3,32 +3,32 @@ the one relevant document, and any data set in the BEIR layout (graded judgement
 through the normal pipeline and searched through the API; or the cases that feedback confirmed,
 searched on the live index."""
 
-from query_api.evaluation.beir import BeirSet, InvalidBeirSet, load_beir
-from query_api.evaluation.candidates import CandidateSet, load_candidates
-from query_api.evaluation.cases import EvalCase, build_cases
-from query_api.evaluation.feedback_cases import FeedbackCases, cases_from_feedback
-from query_api.evaluation.from_feedback import (
+from evaluation.beir import BeirSet, InvalidBeirSet, load_beir
+from evaluation.candidates import CandidateSet, load_candidates
+from evaluation.cases import EvalCase, build_cases
+from evaluation.feedback_cases import FeedbackCases, cases_from_feedback
+from evaluation.from_feedback import (
     FeedbackEvaluationReport,
     NoFeedbackCases,
     run_feedback_evaluation,
 )
-from query_api.evaluation.metrics import (
+from evaluation.ranking_metrics import (
     ndcg_at,
     per_query_scores,
     recall_at,
     reciprocal_rank,
     summarize,
 )
-from query_api.evaluation.report import print_feedback_report, print_report
-from query_api.evaluation.run import EvaluationOptions, EvaluationReport, run_evaluation
-from query_api.evaluation.sets import (
+from evaluation.report import print_feedback_report, print_report
+from evaluation.run import EvaluationOptions, EvaluationReport, run_evaluation
+from evaluation.sets import (
     EvalSet,
     SetsReport,
     beir_eval_set,
     run_sets_evaluation,
     wikipedia_eval_set,
 )
-from query_api.evaluation.sets_report import print_sets_report, sets_markdown
+from evaluation.sets_report import print_sets_report, sets_markdown
 
 __all__ = [
     "BeirSet",

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from query_api.evaluation import InvalidBeirSet, load_beir
-from query_api.evaluation.beir import beir_id
+from evaluation import InvalidBeirSet, load_beir
+from evaluation.beir import beir_id
 
 CORPUS = [
     {

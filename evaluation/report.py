@@ -5,9 +5,9 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from query_api.evaluation.from_feedback import FeedbackEvaluationReport
-from query_api.evaluation.run import EvaluationReport
-from query_api.evaluation.runner import SWEEP_KS, ModeResult
+from evaluation.from_feedback import FeedbackEvaluationReport
+from evaluation.run import EvaluationReport
+from evaluation.runner import SWEEP_KS, ModeResult
 
 __all__ = ["print_feedback_report", "print_report"]
 

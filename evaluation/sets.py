@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from query_api.evaluation.beir import BeirSet
-from query_api.evaluation.candidates import save_candidates
-from query_api.evaluation.cases import EvalCase, build_cases
-from query_api.evaluation.index import EvalIndexes, private_services
-from query_api.evaluation.metrics import documents_in_order, paired_tests
-from query_api.evaluation.results import new_run_id, save_json, settings_summary
-from query_api.evaluation.runner import API_MAX_K, MODES, RETRIEVER_MODES, ModeResult, evaluate_modes
+from evaluation.beir import BeirSet
+from evaluation.candidates import save_candidates
+from evaluation.cases import EvalCase, build_cases
+from evaluation.index import EvalIndexes, private_services
+from evaluation.ranking_metrics import documents_in_order, paired_tests
+from evaluation.results import new_run_id, save_json, settings_summary
+from evaluation.runner import API_MAX_K, MODES, RETRIEVER_MODES, ModeResult, evaluate_modes
 from query_api.models import SearchRequest
 from schemas import DocumentEvent, Settings
 

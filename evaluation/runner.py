@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from query_api.evaluation.cases import EvalCase
-from query_api.evaluation.metrics import documents_in_order, per_query_scores
+from evaluation.cases import EvalCase
+from evaluation.ranking_metrics import documents_in_order, per_query_scores
 from query_api.models import SearchMode
 from schemas import Settings
 

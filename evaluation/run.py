@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from query_api.evaluation.cases import build_cases, shared_query_count
-from query_api.evaluation.index import EvalIndexes, private_services
-from query_api.evaluation.results import new_run_id, save_json, settings_summary
-from query_api.evaluation.runner import MODES, ModeResult, RetrievalMode, evaluate_modes
+from evaluation.cases import build_cases, shared_query_count
+from evaluation.index import EvalIndexes, private_services
+from evaluation.results import new_run_id, save_json, settings_summary
+from evaluation.runner import MODES, ModeResult, RetrievalMode, evaluate_modes
 from schemas import Settings
 
 __all__ = ["EvaluationOptions", "EvaluationReport", "run_evaluation"]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from consumers.embedder import Embedder
-from consumers.onnx_embedder import SMALL_CALL_TOKENS, OnnxEmbedder
+from engines.embedder import Embedder
+from engines.onnx_embedder import SMALL_CALL_TOKENS, OnnxEmbedder
 from query_api.query_model import load_query_model
 from schemas.settings import Settings
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from query_api.evaluation.cases import EvalCase
+from evaluation.cases import EvalCase
 from schemas import DocumentEvent
 from schemas.events import EventOp
 

@@ -9,8 +9,8 @@ from datetime import datetime
 from rich.console import Console
 from rich.table import Table
 
-from query_api.evaluation.runner import RETRIEVER_MODES
-from query_api.evaluation.sets import DEFAULT_MODE, SIGNIFICANCE, TOLERANCE, SetResult, SetsReport
+from evaluation.runner import RETRIEVER_MODES
+from evaluation.sets import DEFAULT_MODE, SIGNIFICANCE, TOLERANCE, SetResult, SetsReport
 
 __all__ = ["print_sets_report", "sets_markdown"]
 

@@ -1,4 +1,4 @@
-from consumers.chunking import Chunker, chunk_id
+from engines.chunking import Chunker, chunk_id
 
 
 def paragraphs(n: int, edit: int | None = None) -> str:
