@@ -21,10 +21,10 @@ from query_api.fusion import convex_fusion, reciprocal_rank_fusion
 from query_api.lexical import RankedChunk, StoredChunk
 from query_api.models import RetrieverHit, SearchHit, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
-from query_api.search import vector_ranked
 from query_api.services import Services
 from query_api.tenancy import UNRESTRICTED, TenantScope
 from query_api.timings import Timings
+from query_api.vector_search import vector_ranked
 from schemas import Settings
 
 __all__ = ["LexicalIndexNotReady", "hybrid_weights", "search"]
