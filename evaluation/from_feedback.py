@@ -21,7 +21,7 @@ from evaluation.runner import MODES, ModeResult, evaluate_modes
 from schemas import Settings
 
 if TYPE_CHECKING:
-    from query_api.query_batcher import TextEncoder
+    from query_api.query_embedding import TextEncoder
 
 __all__ = ["FeedbackEvaluationReport", "NoFeedbackCases", "run_feedback_evaluation"]
 

@@ -17,7 +17,7 @@ from query_api.models import SearchMode
 from schemas import Settings
 
 if TYPE_CHECKING:
-    from query_api.query_batcher import TextEncoder
+    from query_api.query_embedding import TextEncoder
 
 __all__ = ["MODES", "RETRIEVER_MODES", "ChunkHit", "ModeResult", "RetrievalMode", "evaluate_modes"]
 

@@ -29,7 +29,7 @@ from query_api.models import SearchRequest
 from schemas import DocumentEvent, Settings
 
 if TYPE_CHECKING:
-    from query_api.query_batcher import TextEncoder
+    from query_api.query_embedding import TextEncoder
 
 __all__ = [
     "CHECKED_METRICS",

@@ -26,7 +26,7 @@ from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
 from query_api.metrics import PipelineMetrics
 from query_api.nearest import IndexUnreachable, NearestChunks
-from query_api.query_batcher import QueryBatcher, TextEncoder
+from query_api.query_embedding import QueryBatcher, TextEncoder
 from query_api.query_model import load_query_model
 from query_api.replica_header import ReplicaHeaderMiddleware
 from query_api.request_ids import RequestIdMiddleware

@@ -19,7 +19,7 @@ import aiohttp
 import numpy as np
 import orjson
 
-from query_api.batching import MicroBatcher
+from query_api.micro_batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import logging
 
 from engines.embedder import Embedder
 from engines.onnx_embedder import OnnxEmbedder, OnnxExportError
-from query_api.query_batcher import TextEncoder
+from query_api.query_embedding import TextEncoder
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)

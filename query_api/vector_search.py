@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from query_api.filters import SearchFilter
 from query_api.lexical import RankedChunk
 from query_api.nearest import NearestChunks
-from query_api.query_batcher import QueryBatcher
+from query_api.query_embedding import QueryBatcher
 from query_api.timings import Timings
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ async def vector_ranked(
             return answer.chunks
         vectors = answer.vector  # the replica could not answer: Chroma's graph does
     else:
-        # Off the event loop, batched with the queries of concurrent searches (query_batcher.py).
+        # Off the event loop, batched with the queries of concurrent searches (query_embedding.py).
         with timings.measure("embed"):
             vectors = await queries.embed(query)
     with timings.measure("vector"):

@@ -14,7 +14,7 @@ from query_api.answers.generator import GeneratorName
 from query_api.answers.prompt import Passage, Prompt
 
 if TYPE_CHECKING:
-    from query_api.query_batcher import TextEncoder
+    from query_api.query_embedding import TextEncoder
 
 #: A sentence ends at . ! or ? followed by space, or at a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n+\s*")

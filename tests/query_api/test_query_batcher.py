@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from query_api.query_batcher import QueryBatcher
+from query_api.query_embedding import QueryBatcher
 from query_api.vector_index import VectorChange, VectorIndex, VectorSearchFailed
 
 

@@ -3,7 +3,7 @@
 Each search needs its query's vector. Encoding them one per request on a shared thread pool
 lets several run at the same time, each using every core, and on a small machine they slow
 each other down. Here one thread encodes, and the queries that arrived while it was busy go
-together into its next call (``batching.OneThreadBatcher``).
+together into its next call (``micro_batching.OneThreadBatcher``).
 
 A search that the replica's own vector index answers (``vector_index.py``) is searched there by
 the same thread, straight after its query is embedded: the search comes back to the event loop
@@ -18,8 +18,8 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from query_api.batching import OneThreadBatcher
 from query_api.lexical import RankedChunk
+from query_api.micro_batching import OneThreadBatcher
 from query_api.vector_index import VectorIndex, VectorSearchFailed
 
 __all__ = ["QueryBatcher", "ReplicaNearest", "TextEncoder"]
