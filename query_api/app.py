@@ -24,8 +24,8 @@ from query_api.feedback import router as feedback_router
 from query_api.freshness import router as freshness_router
 from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
-from query_api.metrics import PipelineMetrics
 from query_api.nearest import IndexUnreachable, NearestChunks
+from query_api.prometheus_metrics import PipelineMetrics
 from query_api.query_embedding import QueryBatcher, TextEncoder
 from query_api.query_model import load_query_model
 from query_api.replica_header import ReplicaHeaderMiddleware

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from query_api.chunk_log_view import ChunkLogView
-from query_api.metrics import PipelineMetrics
 from query_api.nearest import NearestChunks
+from query_api.prometheus_metrics import PipelineMetrics
 from query_api.query_embedding import QueryBatcher, TextEncoder
 from query_api.rerank import Reranker
 from query_api.stats import StatsTail

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from query_api.metrics import PipelineMetrics
+from query_api.prometheus_metrics import PipelineMetrics
 from query_api.stats import StatsTail
 from schemas import Settings
 from streams.lag import LagReader

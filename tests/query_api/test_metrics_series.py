@@ -7,7 +7,7 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consumers.controller import ScalingReport
-from query_api.metrics import KafkaReadings, PipelineCollector, PipelineMetrics
+from query_api.prometheus_metrics import KafkaReadings, PipelineCollector, PipelineMetrics
 from query_api.stats import StatsTail
 from schemas import Settings
 from streams.hops import Hop, HopLag

@@ -6,7 +6,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consumers.controller import ScalingReport
-from query_api.metrics import PipelineCollector
+from query_api.prometheus_metrics import PipelineCollector
 from query_api.stats import StatsTail
 
 
