@@ -35,7 +35,6 @@ WARM_UP_EVENT = DocumentEvent(
     version=1,
 )
 POLL_INTERVAL_S = 0.25  # polling costs the broker CPU too
-PUBLISH_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,7 @@ async def publish_and_drain(settings: Settings, events: list[DocumentEvent]) -> 
     """Seconds from the first publish until every hop has committed every event."""
     started = time.perf_counter()
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
-        for start in range(0, len(events), PUBLISH_BATCH):
-            await publisher.publish_many(events[start : start + PUBLISH_BATCH])
+        await publisher.publish_in_batches(events)
     async with LagReader(settings.bootstrap_servers) as lag:
         while not drained(await read_pipeline_lag(lag, settings)):
             await asyncio.sleep(POLL_INTERVAL_S)

@@ -57,8 +57,7 @@ def events_for(count: int, round_: str) -> list[DocumentEvent]:
 
 async def publish(settings: Settings, events: list[DocumentEvent]) -> None:
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
-        for start in range(0, len(events), 1000):
-            await publisher.publish_many(events[start : start + 1000])
+        await publisher.publish_in_batches(events, batch_size=1000)
 
 
 async def total_lag(settings: Settings) -> tuple[int, bool]:

@@ -18,8 +18,6 @@ from schemas import DocumentEvent, Settings
 
 __all__ = ["EvalIndexes", "private_services"]
 
-PUBLISH_BATCH = 500
-
 
 @contextlib.contextmanager
 def private_services(base: Settings) -> Iterator[Settings]:
@@ -75,8 +73,7 @@ class EvalIndexes:
 
         await ensure_topics(self._base)
         async with EventPublisher(self._base.bootstrap_servers, self.events_topic) as publisher:
-            for start in range(0, len(events), PUBLISH_BATCH):
-                await publisher.publish_many(events[start : start + PUBLISH_BATCH])
+            await publisher.publish_in_batches(events)
         self._say(f"published {len(events)} documents to {self.events_topic}")
 
     def settings_for(self, chunk_size: int) -> Settings:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from schemas import DocumentEvent
+
+#: Events per batch of ``publish_in_batches``: the producer holds one batch and its
+#: acknowledgements at a time, however long the list.
+PUBLISH_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,21 @@ class EventPublisher:
     async def publish_many(self, events: Iterable[DocumentEvent]) -> list[PublishReceipt]:
         """Send all events (batched by the producer), then wait for every acknowledgement."""
         return await self.publish_raw((event.doc_id, event.to_json()) for event in events)
+
+    async def publish_in_batches(
+        self,
+        events: Sequence[DocumentEvent],
+        batch_size: int = PUBLISH_BATCH,
+        on_batch: Callable[[Sequence[DocumentEvent]], object] | None = None,
+    ) -> None:
+        """Publish ``events`` in order, ``batch_size`` at a time, each batch acknowledged before the
+        next is sent, so that a corpus of any size never waits in the producer all at once.
+        ``on_batch`` is called with every batch once it is acknowledged (a progress bar's step)."""
+        for start in range(0, len(events), batch_size):
+            batch = events[start : start + batch_size]
+            await self.publish_many(batch)
+            if on_batch is not None:
+                on_batch(batch)
 
     async def publish_raw(self, items: Iterable[tuple[str, bytes]]) -> list[PublishReceipt]:
         """Send pre-encoded values keyed by doc id (also how tests publish malformed input)."""
