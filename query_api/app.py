@@ -69,7 +69,7 @@ def create_app(
             # Started first, so that replaying the chunk log overlaps loading the models.
             lexical_index = LexicalIndex(settings.lexical_index_dir)
             stack.callback(lexical_index.close)
-            lexical = await stack.enter_async_context(
+            chunk_log_view = await stack.enter_async_context(
                 ChunkLogView(
                     lexical_index,
                     settings.bootstrap_servers,
@@ -93,15 +93,15 @@ def create_app(
                     max_batch=settings.query_batch_max,
                 )
             )
-            vector_coverage = await stack.enter_async_context(VectorCoverage(lexical, collection))
+            vector_coverage = await stack.enter_async_context(VectorCoverage(chunk_log_view, collection))
             model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
-            query_batcher = QueryBatcher(model, settings.query_batch_max, lexical.vectors)
+            query_batcher = QueryBatcher(model, settings.query_batch_max, chunk_log_view.vectors)
             stack.push_async_callback(query_batcher.close)
 
             active_reranker = (
                 reranker if reranker is not None else await asyncio.to_thread(load_reranker, settings)
             )
-            await _wait_for_lexical(lexical, settings.lexical_startup_timeout_s)
+            await _wait_for_lexical(chunk_log_view, settings.lexical_startup_timeout_s)
 
             lag_reader = LagReader(settings.bootstrap_servers)
             stack.push_async_callback(lag_reader.stop)
@@ -137,7 +137,7 @@ def create_app(
                 metrics=_with_replica_info(
                     PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
                 ),
-                lexical=lexical,
+                chunk_log_view=chunk_log_view,
                 vector_coverage=vector_coverage,
                 reranker=active_reranker,
                 publisher=publisher,

@@ -120,9 +120,9 @@ async def wait_until_indexed(
         return
     chunk_log = await services.lag_reader.read(settings.chunks_topic, settings.consumer_group)
     targets = {p.partition: p.end_offset for p in chunk_log}
-    if await services.lexical.wait_for(targets, max(deadline - loop.time(), 0.0)):
+    if await services.chunk_log_view.wait_for(targets, max(deadline - loop.time(), 0.0)):
         return
-    applied = services.lexical.applied_offsets()
+    applied = services.chunk_log_view.applied_offsets()
     missing = {p: end - applied.get(p, 0) for p, end in targets.items() if applied.get(p, 0) < end}
     raise IndexBehind(
         f"the vector index includes the write, but the BM25 index did not within {wait_s:g} s: "

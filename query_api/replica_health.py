@@ -37,7 +37,7 @@ class ReplicaHealth:
 
     async def problem(self, services: Services) -> str | None:
         """Why this replica should leave the load balancer, or None while it should serve."""
-        view = services.lexical
+        view = services.chunk_log_view
         if not view.caught_up:
             return f"the views have not replayed {view.topic} yet"
         (behind, kafka_failure), (_, chroma_failure) = await asyncio.gather(
@@ -50,8 +50,8 @@ class ReplicaHealth:
 
     async def _view_lag(self, services: Services) -> int:
         await services.lag_reader.start()
-        ends = await services.lag_reader.end_offsets(services.lexical.topic)
-        applied = services.lexical.applied_offsets()
+        ends = await services.lag_reader.end_offsets(services.chunk_log_view.topic)
+        applied = services.chunk_log_view.applied_offsets()
         return sum(max(0, end - applied.get(partition, 0)) for partition, end in ends.items())
 
     def _lasting(self, name: str, failure: str | None) -> str | None:

@@ -65,8 +65,8 @@ async def search(
     rerank = settings.rerank if request.rerank is None else request.rerank
     if rerank and services.reranker is None:
         raise RerankerUnavailable(None, "reranking was asked for but no reranker is configured")
-    if request.mode == "lexical" and not services.lexical.caught_up:
-        raise LexicalIndexNotReady(f"the BM25 index is still replaying {services.lexical.topic}")
+    if request.mode == "lexical" and not services.chunk_log_view.caught_up:
+        raise LexicalIndexNotReady(f"the BM25 index is still replaying {services.chunk_log_view.topic}")
     window = request.offset + request.k
     # The chunks whose text is read: the page, or the reranker's whole depth.
     shown = max(window, settings.rerank_depth if rerank else 0)
@@ -151,7 +151,7 @@ async def _ranking(
 async def _retrieve(
     services: Services, name: str, query: str, depth: int, search_filter: SearchFilter, timings: Timings
 ) -> list[RankedChunk]:
-    view = services.lexical
+    view = services.chunk_log_view
     if name == "vector":
         # The BM25 index knows every document id; until it has replayed the log it may not.
         known_ids = view.index.doc_ids_with_prefix if view.caught_up else None
@@ -176,7 +176,7 @@ async def _loaded(services: Services, ranking: list[_Ranked]) -> list[SearchHit]
     # The view holds every chunk the consumers logged, and they log a chunk before writing it
     # to Chroma, so it lacks only chunks Chroma ranked within the last moments, or all of them
     # while it replays the log after a start.
-    records = services.lexical.index.records(ids)
+    records = services.chunk_log_view.index.records(ids)
     missing = [chunk_id for chunk_id in ids if chunk_id not in records]
     if missing:
         records.update(await _chroma_records(services, missing))

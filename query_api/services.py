@@ -37,8 +37,9 @@ class Services:
     lag_reader: LagReader
     stats: StatsTail
     metrics: PipelineMetrics
-    #: The BM25 index, kept as a view of the chunk log.
-    lexical: ChunkLogView
+    #: This replica's views of the chunk log, and how far they have applied it: the BM25 index
+    #: (``.index``) and, with ``local_vectors``, the vector index (``.vectors``).
+    chunk_log_view: ChunkLogView
     #: Which vector index answers a vector search: this replica's own, or Chroma's.
     vector_coverage: VectorCoverage
     reranker: Reranker | None = None

@@ -35,9 +35,9 @@ async def trace(
         positions: dict[int, int] = {}
         for partition, offset in chunk_records:
             positions[partition] = max(positions.get(partition, 0), offset + 1)
-        if services.lexical.has_applied(positions):
+        if services.chunk_log_view.has_applied(positions):
             return True, "this replica's search views have applied its chunk records"
-        behind = {p: services.lexical.applied_offsets().get(p, 0) for p in positions}
+        behind = {p: services.chunk_log_view.applied_offsets().get(p, 0) for p in positions}
         return (
             False,
             f"in Chroma, not yet in this replica's search views (applied {behind}, needs {positions})",

@@ -53,7 +53,9 @@ class Replica:
     now: float = 1000.0
 
     def services(self) -> Services:
-        fake: Any = type("S", (), {"lexical": self.view, "lag_reader": self.kafka, "chroma": self.chroma})
+        fake: Any = type(
+            "S", (), {"chunk_log_view": self.view, "lag_reader": self.kafka, "chroma": self.chroma}
+        )
         return cast(Services, fake)
 
     def health(self, max_view_lag: int = 10, grace_s: float = 15.0) -> ReplicaHealth:
