@@ -17,12 +17,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Info
 
 from engines.chroma import open_collection
-from query_api.answers import router as answers_router
 from query_api.auth import ApiKeyMiddleware
 from query_api.chunk_log_view import ChunkLogView
-from query_api.feedback import router as feedback_router
-from query_api.freshness import router as freshness_router
-from query_api.ingest import router as ingest_router
 from query_api.lexical import LexicalIndex
 from query_api.nearest import IndexUnreachable, NearestChunks
 from query_api.prometheus_metrics import PipelineMetrics
@@ -34,8 +30,6 @@ from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
 from query_api.stats import StatsTail
-from query_api.status_page import router as status_page_router
-from query_api.trace import router as trace_router
 from query_api.vector_coverage import VectorCoverage
 from query_api.vector_index import VectorIndex
 from schemas.settings import Settings
@@ -152,12 +146,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router)
-    app.include_router(answers_router)
-    app.include_router(ingest_router)
-    app.include_router(feedback_router)
-    app.include_router(freshness_router)
-    app.include_router(status_page_router)
-    app.include_router(trace_router)
     app.add_exception_handler(httpx.TransportError, _index_unreachable)
     app.add_exception_handler(IndexUnreachable, _index_unreachable)
     # On the path, not per router: every /v1 route, today's and any added later, needs a key.

@@ -6,31 +6,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Annotated
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends
 
 from query_api.models import FreshnessResponse, HopFreshness, PartitionFreshness
-from query_api.services import Services, get_services
+from query_api.services import Services
 from schemas import Settings
 from streams.hops import HopLag, read_pipeline_lag
 
 log = logging.getLogger(__name__)
 
-__all__ = ["oldest_unindexed_age_s", "read_freshness", "router"]
+__all__ = ["oldest_unindexed_age_s", "read_freshness"]
 
 #: The longest the oldest-event lookup may take; past it the ages are left out, with a note.
 OLDEST_EVENT_TIMEOUT_S = 2.0
-
-router = APIRouter()
-
-
-@router.get("/v1/freshness", responses={503: {"description": "Kafka is unreachable"}})
-async def freshness(services: Annotated[Services, Depends(get_services)]) -> FreshnessResponse:
-    """Lag of the indexer per partition, age of the oldest event not indexed yet, last indexed time."""
-    return await read_freshness(services)
 
 
 async def read_freshness(services: Services) -> FreshnessResponse:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from query_api.chunk_log_view import ChunkLogView
 from query_api.nearest import NearestChunks
@@ -54,3 +54,6 @@ async def get_services(request: Request) -> Services:
     if services is None:
         raise RuntimeError("the app's lifespan has not run: its services are not open")
     return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

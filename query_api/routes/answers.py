@@ -14,10 +14,12 @@ from query_api.answers.answerer import Answerer
 from query_api.answers.errors import AnswerError
 from query_api.answers.models import AnswerRequest, AnswerResponse
 from query_api.auth import CallerDep
-from query_api.services import Services, get_services
+from query_api.services import ServicesDep
 from query_api.tenancy import TenantScope
 
 log = logging.getLogger(__name__)
+
+__all__ = ["router"]
 
 router = APIRouter(tags=["answers"])
 
@@ -28,7 +30,7 @@ _EVENTS_DESCRIPTION = (
 )
 
 
-async def get_answerer(request: Request, services: Annotated[Services, Depends(get_services)]) -> Answerer:
+async def get_answerer(request: Request, services: ServicesDep) -> Answerer:
     """FastAPI dependency: the app's answerer, built on first use over the app's services (on the
     event loop, as ``auth.get_caller`` says why)."""
     answerer: Answerer | None = getattr(request.app.state, "answerer", None)

@@ -1,4 +1,5 @@
-"""HTTP ingest: ``PUT`` and ``DELETE /v1/documents/{doc_id}`` publish document events.
+"""``/v1/documents/{doc_id}``: what the index holds of a document (``GET``), and writes that
+publish document events (``PUT``, ``DELETE``).
 
 A write is accepted (202) once Kafka acknowledged it; the receipt's token, passed to a search as
 ``consistent_with``, makes that search wait until the index includes the write.
@@ -6,19 +7,22 @@ A write is accepted (202) once Kafka acknowledged it; the receipt's token, passe
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from query_api.auth import CallerDep
 from query_api.consistency import ConsistencyToken
-from query_api.models import DocumentWrite, WriteReceipt
-from query_api.services import Services, get_services
-from query_api.tenancy import TenantScope
+from query_api.models import DocumentInfo, DocumentWrite, WriteReceipt
+from query_api.services import Services, ServicesDep
+from query_api.tenancy import UNRESTRICTED, TenantScope
 from schemas import DocumentEvent, EventOp
+
+if TYPE_CHECKING:
+    from chromadb.api.models.AsyncCollection import AsyncCollection
 
 __all__ = ["router"]
 
@@ -27,7 +31,15 @@ ENVELOPE_BYTES = 64 * 1024
 
 router = APIRouter()
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+
+@router.get("/v1/documents/{doc_id:path}", responses={404: {"description": "No chunk of the document"}})
+async def get_document(doc_id: str, services: ServicesDep, caller: CallerDep) -> DocumentInfo:
+    """The indexed version of one document."""
+    info = await _document_info(services.collection, doc_id, TenantScope(caller.tenant))
+    if info is None:
+        raise HTTPException(status_code=404, detail=f"document {doc_id!r} is not in the index")
+    return info
+
 
 _WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "The document is larger than RAGSTREAM_MAX_DOCUMENT_BYTES"},
@@ -77,6 +89,28 @@ async def delete_document(
     tenant's key, only that tenant's document of this id."""
     fields = {} if version is None else {"version": version}
     return await _publish(services, _event(doc_id, caller.tenant, op=EventOp.DELETE, **fields))
+
+
+async def _document_info(
+    collection: AsyncCollection, doc_id: str, scope: TenantScope = UNRESTRICTED
+) -> DocumentInfo | None:
+    """Version, chunk count and indexing time of ``doc_id`` as ``scope`` names and sees it; None
+    when it has no chunks there."""
+    where: Any = {"doc_id": scope.stored_id(doc_id)}
+    if scope.tenant is not None:
+        where = {"$and": [where, {"tenant": scope.tenant}]}
+    result = await collection.get(where=where, include=["metadatas"])
+    metadatas: list[Any] = list(result["metadatas"] or [])
+    if not metadatas:
+        return None
+    version = max(int(meta.get("version", 0)) for meta in metadatas)
+    latest = [meta for meta in metadatas if int(meta.get("version", 0)) == version]
+    # While an update is being applied the old version's chunks are still there, so count what the
+    # newest version declares rather than every chunk stored.
+    declared = latest[0].get("chunk_count")
+    chunk_count = int(declared) if isinstance(declared, int) else len(latest)
+    indexed_at = max(float(meta.get("indexed_at", 0.0)) for meta in metadatas)
+    return DocumentInfo(doc_id=doc_id, version=version, chunk_count=chunk_count, indexed_at=indexed_at)
 
 
 def _event(doc_id: str, tenant: str | None, **fields: Any) -> DocumentEvent:

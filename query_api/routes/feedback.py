@@ -7,21 +7,19 @@ decides later which ratings make evaluation cases.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from query_api.auth import get_caller
-from query_api.services import Services, get_services
+from query_api.services import ServicesDep
 from schemas.feedback import FeedbackEvent, FeedbackFields
 
 __all__ = ["FeedbackReceipt", "FeedbackRequest", "router"]
 
 router = APIRouter(tags=["feedback"])
-
-ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 class FeedbackRequest(FeedbackFields):

@@ -1,35 +1,28 @@
-"""HTTP routes: search, document lookup, health, readiness and metrics."""
+"""``POST /v1/search``: the chunks that best match a query, optionally only once the index
+includes a given write (read-your-writes)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable
 from typing import Annotated
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from query_api import retrieval
 from query_api.auth import CallerDep
 from query_api.consistency import ConsistencyToken, IndexBehind, InvalidToken, wait_until_indexed
-from query_api.documents import document_info
-from query_api.models import DocumentInfo, SearchRequest, SearchResponse
+from query_api.models import SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
 from query_api.search_activity import note_search
-from query_api.services import Services, get_services
+from query_api.services import Services, ServicesDep
 from query_api.tenancy import TenantScope
 from query_api.timings import Timings
 
+__all__ = ["router"]
+
 router = APIRouter()
-
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-#: How long readiness waits for each dependency before calling it unreachable.
-READINESS_TIMEOUT_S = 3.0
 
 
 @router.post(
@@ -99,63 +92,3 @@ async def _wait_for_write(services: Services, body: SearchRequest, from_query: s
         raise HTTPException(
             status_code=503, detail=f"Kafka is unreachable, cannot check consistent_with: {exc}"
         ) from exc
-
-
-@router.get("/v1/documents/{doc_id:path}", responses={404: {"description": "No chunk of the document"}})
-async def get_document(doc_id: str, services: ServicesDep, caller: CallerDep) -> DocumentInfo:
-    """The indexed version of one document."""
-    info = await document_info(services.collection, doc_id, TenantScope(caller.tenant))
-    if info is None:
-        raise HTTPException(status_code=404, detail=f"document {doc_id!r} is not in the index")
-    return info
-
-
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@router.get("/readyz", responses={503: {"description": "Kafka or Chroma is unreachable"}})
-async def readyz(services: ServicesDep) -> JSONResponse:
-    """200 when both Kafka and Chroma answer, else 503 naming the one that did not."""
-
-    async def kafka() -> None:
-        await services.lag_reader.start()
-        await services.lag_reader.ping()
-
-    async def chroma() -> None:
-        await services.chroma.heartbeat()
-
-    kafka_check, chroma_check = await asyncio.gather(_check(kafka()), _check(chroma()))
-    checks = {"kafka": kafka_check, "chroma": chroma_check}
-    ready = all(result == "ok" for result in checks.values())
-    body = {"status": "ok" if ready else "unavailable", "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
-
-
-async def _check(probe: Awaitable[None]) -> str:
-    try:
-        async with asyncio.timeout(READINESS_TIMEOUT_S):
-            await probe
-    except TimeoutError:
-        return f"unreachable: no answer within {READINESS_TIMEOUT_S:g} s"
-    except Exception as exc:
-        return f"unreachable: {type(exc).__name__}: {exc}"
-    return "ok"
-
-
-@router.get("/metrics", response_class=Response)
-async def metrics(
-    services: ServicesDep,
-    names: Annotated[
-        list[str] | None,
-        Query(
-            alias="name[]",
-            description="only these series, by sample name (repeatable), as Prometheus's own "
-            "exporters filter; the consumer lag is read from Kafka only when asked for",
-        ),
-    ] = None,
-) -> Response:
-    """Pipeline counters, batch durations, consumer lag and the API's garbage collection pauses
-    in the Prometheus text format."""
-    return Response(await services.metrics.render(names or ()), media_type=CONTENT_TYPE_LATEST)

@@ -7,10 +7,10 @@ import dataclasses
 from typing import Annotated, Any
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from query_api.auth import CallerDep
-from query_api.services import Services, get_services
+from query_api.services import ServicesDep
 from query_api.tenancy import TenantScope
 from streams.trace import VersionTrace, read_trace
 
@@ -22,7 +22,7 @@ router = APIRouter()
 @router.get("/v1/trace/{doc_id:path}", responses={503: {"description": "Kafka is unreachable"}})
 async def trace(
     doc_id: str,
-    services: Annotated[Services, Depends(get_services)],
+    services: ServicesDep,
     caller: CallerDep,
     versions: Annotated[int, Query(ge=1, le=50)] = 3,
 ) -> dict[str, Any]:

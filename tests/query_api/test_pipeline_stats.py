@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from consumers.controller import ScalingReport
+from query_api.routes.stats import router
 from query_api.stats import StatsTail
-from query_api.status_page import router
 from schemas import Settings
 
 

@@ -21,7 +21,7 @@ from unavailable import skip_or_fail
 from consumers.controller import ScalingReport
 from engines.embedder import Embedder
 from query_api import create_app
-from query_api.status_page import router
+from query_api.routes.status_page import router
 from schemas.api_keys import ApiKeyEntry
 from schemas.settings import Settings
 from streams.topics import ensure_topics

@@ -1,0 +1,31 @@
+"""``GET /metrics``: the pipeline's series in the Prometheus text format (``prometheus_metrics``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from query_api.services import ServicesDep
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(
+    services: ServicesDep,
+    names: Annotated[
+        list[str] | None,
+        Query(
+            alias="name[]",
+            description="only these series, by sample name (repeatable), as Prometheus's own "
+            "exporters filter; the consumer lag is read from Kafka only when asked for",
+        ),
+    ] = None,
+) -> Response:
+    """Pipeline counters, batch durations, consumer lag and the API's garbage collection pauses
+    in the Prometheus text format."""
+    return Response(await services.metrics.render(names or ()), media_type=CONTENT_TYPE_LATEST)
