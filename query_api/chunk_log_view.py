@@ -123,7 +123,9 @@ class ChunkLogView(BackgroundLoop):
         """True when every record before ``offsets`` (partition → offset) is searchable."""
         return all(self._applied.get(partition, 0) >= offset for partition, offset in offsets.items())
 
-    async def wait_for(self, offsets: Mapping[int, int], timeout: float) -> bool:
+    # A timeout here is an answer (False: not applied yet), not an error; callers report how far
+    # the view got, which a cancelled wait would not let them.
+    async def wait_for(self, offsets: Mapping[int, int], timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until ``has_applied(offsets)``; False if ``timeout`` seconds pass first."""
         async with self._progress:
             try:
@@ -133,7 +135,8 @@ class ChunkLogView(BackgroundLoop):
                 return False
         return True
 
-    async def wait_caught_up(self, timeout: float) -> bool:
+    # As wait_for: the start-up waits so long, then serves anyway.
+    async def wait_caught_up(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait for the replay; returns early, False, when the first connection to Kafka fails."""
         waits = {
             asyncio.ensure_future(self._caught_up.wait()),
@@ -292,8 +295,13 @@ class ChunkLogView(BackgroundLoop):
         try:
             folder: Path | None = await written
             log.info("snapshot %s written in %.1f s", folder, time.monotonic() - started)
-        except Exception as exc:
+        except (OSError, ValueError) as exc:
+            # A full disk, a folder removed meanwhile, a stop (InterruptedError), tantivy refusing.
             log.warning("could not write a snapshot of the views in %s: %s", captured.folder.parent, exc)
+            folder = None
+        except Exception:
+            # Anything else too: a snapshot only saves replaying, and those waiting for it get None.
+            log.exception("could not write a snapshot of the views in %s", captured.folder.parent)
             folder = None
         _answer(requests, folder)
 

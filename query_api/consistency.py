@@ -91,14 +91,12 @@ class ConsistencyToken:
         return cls(topic=data["t"], partition=data["p"], offset=data["o"])
 
 
-async def wait_until_indexed(
-    services: Services, token: ConsistencyToken, *, lexical: bool, timeout: float | None = None
-) -> None:
+async def wait_until_indexed(services: Services, token: ConsistencyToken, *, lexical: bool) -> None:
     """Return once vector search (and BM25 search too when ``lexical``) includes the token's write.
 
-    Raises ``IndexBehind`` after ``timeout`` seconds (default: the read-your-writes setting),
-    ``InvalidToken`` when the token names a topic or partition the index is not built from, and
-    ``KafkaError`` when the broker does not answer.
+    Raises ``IndexBehind`` after ``read_your_writes_timeout_s`` seconds, ``InvalidToken`` when the
+    token names a topic or partition the index is not built from, and ``KafkaError`` when the
+    broker does not answer.
     """
     settings = services.settings
     if token.topic != settings.events_topic:
@@ -106,7 +104,7 @@ async def wait_until_indexed(
             f"the token names topic {token.topic!r}, but this index is built from {settings.events_topic!r}"
         )
     loop = asyncio.get_running_loop()
-    wait_s = settings.read_your_writes_timeout_s if timeout is None else timeout
+    wait_s = settings.read_your_writes_timeout_s
     deadline = loop.time() + wait_s
     await services.lag_reader.start()
     hops = pipeline_hops(settings)

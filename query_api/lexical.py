@@ -263,6 +263,20 @@ class LexicalIndex:
         """The terms of a chunk's text as the index holds them, each once."""
         return set(self._analyzer.analyze(text))
 
+    def _open_copy(self, files: Path, directory: str, chunks: int) -> tantivy.Index:
+        """Tantivy's ``files`` linked or copied into ``directory`` and opened; ValueError unless
+        they hold ``chunks`` chunks."""
+        for file in files.iterdir():
+            if not file.name.endswith(".lock"):
+                link_or_copy(file, Path(directory, file.name))
+        index = tantivy.Index(self._schema, path=directory)
+        index.register_tokenizer(_ANALYZER, self._analyzer)
+        if index.searcher().num_docs != chunks:
+            raise ValueError(
+                f"tantivy holds {index.searcher().num_docs} chunks, the snapshot's table {chunks}"
+            )
+        return index
+
     def contents(self) -> LexicalContents:
         """A copy of what a snapshot holds beside tantivy's files, as of the last ``apply``.
 
@@ -282,16 +296,7 @@ class LexicalIndex:
                 raise RuntimeError("only a new, empty lexical index can be restored")
             directory = tempfile.mkdtemp(prefix="lexical-", dir=self._parent_dir)
             try:
-                for file in files.iterdir():
-                    if not file.name.endswith(".lock"):
-                        link_or_copy(file, Path(directory, file.name))
-                index = tantivy.Index(self._schema, path=directory)
-                index.register_tokenizer(_ANALYZER, self._analyzer)
-                if index.searcher().num_docs != len(contents.keys):
-                    raise ValueError(
-                        f"tantivy holds {index.searcher().num_docs} chunks, the snapshot's table "
-                        f"{len(contents.keys)}"
-                    )
+                index = self._open_copy(files, directory, len(contents.keys))
             except BaseException:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise

@@ -92,23 +92,28 @@ class MicroBatcher(Generic[T, R]):
         futures = [future for _, future in batch]
         try:
             results = await self._run([item for item, _ in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} items")
         except asyncio.CancelledError:
             # close() cancelled the worker with this batch in flight: its requests must not hang.
-            for future in futures:
-                if not future.done():
-                    future.set_exception(BatcherClosed(f"the {self._name} batcher closed"))
+            _fail(futures, BatcherClosed(f"the {self._name} batcher closed"))
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
+            # Not swallowed: what ``run`` raised is what each request of the batch raises, and the
+            # worker lives on to serve the next batch.
             log.debug("%s of %d failed: %r", self._name, len(batch), exc)
-            for future in futures:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(futures, exc)
+            return
+        if len(results) != len(batch):
+            _fail(futures, RuntimeError(f"{self._name}: {len(results)} results for {len(batch)} items"))
             return
         for future, result in zip(futures, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+def _fail(futures: list[asyncio.Future[R]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class OneThreadBatcher(Generic[T, R]):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from query_api.services import ServicesDep
+
+log = logging.getLogger(__name__)
 
 __all__ = ["router"]
 
@@ -47,6 +50,9 @@ async def _check(probe: Awaitable[None]) -> str:
             await probe
     except TimeoutError:
         return f"unreachable: no answer within {READINESS_TIMEOUT_S:g} s"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
+        # Blind: whatever a probe raises (chromadb raises a bare Exception for an error status) is
+        # the reason the 503 gives.
+        log.warning("readiness: a probe failed: %s: %s", type(exc).__name__, exc)
         return f"unreachable: {type(exc).__name__}: {exc}"
     return "ok"

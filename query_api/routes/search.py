@@ -67,12 +67,12 @@ async def search(
         await _wait_for_write(services, body, consistent_with)
     try:
         found = await retrieval.search(services, body, TenantScope(caller.tenant), timings)
-        response.headers["Server-Timing"] = timings.header()
-        return found
     except RerankerUnavailable as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     except retrieval.LexicalIndexNotReady as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
+    response.headers["Server-Timing"] = timings.header()
+    return found
 
 
 async def _wait_for_write(services: Services, body: SearchRequest, from_query: str | None) -> None:
