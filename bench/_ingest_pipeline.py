@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import ray
 
-from bench._services import BenchServices
 from consumers.actors import ConsumerGroup
+from deploy.private_stack import PrivateStack
 from ragstream.stack import LocalStack
 from schemas import DocumentEvent, EventOp, Settings
 from streams.hops import drained, read_pipeline_lag
@@ -61,7 +61,7 @@ def embedded(group: ConsumerGroup) -> int:
 
 
 def run_pipeline_round(
-    services: BenchServices,
+    services: PrivateStack,
     events: list[DocumentEvent],
     edits: list[DocumentEvent],
     *,
@@ -71,8 +71,8 @@ def run_pipeline_round(
     batch_size: int,
 ) -> PipelineRound:
     settings = Settings(
-        bootstrap_servers=services.broker.bootstrap_servers,
-        chroma_port=services.chroma.port,
+        bootstrap_servers=services.settings.bootstrap_servers,
+        chroma_port=services.settings.chroma_port,
         collection="ingest",
         precision=precision,
         embed_batch_size=batch_size,

@@ -27,8 +27,8 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-from bench._services import private_services
 from consumers.actors import ConsumerGroup
+from deploy.private_stack import private_stack
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events
 from streams.lag import LagReader
@@ -83,11 +83,10 @@ def main() -> None:
     parser.add_argument("--sample-every", type=float, default=5.0)
     args = parser.parse_args()
 
-    with private_services("bench") as services:
-        broker, chroma = services.broker, services.chroma
+    with private_stack("bench") as services:
         settings = Settings(
-            bootstrap_servers=broker.bootstrap_servers,
-            chroma_port=chroma.port,
+            bootstrap_servers=services.settings.bootstrap_servers,
+            chroma_port=services.settings.chroma_port,
             collection="backpressure",
             # The consumers alone: their memory and lag are what this measures.
             consumer_input="events",

@@ -188,7 +188,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="ragstream-edit-burst-") as state_dir,
         preloaded_stack(base, Path(state_dir), corpus, vectors) as stack,
     ):
-        settings = stack.settings.model_copy(update={"state_dir": Path(state_dir)})
+        settings = stack.settings
         console.print(f"{len(articles)} articles ({len(chunks)} chunks) loaded in {stack.load_s:.0f} s")
         api = api_process(settings, Path(state_dir))
         stage = LocalStack(settings).stage_process()

@@ -187,7 +187,7 @@ def run_phases(args: argparse.Namespace, base: Settings, corpus: Any, vectors: A
         preloaded_stack(base, Path(state_dir), corpus, vectors) as stack,
     ):
         console.print(f"index loaded in {stack.load_s:.0f} s")
-        serving = stack.settings.model_copy(update={"state_dir": Path(state_dir)})
+        serving = stack.settings
         # The documents published live are chunked as a deployment would chunk them.
         defaults = Settings.model_fields
         indexing = serving.model_copy(

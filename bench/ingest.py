@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._ingest_figures import Spread, summarise, without_ragstream_env
 from bench._ingest_pipeline import describe, run_pipeline_round
 from bench._query_report import save_results
-from bench._services import private_services
+from deploy.private_stack import private_stack
 from engines.chunking import Chunker
 from engines.embedder import cpu_supports_bf16
 from schemas import DocumentEvent, Settings
@@ -103,7 +103,7 @@ def run_round(
             }
     if "peer" not in args.paths and "pipeline" not in args.paths:
         return measured
-    with private_services("ingest") as services:
+    with private_stack("ingest") as services:
         if "peer" in args.paths:
             console.print("[bold]peer[/bold]: LangChain index()")
             settings, load = Settings(), os.getloadavg()[0]

@@ -55,8 +55,9 @@ from bench._query_gc import gc_delta, read_gc_pauses
 from bench._query_index import BenchCorpus, cached_embeddings, preload, split_corpus
 from bench._query_report import component_costs, print_report, save_results, summarize
 from consumers.actors import ConsumerGroup
-from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+from deploy import free_port
 from deploy._process import ManagedProcess
+from deploy.private_stack import private_stack
 from engines.chunking import Chunker
 from schemas import DocumentEvent, Settings
 from streams.publisher import EventPublisher
@@ -295,26 +296,14 @@ def preloaded_stack(
     base: Settings, state: Path, corpus: BenchCorpus, vectors: Any
 ) -> Iterator[PreloadedStack]:
     """A broker and a Chroma server on free ports under ``state``, with ``corpus`` loaded as the
-    consumers write it; both stop on exit."""
-    ensure_kafka_jars()
-    broker, chroma = KafkaBroker(state, free_port()), ChromaServer(state, free_port())
-    try:
-        broker.start()
-        chroma.start()
-        settings = base.model_copy(
-            update={
-                "bootstrap_servers": broker.bootstrap_servers,
-                "chroma_port": chroma.port,
-                "api_port": free_port(),
-            }
-        )
-        asyncio.run(ensure_topics(settings))
+    consumers write it, and settings that point at them (``state_dir`` is ``state``); both stop on exit."""
+    with private_stack(base=base.model_copy(update={"api_port": free_port()}), state_dir=state) as stack:
+        asyncio.run(ensure_topics(stack.settings))
         started = time.perf_counter()
-        asyncio.run(preload(settings, corpus, vectors, console))
-        yield PreloadedStack(settings, broker.pid or 0, chroma.pid or 0, time.perf_counter() - started)
-    finally:
-        chroma.stop()
-        broker.stop()
+        asyncio.run(preload(stack.settings, corpus, vectors, console))
+        yield PreloadedStack(
+            stack.settings, stack.broker.pid or 0, stack.chroma.pid or 0, time.perf_counter() - started
+        )
 
 
 def run(args: argparse.Namespace, base: Settings, corpus: BenchCorpus, vectors: Any) -> dict[str, Any]:

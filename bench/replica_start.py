@@ -271,11 +271,11 @@ def start_replica(servers: str, topic: str, snapshot_dir: Path, write_snapshot: 
 
 
 def measure(args: argparse.Namespace, console: Any) -> list[dict[str, Any]]:
-    from bench._services import private_services
+    from deploy.private_stack import private_stack
 
     rows = []
-    with private_services("replica-start") as services:
-        servers = services.broker.bootstrap_servers
+    with private_stack("replica-start") as services:
+        servers = services.settings.bootstrap_servers
         for count in args.chunks:
             chunks, sources = real_chunks(count, args.chunk_size)
             vectors = chunk_vectors(chunks, min(args.real_vectors, count), console)

@@ -9,33 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from schemas import DocumentEvent, Settings
 
-__all__ = ["EvalIndexes", "private_services"]
+__all__ = ["EvalIndexes", "evaluation_services"]
 
 
 @contextlib.contextmanager
-def private_services(base: Settings) -> Iterator[Settings]:
-    """A Kafka broker and a Chroma server of its own on free ports, for as long as the block runs."""
-    from deploy import ChromaServer, KafkaBroker, ensure_kafka_jars, free_port
+def evaluation_services(base: Settings, own: bool) -> Iterator[Settings]:
+    """``base``; with ``own``, the same settings pointing at a Kafka broker and a Chroma server of
+    the run's own, on free ports, for as long as the block runs."""
+    if not own:
+        yield base
+        return
+    from deploy.private_stack import private_stack
 
-    with tempfile.TemporaryDirectory(prefix="ragstream-eval-") as state:
-        ensure_kafka_jars()
-        broker = KafkaBroker(Path(state), free_port())
-        chroma = ChromaServer(Path(state), free_port())
-        with contextlib.ExitStack() as stack:
-            broker.start()
-            stack.callback(broker.stop)
-            chroma.start()
-            stack.callback(chroma.stop)
-            yield base.model_copy(
-                update={"bootstrap_servers": broker.bootstrap_servers, "chroma_port": chroma.port}
-            )
+    with private_stack("eval", base) as stack:
+        yield stack.settings
 
 
 class EvalIndexes:

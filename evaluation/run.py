@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.cases import build_cases, shared_query_count
-from evaluation.index import EvalIndexes, private_services
+from evaluation.index import EvalIndexes, evaluation_services
 from evaluation.results import new_run_id, save_json, settings_summary
 from evaluation.runner import MODES, ModeResult, RetrievalMode, evaluate_modes
 from schemas import Settings
@@ -141,8 +140,7 @@ def run_evaluation(
         raise ValueError("no article among those chosen has a short description to query with")
     say(f"{len(articles)} articles, {len(cases)} cases ({shared_query_count(cases)} share their query)")
 
-    services = private_services(base) if own_services else contextlib.nullcontext(base)
-    with services as settings:
+    with evaluation_services(base, own_services) as settings:
         indexes = EvalIndexes(settings, run_id, options.consumers, say=say)
         asyncio.run(indexes.publish(list(wiki_events(options.articles))))
         main_settings = indexes.build(settings.chunk_size)

@@ -10,7 +10,6 @@ are dumped for offline fusion studies (``candidates.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from evaluation.beir import BeirSet
 from evaluation.candidates import save_candidates
 from evaluation.cases import EvalCase, build_cases
-from evaluation.index import EvalIndexes, private_services
+from evaluation.index import EvalIndexes, evaluation_services
 from evaluation.ranking_metrics import documents_in_order, paired_tests
 from evaluation.results import new_run_id, save_json, settings_summary
 from evaluation.runner import API_MAX_K, MODES, RETRIEVER_MODES, ModeResult, evaluate_modes
@@ -176,8 +175,7 @@ def run_sets_evaluation(
         raise ValueError(f"two sets share a name: {names}")
     started_at = datetime.now(UTC)
     run_id = new_run_id(started_at)
-    services = private_services(base) if own_services else contextlib.nullcontext(base)
-    with services as settings:
+    with evaluation_services(base, own_services) as settings:
         report = SetsReport(run_id, started_at.isoformat(), settings_summary(settings))
         if embedder is None:
             from query_api.query_model import load_query_model

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
-from typing import Protocol
+from pathlib import Path
 
 import pytest
 from unavailable import skip_or_fail
 
-from deploy import ChromaServer, DeployError, KafkaBroker, free_port
+from deploy import ChromaServer, DeployError, KafkaBroker
 from deploy.kafka import VERSION_VARIABLE, kafka_version
+from deploy.private_stack import PrivateStack, private_stack
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,21 +49,16 @@ def pytest_report_header() -> str:
     return f"kafka broker: {version} (set {VERSION_VARIABLE} for another)"
 
 
-class _Service(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-
-
-def _start_or_skip(service: _Service, what: str) -> None:
-    """Start `service`; if it cannot start, skip the test, or fail it under CI=true."""
-    try:
-        service.start()
-        return
-    except (DeployError, OSError) as exc:
-        reason = f"{what} could not be started: {exc}"
-    # It may have started and then never answered.
-    service.stop()
-    skip_or_fail(reason)
+@contextlib.contextmanager
+def _private_stack_or_skip(what: str, state: Path, **services: bool) -> Iterator[PrivateStack]:
+    """`private_stack` of the services asked for; if it cannot start, skip the test, or fail it
+    under CI=true."""
+    with contextlib.ExitStack() as on_exit:
+        try:
+            stack = on_exit.enter_context(private_stack(state_dir=state, **services))
+        except (DeployError, OSError) as exc:
+            skip_or_fail(f"{what} could not be started: {exc}")
+        yield stack
 
 
 @pytest.fixture(scope="session")
@@ -69,16 +66,12 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     """A single-node KRaft Kafka broker of `kafka_version()` (Kafka 4 unless RAGSTREAM_KAFKA_VERSION
     names another; `pytest --long` also runs a few modules on 3.9: tests/deploy/test_kafka_versions.py);
     its address is `kafka_broker.bootstrap_servers`."""
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"), free_port())
-    _start_or_skip(broker, "Kafka broker")
-    yield broker
-    broker.stop()
+    with _private_stack_or_skip("Kafka broker", tmp_path_factory.mktemp("kafka"), chroma=False) as stack:
+        yield stack.broker
 
 
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaServer]:
     """A Chroma server; its address is `chroma_server.url`."""
-    server = ChromaServer(tmp_path_factory.mktemp("chroma"), free_port())
-    _start_or_skip(server, "Chroma server")
-    yield server
-    server.stop()
+    with _private_stack_or_skip("Chroma server", tmp_path_factory.mktemp("chroma"), kafka=False) as stack:
+        yield stack.chroma
