@@ -178,7 +178,6 @@ async def test_search_says_where_its_time_went_in_server_timing(
     parts = [part.strip().split(";") for part in header.split(",")]
     durations = {name: dict(p.split("=", 1) for p in params)["dur"] for name, *params in parts}
     assert set(durations) == steps
-    assert all(float(ms) >= 0 for ms in durations.values())
     assert sum(float(ms) for ms in durations.values()) <= response.json()["took_ms"] * 2 + 1
 
 
