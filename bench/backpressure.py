@@ -28,14 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 from consumers.actors import ConsumerGroup
+from deploy.drain import wait_drained
 from deploy.private_stack import private_stack
 from schemas import DocumentEvent, Settings
 from streams.corpus import wiki_events
-from streams.lag import LagReader
+from streams.hops import HopLag, drained
 from streams.publisher import EventPublisher
 from streams.topics import ensure_topics
 
 console = Console()
+
+#: The warm-up's 500 events take a minute or two; a consumer that stalls must not hang the bench.
+WARMUP_TIMEOUT_S = 1800
 
 
 def rss_mib(pid: int) -> float:
@@ -58,18 +62,6 @@ def events_for(count: int, round_: str) -> list[DocumentEvent]:
 async def publish(settings: Settings, events: list[DocumentEvent]) -> None:
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
         await publisher.publish_in_batches(events, batch_size=1000)
-
-
-async def total_lag(settings: Settings) -> tuple[int, bool]:
-    async with LagReader(settings.bootstrap_servers) as reader:
-        partitions = await reader.read(settings.events_topic, settings.consumer_group)
-    return sum(p.lag for p in partitions), all((p.committed or 0) == p.end_offset for p in partitions)
-
-
-async def drain(settings: Settings, group: ConsumerGroup) -> None:
-    while (await total_lag(settings))[0]:
-        group.check()
-        await asyncio.sleep(0.5)
 
 
 def main() -> None:
@@ -100,7 +92,7 @@ def main() -> None:
             warmup = events_for(500, "warmup")
             started = time.perf_counter()
             asyncio.run(publish(settings, warmup))
-            asyncio.run(drain(settings, group))
+            asyncio.run(wait_drained(settings, timeout=WARMUP_TIMEOUT_S, check=group.check))
             per_minute = len(warmup) / (time.perf_counter() - started) * 60
             # Idle = at rest with the model loaded and warmed up (its first batches allocate
             # working buffers once); everything the burst adds on top is what backpressure bounds.
@@ -112,18 +104,22 @@ def main() -> None:
             )
 
             asyncio.run(publish(settings, events_for(backlog, "burst")))
-            samples = []
+            samples: list[tuple[float, int, float]] = []
             burst_started = time.perf_counter()
-            while True:
-                lag, _ = asyncio.run(total_lag(settings))
-                rss = sum(rss_mib(pid) for pid in pids)
+
+            def sample(lags: list[HopLag]) -> None:
+                lag, rss = sum(hop.lag for hop in lags), sum(rss_mib(pid) for pid in pids)
                 samples.append((time.perf_counter() - burst_started, lag, rss))
                 console.print(f"t={samples[-1][0]:6.0f}s  lag={lag:7d}  RSS={rss:7.0f} MiB")
-                if lag == 0:
-                    break
-                group.check()
-                time.sleep(args.sample_every)
-            _, complete = asyncio.run(total_lag(settings))
+
+            # Four times the drain that the warm-up's rate predicts, and ten minutes more.
+            timeout = 4 * 60 * args.factor + 600
+            last = asyncio.run(
+                wait_drained(
+                    settings, timeout=timeout, poll_s=args.sample_every, check=group.check, on_lag=sample
+                )
+            )
+            complete = drained(last)
         finally:
             group.stop()
 

@@ -83,6 +83,7 @@ class EvalIndexes:
     def build(self, chunk_size: int) -> Settings:
         """Index the published corpus with this chunk size; returns the settings that query it."""
         from consumers.actors import ConsumerGroup
+        from deploy.drain import wait_drained
         from streams.topics import ensure_topics
 
         settings = self.settings_for(chunk_size)
@@ -92,24 +93,9 @@ class EvalIndexes:
         try:
             group.start()
             group.wait_ready()
-            asyncio.run(self._wait_until_indexed(settings, group.check))
+            asyncio.run(wait_drained(settings, timeout=self.timeout_s, check=group.check))
         finally:
             group.stop()
         self.ingest_seconds[chunk_size] = time.perf_counter() - started
         self._say(f"indexed with chunk size {chunk_size} in {self.ingest_seconds[chunk_size]:.0f} s")
         return settings
-
-    async def _wait_until_indexed(self, settings: Settings, check: Callable[[], None]) -> None:
-        from streams.lag import LagReader
-
-        deadline = time.monotonic() + self.timeout_s
-        async with LagReader(settings.bootstrap_servers) as lag:
-            while time.monotonic() < deadline:
-                partitions = await lag.read(settings.events_topic, settings.consumer_group)
-                if partitions and sum(p.lag for p in partitions) == 0:
-                    return
-                check()
-                await asyncio.sleep(0.5)
-        raise TimeoutError(
-            f"{settings.consumer_group} had not indexed {settings.events_topic} after {self.timeout_s:.0f} s"
-        )
