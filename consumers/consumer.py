@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -39,6 +38,7 @@ from engines.chunking import Chunker
 from engines.embedder import Embedder, tokenise_seconds
 from schemas import DocumentEvent, InvalidEvent, Settings
 from schemas.dead_letter import DeadLetter
+from schemas.fault_injection import crash_before_commit
 from streams.dlq import send_dead_letters
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class IndexingConsumer:
             log.warning("batch failed (%s: %s); applying its events one by one", type(exc).__name__, exc)
             planned.dead.extend(await self._apply_one_by_one(planned.records))
         written_s = time.perf_counter() - write_started
-        if random.random() < self._settings.crash_before_commit_probability:
+        if crash_before_commit():
             log.warning("chaos: dying between the write and the commit")
             os._exit(137)
         for letter in planned.dead:

@@ -24,8 +24,8 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    # Documents may be up to max_document_bytes; the broker's default limit is 1 MB.
-    max_bytes = str(settings.max_document_bytes + 1024 * 1024)
+    # A whole document in its event must fit; the broker's default limit is 1 MB.
+    max_bytes = str(settings.max_record_bytes)
     return [
         TopicSpec(settings.events_topic, settings.partitions, {"max.message.bytes": max_bytes}),
         TopicSpec(settings.dlq_topic, 1, {"max.message.bytes": max_bytes}),

@@ -340,7 +340,7 @@ async def watch_folder(settings: Settings, root: Path, namespace: str | None = N
 
     await ensure_topics(settings)
     async with EventPublisher(
-        settings.bootstrap_servers, settings.events_topic, settings.max_document_bytes + 1024 * 1024
+        settings.bootstrap_servers, settings.events_topic, settings.max_record_bytes
     ) as publisher:
         watcher = FolderWatcher(root, publisher, settings, namespace)
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -72,7 +72,7 @@ class ChangesStage:
 
     def __init__(self, settings: Settings, worker_index: int = 0) -> None:
         self.settings = s = settings
-        max_bytes = s.max_document_bytes + 1024 * 1024
+        max_bytes = s.max_record_bytes
         datadir = s.state_dir.resolve() / "streams" / s.streams_app_id / f"worker-{worker_index}"
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+from collections.abc import Iterator
 
 import pytest
 import ray
@@ -14,6 +15,7 @@ from fault_settings import fault_settings
 from scale import scaled, scaled_timeout
 
 from deploy import ChromaServer, KafkaBroker, KafkaCluster, free_port
+from schemas.fault_injection import CRASH_BEFORE_COMMIT_ENV
 
 pytestmark = [pytest.mark.integration, scaled_timeout()]
 
@@ -31,12 +33,23 @@ async def kill_an_actor(group, rng: random.Random) -> int:
     return pid
 
 
+@pytest.fixture
+def consumers_crash_before_commit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Consumers started in the test die between their Chroma write and their commit in 3% of
+    batches. The variable reaches them through a local Ray cluster started with it (Ray's workers
+    inherit its environment), and goes with that cluster: ask for this before scenario_factory,
+    so the consumers stop first."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.shutdown()  # a local Ray an earlier test started without the variable
+    monkeypatch.setenv(CRASH_BEFORE_COMMIT_ENV, "0.03")
+    yield
+    ray.shutdown()
+
+
 async def test_killed_consumers_leave_the_index_exactly_as_the_oracle(
-    kafka_broker, chroma_server, scenario_factory
+    consumers_crash_before_commit, kafka_broker, chroma_server, scenario_factory
 ):
-    settings = fault_settings(
-        kafka_broker.bootstrap_servers, chroma_server.port, crash_before_commit_probability=0.03
-    )
+    settings = fault_settings(kafka_broker.bootstrap_servers, chroma_server.port)
     scenario = scenario_factory(settings)
     group = await scenario.start_consumers(2)
     rng = random.Random(7)
