@@ -165,7 +165,7 @@ async def preload(
         bootstrap_servers=settings.bootstrap_servers,
         acks="all",
         enable_idempotence=True,
-        max_request_size=settings.max_document_bytes + 1024 * 1024,
+        max_request_size=settings.max_record_bytes,
     )
     columns = (TextColumn("loading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     async with producer, ChromaSink(settings.chroma_host, settings.chroma_port, settings.collection) as sink:

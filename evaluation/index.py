@@ -45,18 +45,17 @@ class EvalIndexes:
         self.consumers = consumers
         self.timeout_s = timeout_s
         self._say = say
-        self.events_topic = f"eval-{run_id}.events"
-        self._base = base.model_copy(
+        # The run's own topics (eval-<run_id>.events, .dlq, .stats, ...); each chunk size's index
+        # reads its events into a collection, chunks topic and group of its own (settings_for).
+        self._base = base.namespaced(f"eval-{run_id}").model_copy(
             update={
-                "events_topic": self.events_topic,
                 "consumer_input": "events",
-                "dlq_topic": f"eval-{run_id}.dlq",
-                "stats_topic": f"eval-{run_id}.stats",
                 # In memory: an index directory from the environment would be shared between runs.
                 "lexical_index_dir": None,
                 "rerank": False,
             }
         )
+        self.events_topic = self._base.events_topic
         self.ingest_seconds: dict[int, float] = {}
 
     async def publish(self, events: list[DocumentEvent]) -> None:

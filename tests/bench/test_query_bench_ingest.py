@@ -17,8 +17,8 @@ pytestmark = pytest.mark.integration
 
 
 async def test_revisions_change_the_text_and_raise_the_version(kafka_broker):
-    settings = Settings(
-        bootstrap_servers=kafka_broker.bootstrap_servers, events_topic=f"bench-{uuid.uuid4().hex[:8]}"
+    settings = Settings(bootstrap_servers=kafka_broker.bootstrap_servers).namespaced(
+        f"bench-{uuid.uuid4().hex[:8]}"
     )
     await ensure_topics(settings)
     articles = [

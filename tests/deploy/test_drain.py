@@ -7,12 +7,12 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deploy.drain import DrainTimeout, wait_drained
 from schemas import DocumentEvent, EventOp, Settings
 from streams.hops import Hop
 from streams.publisher import EventPublisher
+from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -20,19 +20,9 @@ pytestmark = pytest.mark.integration
 async def published_settings(bootstrap_servers: str, events: int) -> Settings:
     """Settings whose consumers read the events topic, a new one of two partitions holding ``events``
     events."""
-    name = f"drain-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        bootstrap_servers=bootstrap_servers,
-        events_topic=f"{name}.events",
-        consumer_group=f"{name}-indexer",
-        consumer_input="events",
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(settings.events_topic, 2, 1)])
-    finally:
-        await admin.close()
+    settings = Settings(bootstrap_servers=bootstrap_servers, partitions=2, consumer_input="events")
+    settings = settings.namespaced(f"drain-{uuid.uuid4().hex[:8]}")
+    await ensure_topics(settings)
     async with EventPublisher(bootstrap_servers, settings.events_topic) as publisher:
         await publisher.publish_many(
             DocumentEvent(doc_id=f"d{i}", op=EventOp.UPSERT, content=f"text {i}") for i in range(events)

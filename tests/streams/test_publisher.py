@@ -6,23 +6,20 @@ import uuid
 
 import orjson
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from schemas import DocumentEvent, EventOp
+from schemas import DocumentEvent, EventOp, Settings
 from streams.publisher import EventPublisher
 from streams.topic_records import read_topic_records
+from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
 
 async def test_events_published_in_batches_arrive_in_order_and_each_batch_is_reported(kafka_broker):
-    servers, topic = kafka_broker.bootstrap_servers, f"batches-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
+    settings = Settings(bootstrap_servers=kafka_broker.bootstrap_servers, partitions=1)
+    settings = settings.namespaced(f"batches-{uuid.uuid4().hex[:8]}")
+    await ensure_topics(settings)
+    servers, topic = settings.bootstrap_servers, settings.events_topic
     events = [DocumentEvent(doc_id=f"d{i}", op=EventOp.UPSERT, content=f"text {i}") for i in range(5)]
     reported: list[list[str]] = []
 
