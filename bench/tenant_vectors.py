@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--dimension", type=int, default=384, help="of random vectors, without a cache")
     parser.add_argument(
-        "--shares", type=float, nargs="+", default=[50, 10, 1, 0.1], help="% of chunks per tenant"
+        "--shares", type=float, nargs="+", default=[50, 10, 1, 0.1], help="%% of chunks per tenant"
     )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=100, help="hits per search (hybrid's candidate depth)")
