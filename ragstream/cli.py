@@ -183,7 +183,7 @@ def watch(
 
     Left out: hidden files, .git, editor temp files, and what DIR/.ragstreamignore (gitignore syntax) says.
     """
-    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.errors import KafkaError
 
     from streams.watch_state import WatchStateError
     from streams.watcher import watch_folder
@@ -193,7 +193,7 @@ def watch(
     settings = _settings()
     try:
         stats = asyncio.run(watch_folder(settings, folder, namespace))
-    except (WatchStateError, ValueError, KafkaConnectionError) as exc:
+    except (WatchStateError, ValueError, KafkaError) as exc:
         console.print(f"[red]cannot watch {folder}[/]: {exc}")
         raise typer.Exit(code=1) from None
     console.print(

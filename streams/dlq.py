@@ -10,19 +10,24 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from schemas.dead_letter import DeadLetter
+from streams.errors import broker_calls
 from streams.topic_records import read_topic_records
 
 __all__ = ["DeadLetter", "StoredDeadLetter", "matches", "read_dead_letters", "send_dead_letters"]
 
 
 async def send_dead_letters(producer: AIOKafkaProducer, topic: str, letters: list[DeadLetter]) -> None:
-    """Send and wait for every acknowledgement: the source offsets are committed only afterwards."""
-    pending = [
-        await producer.send(topic, value=letter.value, key=letter.key, headers=letter.headers())
-        for letter in letters
-    ]
-    for delivery in pending:
-        await delivery
+    """Send and wait for every acknowledgement: the source offsets are committed only afterwards.
+
+    A Kafka failure is raised as a ``StreamsError`` (``RecordRejected`` for a letter the topic refuses).
+    """
+    with broker_calls(f"sending {len(letters)} dead letter(s) to {topic}"):
+        pending = [
+            await producer.send(topic, value=letter.value, key=letter.key, headers=letter.headers())
+            for letter in letters
+        ]
+        for delivery in pending:
+            await delivery
 
 
 @dataclass(frozen=True, slots=True)

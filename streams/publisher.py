@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from schemas import DocumentEvent
+from streams.errors import broker_calls
 
 #: Events per batch of ``publish_in_batches``: the producer holds one batch and its
 #: acknowledgements at a time, however long the list.
@@ -29,6 +30,8 @@ class EventPublisher:
 
     ``acks=all`` plus the idempotent producer means an acknowledged event is on every in-sync
     replica exactly once, retries included; key = ``doc_id`` keeps a document's events in order.
+    Kafka failures are raised as ``streams.errors.StreamsError`` (a ``KafkaError``): retriable
+    ``BrokerUnavailable``, ``RecordRejected`` for an event too large, else ``BrokerRefused``.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, max_event_bytes: int = 11 * 1024 * 1024) -> None:
@@ -44,7 +47,8 @@ class EventPublisher:
 
     async def start(self) -> None:
         if not self._started:
-            await self._producer.start()
+            with broker_calls(f"connecting the publisher to {self.topic}"):
+                await self._producer.start()
             self._started = True
 
     async def stop(self) -> None:
@@ -84,10 +88,11 @@ class EventPublisher:
     async def publish_raw(self, items: Iterable[tuple[str, bytes]]) -> list[PublishReceipt]:
         """Send pre-encoded values keyed by doc id (also how tests publish malformed input)."""
         sent = []
-        for doc_id, value in items:
-            delivery = await self._producer.send(self.topic, value=value, key=doc_id.encode())
-            sent.append((doc_id, delivery))
-        metadata = await asyncio.gather(*(delivery for _, delivery in sent))
+        with broker_calls(f"publishing to {self.topic}"):
+            for doc_id, value in items:
+                delivery = await self._producer.send(self.topic, value=value, key=doc_id.encode())
+                sent.append((doc_id, delivery))
+            metadata = await asyncio.gather(*(delivery for _, delivery in sent))
         return [
             PublishReceipt(doc_id, meta.topic, meta.partition, meta.offset)
             for (doc_id, _), meta in zip(sent, metadata, strict=True)
@@ -96,5 +101,6 @@ class EventPublisher:
     async def send(self, topic: str, key: bytes, value: bytes) -> RecordMetadata:
         """Send one pre-encoded record to any topic through the same producer (the API's
         feedback), and wait for its acknowledgement."""
-        delivery = await self._producer.send(topic, value=value, key=key)
-        return await delivery
+        with broker_calls(f"publishing to {topic}"):
+            delivery = await self._producer.send(topic, value=value, key=key)
+            return await delivery
