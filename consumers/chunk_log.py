@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaProducer
 
+from consumers.errors import kafka_calls
 from consumers.sink import ChunkChanges
 from schemas.chunk_log import chunk_record, embedding_header
 
 
 async def publish_chunk_changes(producer: AIOKafkaProducer, topic: str, changes: ChunkChanges) -> None:
-    """Send every upsert and tombstone of a batch, and wait until all are acknowledged.
+    """Send every upsert and tombstone of a batch, and wait until all are acknowledged; a Kafka
+    failure is raised as an ``IndexingError``.
 
     An upsert without a vector (``ChunkChanges`` lacking the embeddings) is logged without one:
     the API replicas then answer vector searches from Chroma instead of their own index.
@@ -39,15 +41,13 @@ async def publish_chunk_changes(producer: AIOKafkaProducer, topic: str, changes:
         [*new_vectors, *updated_vectors],
         strict=True,
     )
-    for chunk_id, text, metadata, vector in upserts:
-        live = {k: v for k, v in metadata.items() if v is not None}
-        headers = [embedding_header(vector)] if vector is not None else None
-        pending.append(
-            await producer.send(
-                topic, key=chunk_id.encode(), value=chunk_record(chunk_id, text, live), headers=headers
-            )
-        )
-    for chunk_id in changes.deleted_ids:
-        pending.append(await producer.send(topic, key=chunk_id.encode(), value=None))
-    for delivery in pending:
-        await delivery
+    with kafka_calls(f"writing the chunk log {topic}"):
+        for chunk_id, text, metadata, vector in upserts:
+            live = {k: v for k, v in metadata.items() if v is not None}
+            headers = [embedding_header(vector)] if vector is not None else None
+            value = chunk_record(chunk_id, text, live)
+            pending.append(await producer.send(topic, key=chunk_id.encode(), value=value, headers=headers))
+        for chunk_id in changes.deleted_ids:
+            pending.append(await producer.send(topic, key=chunk_id.encode(), value=None))
+        for delivery in pending:
+            await delivery

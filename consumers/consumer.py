@@ -9,7 +9,6 @@ offsets are committed only after every write of their batch was acknowledged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -24,12 +23,12 @@ from aiokafka import (
     ConsumerRecord,
     TopicPartition,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
 from consumers.batch_timings import BatchTimings
 from consumers.chunk_log import publish_chunk_changes
-from consumers.errors import is_retriable
-from consumers.fetch_queue import FetchQueue
+from consumers.errors import EventRejected, IndexingError, IndexUnavailable, event_data_errors, kafka_calls
+from consumers.fetch_queue import FetchedBatch, FetchQueue
 from consumers.indexer import BatchResult, DocumentIndexer
 from consumers.memory import release_free_heap
 from consumers.sink import ChromaSink, ChunkChanges
@@ -45,6 +44,8 @@ log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = 0.5
 RETRY_BACKOFF_MAX_S = 30.0
+#: How long the work loop waits for a fetched batch before it looks at its stop flag again.
+QUEUE_POLL_S = 0.2
 
 
 @dataclass
@@ -62,7 +63,7 @@ class PlannedBatch:
     planned_s: float
     timings: BatchTimings
     #: Set when planning the batch as a whole failed for a reason a retry cannot fix.
-    failure: Exception | None = None
+    failure: EventRejected | None = None
 
 
 def decode_records(
@@ -80,14 +81,18 @@ def decode_records(
         if value is None and skip_tombstones:
             continue
         try:
-            if value is None:
-                raise InvalidEvent("empty record (no value)")
-            if len(value) > max_bytes:
-                raise InvalidEvent(f"event of {len(value)} bytes is above the limit of {max_bytes} bytes")
-            events.append(DocumentEvent.from_json(value))
+            events.append(_decode(value, max_bytes))
         except InvalidEvent as exc:
             dead.append(DeadLetter.for_record(record, exc.reason, type(exc).__name__))
     return events, dead
+
+
+def _decode(value: bytes | None, max_bytes: int) -> DocumentEvent:
+    if value is None:
+        raise InvalidEvent("empty record (no value)")
+    if len(value) > max_bytes:
+        raise InvalidEvent(f"event of {len(value)} bytes is above the limit of {max_bytes} bytes")
+    return DocumentEvent.from_json(value)
 
 
 class IndexingConsumer:
@@ -110,6 +115,7 @@ class IndexingConsumer:
         # a batch planned under an older generation is never written or committed.
         self._generation = 0
         self._writing: asyncio.Task[None] | None = None
+        self._fetcher: asyncio.Task[None] | None = None
         self._stack: AsyncExitStack | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -154,36 +160,41 @@ class IndexingConsumer:
     async def run(self) -> None:
         """Consume until ``request_stop``.
 
-        A failure that a retry can fix (Chroma or Kafka unreachable) rewinds to the committed
-        offsets and tries again after a capped exponential backoff; nothing is skipped.
+        Errors decide by their type (``consumers.errors``): ``IndexUnavailable`` (Chroma or Kafka
+        unreachable, overloaded) rewinds to the committed offsets and tries again after a capped
+        exponential backoff, so nothing is skipped; an ``EventRejected`` event was dead-lettered
+        before it got here; any other error stops the consumer, with nothing committed past it.
         """
-        fetcher = asyncio.create_task(self._fetch_loop())
+        self._fetcher = fetcher = asyncio.create_task(self._fetch_loop())
         backoff = RETRY_BACKOFF_S
         try:
             while not self._stopping.is_set():
                 try:
                     await self._work_loop()
-                except Exception as exc:
-                    if not is_retriable(exc):
-                        raise
-                    log.warning(
-                        "indexing failed (%s: %s); retrying from the committed offsets in %.1fs",
-                        type(exc).__name__,
-                        exc,
-                        backoff,
-                    )
+                except IndexUnavailable as exc:
+                    log.warning("%s; retrying from the committed offsets in %.1fs", exc, backoff)
                     await self._abandon_uncommitted()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
-                    await self._rewind_to_committed()
+                    await self._rewind()
                 else:
                     backoff = RETRY_BACKOFF_S
         finally:
             fetcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetcher
+            # Its error, if it ended on one, was logged there and raised by the work loop.
+            await asyncio.wait([fetcher])
+            if not fetcher.cancelled():
+                fetcher.exception()
 
     async def _fetch_loop(self) -> None:
+        """Fetch until stopped; an error no retry fixes ends the task, and the work loop raises it."""
+        try:
+            await self._fetch_until_stopped()
+        except Exception:
+            log.exception("fetching failed for a reason no retry fixes; the consumer stops")
+            raise
+
+    async def _fetch_until_stopped(self) -> None:
         """Poll Kafka continuously; while the queue is full, poll with every partition paused."""
         assert self._consumer is not None
         s = self._settings
@@ -194,9 +205,15 @@ class IndexingConsumer:
             elif self._consumer.paused():
                 self._consumer.resume(*self._consumer.paused())
             generation = self._generation
-            batch = await self._consumer.getmany(
-                timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
-            )
+            try:
+                with kafka_calls("fetching records"):
+                    batch = await self._consumer.getmany(
+                        timeout_ms=s.fetch_timeout_ms, max_records=s.fetch_max_records
+                    )
+            except IndexUnavailable as exc:
+                log.warning("%s; fetching again in %.1fs", exc, RETRY_BACKOFF_S)
+                await asyncio.sleep(RETRY_BACKOFF_S)
+                continue
             if not batch:
                 continue
             if generation == self._generation:
@@ -215,8 +232,10 @@ class IndexingConsumer:
         timings = BatchTimings()
         try:
             while not self._stopping.is_set():
+                if self._fetcher is not None and self._fetcher.done():
+                    await self._fetcher  # it ends early only on an error: raised here
                 with timings.measure("queue_wait"):
-                    fetched = await self._queue.get(timeout=0.2)
+                    fetched = await self._next_fetched()
                 if self._writing is not None and self._writing.done():
                     await self._writing  # surfaces its error, if any
                     self._writing = None
@@ -238,6 +257,16 @@ class IndexingConsumer:
                 await self._writing
                 self._writing = None
 
+    async def _next_fetched(self) -> FetchedBatch | None:
+        """The next queued batch, or None after a short wait without one: the work loop then
+        looks at its stop flag and its write in flight."""
+        try:
+            async with asyncio.timeout(QUEUE_POLL_S):
+                fetched = await self._queue.get()
+        except TimeoutError:
+            return None
+        return fetched
+
     async def _plan(
         self,
         generation: int,
@@ -256,13 +285,13 @@ class IndexingConsumer:
                 await self._writing
             self._writing = None
         offsets = {tp: partition_records[-1].offset + 1 for tp, partition_records in batch.items()}
-        failure: Exception | None = None
+        failure: EventRejected | None = None
         tokenised_before = tokenise_seconds()
         try:
-            changes, result = await self._indexer.plan(events, timings)
-        except Exception as exc:
-            if is_retriable(exc):
-                raise
+            with event_data_errors("planning a batch"):
+                changes, result = await self._indexer.plan(events, timings)
+        except EventRejected as exc:
+            # Written (event by event) in offset order, after the batch before it.
             changes, result, failure = ChunkChanges(), BatchResult(), exc
         # Tokenising happens inside encode: moved from its share to its own part.
         tokenised = tokenise_seconds() - tokenised_before
@@ -278,13 +307,9 @@ class IndexingConsumer:
         assert self._consumer is not None and self._producer is not None
         write_started = time.perf_counter()
         try:
-            if planned.failure is not None:
-                raise planned.failure
-            await self._write(planned.changes, planned.timings)
-        except Exception as exc:
-            if is_retriable(exc):
-                raise
-            log.warning("batch failed (%s: %s); applying its events one by one", type(exc).__name__, exc)
+            await self._write_planned(planned)
+        except EventRejected as exc:
+            log.warning("batch refused (%s); applying its events one by one", exc)
             planned.dead.extend(await self._apply_one_by_one(planned.records))
         written_s = time.perf_counter() - write_started
         if crash_before_commit():
@@ -294,15 +319,17 @@ class IndexingConsumer:
             log.warning(
                 "dead-lettering %s[%d]@%d: %s", letter.topic, letter.partition, letter.offset, letter.reason
             )
-        with planned.timings.measure("dead_letters"):
+        # A dead letter the topic refuses stops the consumer (not an IndexUnavailable): its
+        # event could be neither indexed nor kept, and committing would pass over it.
+        with planned.timings.measure("dead_letters"), kafka_calls("dead-lettering refused events"):
             await send_dead_letters(self._producer, self._settings.dlq_topic, planned.dead)
-        try:
-            with planned.timings.measure("commit"):
+        with planned.timings.measure("commit"), kafka_calls("committing offsets"):
+            try:
                 await self._consumer.commit(planned.offsets)
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-            # The partitions moved to another member. Our writes are done and idempotent;
-            # the new owner replays from the last commit to the same state.
-            log.warning("offsets not committed, the group rebalanced: %s", exc)
+            except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+                # The partitions moved to another member. Our writes are done and idempotent;
+                # the new owner replays from the last commit to the same state.
+                log.warning("offsets not committed, the group rebalanced: %s", exc)
         seconds = time.perf_counter() - planned.started
         log.info(
             "batch of %d events: %d chunks embedded, %d unchanged, %d deleted; "
@@ -321,36 +348,46 @@ class IndexingConsumer:
         self.stats.record_batch(
             len(planned.records), len(planned.dead), planned.result, seconds, planned.timings
         )
-        with contextlib.suppress(Exception):
+        try:
+            with kafka_calls("publishing the consumer's stats"):
+                await self._producer.send(
+                    self._settings.stats_topic,
+                    value=self.stats.to_json(),
+                    key=self.stats.consumer_id.encode(),
+                )
+        except IndexingError as exc:
             # Stats are advisory: a lost stats message must never stop indexing.
-            await self._producer.send(
-                self._settings.stats_topic, value=self.stats.to_json(), key=self.stats.consumer_id.encode()
-            )
+            log.warning("%s; indexing goes on, the next batch's stats carry these counts too", exc)
+
+    async def _write_planned(self, planned: PlannedBatch) -> None:
+        if planned.failure is not None:
+            raise planned.failure
+        await self._write(planned.changes, planned.timings)
 
     async def _write(self, changes: ChunkChanges, timings: BatchTimings | None = None) -> None:
         assert self._producer is not None
         timings = timings if timings is not None else BatchTimings()
-        if changes:
-            with timings.measure("chunk_log"):
-                await publish_chunk_changes(self._producer, self._settings.chunks_topic, changes)
-        with timings.measure("chroma_write"):
-            await self._indexer.write(changes)
+        with event_data_errors("writing a batch"):
+            if changes:
+                with timings.measure("chunk_log"):
+                    await publish_chunk_changes(self._producer, self._settings.chunks_topic, changes)
+            with timings.measure("chroma_write"):
+                await self._indexer.write(changes)
 
     async def _apply_one_by_one(self, records: list[ConsumerRecord]) -> list[DeadLetter]:
-        """Find the event that cannot be indexed: apply each alone, dead-letter those that fail
-        for a reason a retry cannot fix. Returns those dead letters."""
+        """Find the events that cannot be indexed: apply each alone, dead-letter those refused
+        (``EventRejected``). Returns those dead letters; any other error is raised."""
         dead: list[DeadLetter] = []
         for record in records:
             events, _ = decode_records([record], self._settings.max_document_bytes, self._skip_tombstones)
             if not events:
                 continue  # already dead-lettered by the batch decode
             try:
-                changes, _result = await self._indexer.plan(events)
+                with event_data_errors("planning an event"):
+                    changes, _result = await self._indexer.plan(events)
                 await self._write(changes)
-            except Exception as exc:
-                if is_retriable(exc):
-                    raise
-                dead.append(DeadLetter.for_record(record, f"cannot be indexed: {exc}", type(exc).__name__))
+            except EventRejected as exc:
+                dead.append(DeadLetter.for_record(record, f"cannot be indexed: {exc}", exc.error_class))
         return dead
 
     async def _abandon_uncommitted(self) -> None:
@@ -359,32 +396,43 @@ class IndexingConsumer:
         self._queue.clear()
         if self._writing is not None:
             writing, self._writing = self._writing, None
-            with contextlib.suppress(Exception):
+            try:
                 await writing
+            except IndexingError as exc:
+                log.warning("the batch in flight failed (%s); not committed, it is fetched again", exc)
 
     async def _refetch(self, partitions: set[TopicPartition]) -> None:
         """Rewind those of ``partitions`` still assigned; retried until the coordinator answers."""
+        rewound = await self._rewind(partitions)
+        log.info("a fetch crossed a rebalance or rewind: refetched %d partition(s)", rewound)
+
+    async def _rewind(self, partitions: set[TopicPartition] | None = None) -> int:
+        """Seek those of ``partitions`` (default: all) still assigned back to their committed
+        offsets, tried again while Kafka is unavailable; returns how many there were."""
         assert self._consumer is not None
         while not self._stopping.is_set():
-            still_ours = partitions & self._consumer.assignment()
+            assigned = self._consumer.assignment()
+            ours = assigned if partitions is None else partitions & assigned
             try:
-                await self._rewind_to_committed(still_ours)
-            except KafkaError as exc:
-                log.warning("cannot read committed offsets to refetch (%s); trying again", exc)
+                await self._rewind_to_committed(ours)
+            except IndexUnavailable as exc:
+                log.warning("%s; trying again in %.1fs", exc, RETRY_BACKOFF_S)
                 await asyncio.sleep(RETRY_BACKOFF_S)
-                continue
-            log.info("a fetch crossed a rebalance or rewind: refetched %d partition(s)", len(still_ours))
-            return
-
-    async def _rewind_to_committed(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Seek ``partitions`` (default: every assigned one) back to their committed offsets."""
-        assert self._consumer is not None
-        for tp in self._consumer.assignment() if partitions is None else partitions:
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
             else:
-                self._consumer.seek(tp, committed)
+                return len(ours)
+        return 0
+
+    async def _rewind_to_committed(self, partitions: Iterable[TopicPartition]) -> None:
+        assert self._consumer is not None
+        for tp in partitions:
+            with kafka_calls(f"rewinding {tp.topic}[{tp.partition}] to its committed offset"):
+                committed = await self._consumer.committed(tp)
+                if tp not in self._consumer.assignment():
+                    continue  # revoked meanwhile: its next owner starts from the committed offset
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
 
 
 class _FinishOrAbandon(ConsumerRebalanceListener):

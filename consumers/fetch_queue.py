@@ -39,21 +39,19 @@ class FetchQueue:
         self._bytes += size
         self._ready.set()
 
-    async def get(self, timeout: float) -> FetchedBatch | None:
-        """Every queued batch of the oldest one's generation, merged into one; None if none
-        arrives within ``timeout`` seconds.
+    async def get(self) -> FetchedBatch:
+        """Every queued batch of the oldest one's generation, merged into one; waits for one if
+        none is queued (bound the wait with ``asyncio.timeout``).
 
         A burst of edits reaches the fetcher over a second or two and is queued as several small
         batches; planned one by one, each would pay a batch's fixed costs (the index read, a
         Chroma write, a commit). Merged, they are planned and written once. The first batch is
         never held back waiting for more: only what is already queued is merged.
         """
-        if not self._items:
+        while not self._items:
             self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
-                return None
+            await self._ready.wait()
+        # Nothing awaited from here on: a timeout that ends the wait never loses a batch.
         merged = self._pop()
         while self._items and self._items[0].generation == merged.generation:
             merged = _merge(merged, self._pop())

@@ -11,6 +11,7 @@ import chromadb
 import numpy as np
 from chromadb.api.models.AsyncCollection import AsyncCollection
 
+from consumers.errors import chroma_calls
 from engines.chroma import open_collection
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class ChunkChanges:
 
 
 class ChromaSink:
+    """Reads and writes a batch's chunks; every Chroma failure is raised as an ``IndexingError``."""
+
     def __init__(self, host: str, port: int, collection: str) -> None:
         self._host, self._port, self._collection_name = host, port, collection
         self._collection: AsyncCollection | None = None
@@ -46,9 +49,10 @@ class ChromaSink:
     async def start(self) -> None:
         if self._collection is not None:
             return
-        client = await chromadb.AsyncHttpClient(host=self._host, port=self._port)
-        self._max_batch = min(await client.get_max_batch_size(), 5000)
-        self._collection = await open_collection(client, self._collection_name)
+        with chroma_calls(f"opening collection {self._collection_name} at {self._host}:{self._port}"):
+            client = await chromadb.AsyncHttpClient(host=self._host, port=self._port)
+            self._max_batch = min(await client.get_max_batch_size(), 5000)
+            self._collection = await open_collection(client, self._collection_name)
 
     async def stop(self) -> None:
         self._collection = None
@@ -72,14 +76,18 @@ class ChromaSink:
         if not doc_ids:
             return found
         where: Any = {"doc_id": doc_ids[0]} if len(doc_ids) == 1 else {"doc_id": {"$in": doc_ids}}
-        result = await self.collection.get(where=where, include=["metadatas"])
+        collection = self.collection
+        with chroma_calls("reading the indexed chunks of the batch's documents"):
+            result = await collection.get(where=where, include=["metadatas"])
         for chunk_id, metadata in zip(result["ids"], result["metadatas"] or [], strict=True):
             found[str(metadata["doc_id"])][chunk_id] = dict(metadata)
         return found
 
     async def embeddings(self, chunk_ids: list[str]) -> np.ndarray:
         """The stored vectors of these chunks, in their order (every one must be in the index)."""
-        result = await self.collection.get(ids=chunk_ids, include=["embeddings"])
+        collection = self.collection
+        with chroma_calls("reading the stored vectors of updated chunks"):
+            result = await collection.get(ids=chunk_ids, include=["embeddings"])
         row = {chunk_id: index for index, chunk_id in enumerate(result["ids"])}
         missing = [chunk_id for chunk_id in chunk_ids if chunk_id not in row]
         if missing:
@@ -93,24 +101,25 @@ class ChromaSink:
         New chunks go in before stale ones go out, so a reader never sees a document vanish
         during an edit, and a crash between the steps leaves work that a replay completes.
         """
-        step = self._max_batch
-        for start in range(0, len(changes.new_ids), step):
-            end = start + step
-            assert changes.new_embeddings is not None
-            await self.collection.upsert(
-                ids=changes.new_ids[start:end],
-                embeddings=changes.new_embeddings[start:end],
-                documents=changes.new_texts[start:end],
-                metadatas=changes.new_metadatas[start:end],  # type: ignore[arg-type]
-            )
-        for start in range(0, len(changes.updated_ids), step):
-            end = start + step
-            await self.collection.update(
-                ids=changes.updated_ids[start:end],
-                metadatas=changes.updated_metadatas[start:end],  # type: ignore[arg-type]
-            )
-        for start in range(0, len(changes.deleted_ids), step):
-            await self.collection.delete(ids=changes.deleted_ids[start : start + step])
+        collection, step = self.collection, self._max_batch
+        with chroma_calls("writing the batch's chunks to Chroma"):
+            for start in range(0, len(changes.new_ids), step):
+                end = start + step
+                assert changes.new_embeddings is not None
+                await collection.upsert(
+                    ids=changes.new_ids[start:end],
+                    embeddings=changes.new_embeddings[start:end],
+                    documents=changes.new_texts[start:end],
+                    metadatas=changes.new_metadatas[start:end],  # type: ignore[arg-type]
+                )
+            for start in range(0, len(changes.updated_ids), step):
+                end = start + step
+                await collection.update(
+                    ids=changes.updated_ids[start:end],
+                    metadatas=changes.updated_metadatas[start:end],  # type: ignore[arg-type]
+                )
+            for start in range(0, len(changes.deleted_ids), step):
+                await collection.delete(ids=changes.deleted_ids[start : start + step])
 
     async def flush(self) -> None:
         """Every write is acknowledged synchronously by the Chroma server; nothing is buffered."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.fetch_queue import FetchQueue
@@ -20,14 +23,15 @@ async def test_batches_queued_while_the_worker_was_busy_come_out_as_one_in_offse
     queue.put(0, {A: [record(A, 2)], B: [record(B, 7)]})
     queue.put(0, {B: [record(B, 8)]})
 
-    fetched = await queue.get(timeout=0.1)
+    fetched = await queue.get()
 
-    assert fetched is not None
     assert [r.offset for r in fetched.batch[A]] == [0, 1, 2]
     assert [r.offset for r in fetched.batch[B]] == [7, 8]
     assert queue.queued_bytes == 0
     assert not queue.full()
-    assert await queue.get(timeout=0.01) is None
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await queue.get()
 
 
 async def test_a_batch_of_an_older_generation_is_never_merged_with_a_newer_one() -> None:
@@ -35,7 +39,7 @@ async def test_a_batch_of_an_older_generation_is_never_merged_with_a_newer_one()
     queue.put(0, {A: [record(A, 0)]})
     queue.put(1, {A: [record(A, 0)]})
 
-    first, second = await queue.get(timeout=0.1), await queue.get(timeout=0.1)
+    first, second = await queue.get(), await queue.get()
 
     assert first is not None and second is not None
     assert (first.generation, second.generation) == (0, 1)
