@@ -96,9 +96,8 @@ class ScalingController:
         ):
             while not stop.is_set():
                 await self.tick()
-                deadline = self._clock() + self._interval_s
-                while not stop.is_set() and self._clock() < deadline:
-                    await asyncio.sleep(0.1)
+                # A thread waits on the threading.Event, which a signal handler may set.
+                await asyncio.to_thread(stop.wait, self._interval_s)
             # The counts stay on the compacted stats topic: say the group is going away.
             await self._report(ScalingDecision(0, 0, 0, 0, "the consumers were stopped"), actual=0)
 

@@ -21,12 +21,14 @@ __all__ = ["release_free_heap"]
 
 def _malloc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
+    if not name:
+        return None
     try:
-        libc = ctypes.CDLL(name) if name else None
-        return libc.malloc_trim if libc is not None else None
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):
         # Not glibc (musl, macOS): nothing to trim, nothing to do.
         return None
+    return trim
 
 
 _TRIM = _malloc_trim()

@@ -11,7 +11,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import httpx
+
 __all__ = ["DeployError", "ManagedProcess", "ServiceStartError", "free_port", "tail"]
+
+#: What a service that is not listening yet makes a readiness check raise: a refused or reset
+#: connection, a timeout, an HTTP request that fails.
+NOT_LISTENING_YET: tuple[type[Exception], ...] = (OSError, httpx.HTTPError)
 
 
 class DeployError(Exception):
@@ -140,10 +146,17 @@ class ManagedProcess:
         self._signal_and_wait(signal.SIGKILL, 10.0)
         self._forget()
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float,
+        what: str,
+        not_yet: tuple[type[Exception], ...] = NOT_LISTENING_YET,
+    ) -> None:
         """Poll `predicate` until it returns True; raise ServiceStartError on timeout or early exit.
 
-        An exception from the predicate counts as "not yet" and is reported if time runs out.
+        An exception of the `not_yet` kinds from the predicate counts as "not yet" and is reported
+        if time runs out; any other is raised.
         """
         deadline = time.monotonic() + timeout
         last_error = ""
@@ -151,7 +164,7 @@ class ManagedProcess:
             try:
                 if predicate():
                     return
-            except Exception as exc:
+            except not_yet as exc:
                 last_error = f" (last attempt: {type(exc).__name__}: {exc})"
             if not self.is_running():
                 code = self._popen.returncode if self._popen is not None else None

@@ -52,10 +52,12 @@ def _hop_drained(lag: HopLag) -> bool:
     return bool(lag.partitions) and all((p.committed or 0) == p.end_offset for p in lag.partitions)
 
 
+# A timeout parameter, not asyncio.timeout at the call: DrainTimeout says which partitions were
+# still behind, which only the loop that read their lag knows.
 async def wait_drained(
     settings: Settings,
     *,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109
     hops: Sequence[Hop] | None = None,
     poll_s: float = 0.5,
     check: Callable[[], object] | None = None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from deploy._process import DeployError, ManagedProcess, ServiceStartError, free_port, tail
 
@@ -224,6 +225,7 @@ class KafkaBroker:
             lambda: _broker_answers("127.0.0.1", self.port),
             timeout,
             f"Kafka broker at {self.bootstrap_servers}",
+            not_yet=(OSError, KafkaError),
         )
 
     def stop(self, timeout: float = 30.0) -> None:

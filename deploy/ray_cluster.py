@@ -269,11 +269,12 @@ class RayCluster:
                     self._rejoin(timeout)
                 else:
                     self._launch(timeout)
-                return
             except ServiceStartError as exc:
                 if attempt == START_ATTEMPTS:
                     raise
                 log.warning("the Ray cluster in %s did not start (try %d): %s", self.home, attempt, exc)
+            else:
+                return
 
     def _launch(self, timeout: float) -> None:
         """Start every node on fresh ports and wait until the GCS reports them alive."""
@@ -323,6 +324,8 @@ class RayCluster:
 
     def _wait_alive(self, indexes: Sequence[int] | range, timeout: float) -> None:
         """Poll the GCS until it reports `indexes` alive; fail early when one's ``ray start`` exits."""
+        from ray.exceptions import RayError  # imported with Ray, by the users of a cluster only
+
         wanted = set(indexes)
         deadline = time.monotonic() + timeout
         last_error = ""
@@ -330,7 +333,7 @@ class RayCluster:
             try:
                 if wanted <= self.alive_nodes():
                     return
-            except Exception as exc:  # the GCS is not answering yet
+            except (RayError, OSError) as exc:  # the GCS is not answering yet (RpcError, a timeout)
                 last_error = f" (last attempt: {type(exc).__name__}: {exc})"
             for index in sorted(wanted):
                 node = self.nodes[index]

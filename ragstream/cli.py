@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +29,8 @@ app.add_typer(api_key_app, name="api-key")
 console = Console()
 
 PUBLISH_BATCH = 200
+#: How long ``ragstream up --sample-documents`` waits for the sample to be indexed.
+SAMPLE_INDEX_TIMEOUT_S = 900.0
 
 #: The component that the log lines of each long-running command name; every other command is
 #: the "cli" and logs only warnings, so that its own output stays readable.
@@ -64,8 +65,8 @@ async def _publish(settings: Settings, events: list[DocumentEvent], label: str) 
     return len(events)
 
 
-async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
-    """Show the lag of every hop to the index until it reaches zero."""
+async def _wait_until_indexed(settings: Settings) -> None:
+    """Show the lag of every hop to the index until it reaches zero (the caller bounds the wait)."""
     from streams.hops import drained, read_pipeline_lag
     from streams.lag import LagReader
 
@@ -74,8 +75,7 @@ async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("indexing", total=None)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
+            while True:
                 hops = await read_pipeline_lag(lag, settings)
                 remaining = sum(hop.lag for hop in hops)
                 first = remaining if first is None else max(first, remaining)
@@ -83,9 +83,6 @@ async def _wait_until_indexed(settings: Settings, timeout: float) -> None:
                 if drained(hops):
                     return
                 await asyncio.sleep(0.5)
-    raise TimeoutError(
-        f"events were still waiting to be indexed after {timeout:.0f}s: see `ragstream status`"
-    )
 
 
 @app.command()
@@ -123,7 +120,13 @@ def up(
     if sample_documents:
         events = list(wiki_events(sample_documents))
         asyncio.run(_publish(settings, events, f"publishing {len(events)} Wikipedia articles"))
-        asyncio.run(_wait_until_indexed(settings, timeout=900))
+        try:
+            asyncio.run(asyncio.wait_for(_wait_until_indexed(settings), SAMPLE_INDEX_TIMEOUT_S))
+        except TimeoutError:
+            raise TimeoutError(
+                f"events were still waiting to be indexed after {SAMPLE_INDEX_TIMEOUT_S:.0f}s: "
+                "see `ragstream status`"
+            ) from None
     console.print(
         f"\nSearch it in a browser, with live lag and freshness: {stack.api_url}/\n"
         f"or:\n  curl -s {stack.api_url}/v1/search -H 'content-type: application/json' "

@@ -92,13 +92,12 @@ def _pdf_text(data: bytes) -> ExtractedText:
     # A PDF is untrusted input parsed by a third-party library: any failure means "unreadable".
     try:
         reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise UnreadableFile("encrypted PDF")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except UnreadableFile:
-        raise
+        encrypted = reader.is_encrypted and not reader.decrypt("")
+        pages = [] if encrypted else [page.extract_text() or "" for page in reader.pages]
     except Exception as exc:
-        raise UnreadableFile(f"not a readable PDF ({type(exc).__name__}: {exc})") from None
+        raise UnreadableFile(f"not a readable PDF ({type(exc).__name__}: {exc})") from exc
+    if encrypted:
+        raise UnreadableFile("encrypted PDF")
     text = "\n\n".join(page.strip() for page in pages if page.strip()).replace("\x00", "")
     if not text.strip():
         raise UnreadableFile(f"no extractable text in {len(pages)} PDF page(s) (a scan?)")

@@ -57,6 +57,15 @@ def state_file(state_dir: Path, root: Path, namespace: str | None, target: str) 
     return state_dir / "watch" / f"{root.resolve().name or 'root'}-{digest}.json"
 
 
+def _parse_state(raw: bytes) -> tuple[int, dict[str, TrackedFile]]:
+    """The high-water version and the tracked files of a saved state; raises ValueError,
+    KeyError or TypeError (or orjson's) for anything else."""
+    data = orjson.loads(raw)
+    if data.get("format") != STATE_FORMAT:
+        raise ValueError(f"unknown format {data.get('format')!r}")
+    return int(data["high_water"]), {rel: TrackedFile(**entry) for rel, entry in data["files"].items()}
+
+
 class WatchState:
     """The files published from one folder, keyed by path relative to it (POSIX form).
 
@@ -95,11 +104,7 @@ class WatchState:
         except FileNotFoundError:
             return
         try:
-            data = orjson.loads(raw)
-            if data.get("format") != STATE_FORMAT:
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            self._high_water = int(data["high_water"])
-            self.files = {rel: TrackedFile(**entry) for rel, entry in data["files"].items()}
+            self._high_water, self.files = _parse_state(raw)
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
             aside = self.path.with_suffix(".corrupt")
             os.replace(self.path, aside)

@@ -17,15 +17,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from aiokafka.errors import KafkaError
 from watchfiles import Change as FileChange
 from watchfiles import awatch
 
 from schemas import DocumentEvent, EventOp, Settings
+from streams.errors import describe
 from streams.files import SkippedFile
 from streams.ignore import IGNORE_FILE
 from streams.watch_state import WatchState, state_file
@@ -164,9 +167,12 @@ class FolderWatcher:
                 await self._follow(sync, watching)
             finally:
                 stop.set()
-                # Its error, if any, was raised by _follow already, or matters less than ours.
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await watching
+                await asyncio.wait([watching])
+                # Its error, if it ended on one, is what _follow raised; else it comes second to
+                # the error the watcher is leaving on, and is logged rather than raised over it.
+                error = None if watching.cancelled() else watching.exception()
+                if error is not None and error is not sys.exception():
+                    log.warning("watching %s failed too: %s", self.root, describe(error))
         log.info(
             "stopped watching %s: %d upserts, %d deletes published, %d files skipped",
             self.root,
@@ -242,28 +248,31 @@ class FolderWatcher:
             else:
                 await self._publish(sync, [*paths, *sync.links_into(paths)], trust_stat=False)
             self._failures = 0
+        except (KafkaError, OSError) as exc:
+            # Kafka away or refusing, a file or the state unreadable or unwritable for now.
+            self._failed(paths, exc, final=final)
         except Exception as exc:
-            # The state did not record these paths, so looking at them again publishes them.
-            self.stats.failed_publishes += 1
-            if final:
-                log.error(
-                    "could not publish changes under %s before stopping (%s: %s); the next start "
-                    "publishes them",
-                    paths,
-                    type(exc).__name__,
-                    exc,
-                )
-                return
-            delay = RETRY_DELAYS_S[min(self._failures, len(RETRY_DELAYS_S) - 1)]
-            self._failures += 1
+            # The watcher runs for days: an error nobody foresaw on one batch of paths must not
+            # end it. Logged with its traceback, and retried like any other failure.
+            log.exception("unexpected error publishing changes under %s", paths)
+            self._failed(paths, exc, final=final)
+
+    def _failed(self, paths: list[str], exc: Exception, *, final: bool) -> None:
+        """The state did not record these paths, so looking at them again publishes them."""
+        self.stats.failed_publishes += 1
+        if final:
             log.warning(
-                "could not publish changes (%s: %s); retrying %d path(s) in %.0f s",
-                type(exc).__name__,
-                exc,
-                len(paths),
-                delay,
+                "could not publish changes under %s before stopping (%s); the next start publishes them",
+                paths,
+                describe(exc),
             )
-            self._pending.defer(paths, asyncio.get_running_loop().time() + delay)
+            return
+        delay = RETRY_DELAYS_S[min(self._failures, len(RETRY_DELAYS_S) - 1)]
+        self._failures += 1
+        log.warning(
+            "could not publish changes (%s); retrying %d path(s) in %.0f s", describe(exc), len(paths), delay
+        )
+        self._pending.defer(paths, asyncio.get_running_loop().time() + delay)
 
     async def _publish(self, sync: FolderSync, prefixes: list[str], *, trust_stat: bool) -> None:
         """Publish the changes under ``prefixes`` batch by batch, recording each acknowledged one."""
