@@ -132,7 +132,7 @@ class IndexingConsumer:
             bootstrap_servers=s.bootstrap_servers,
             acks="all",
             enable_idempotence=True,
-            max_request_size=s.max_document_bytes + 1024 * 1024,
+            max_request_size=s.max_record_bytes,
         )
         await stack.enter_async_context(self._producer)
         self._consumer = AIOKafkaConsumer(
@@ -140,8 +140,8 @@ class IndexingConsumer:
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=s.max_document_bytes + 1024 * 1024,
-            fetch_max_bytes=max(52428800, s.max_document_bytes + 1024 * 1024),
+            max_partition_fetch_bytes=s.max_record_bytes,
+            fetch_max_bytes=max(52428800, s.max_record_bytes),
         )
         self._consumer.subscribe([s.input_topic], listener=_FinishOrAbandon(self))
         await stack.enter_async_context(self._consumer)
