@@ -69,7 +69,7 @@ def create_app(
                     settings.bootstrap_servers,
                     settings.chunks_topic,
                     vectors=VectorIndex() if settings.local_vectors else None,
-                    max_record_bytes=settings.max_document_bytes + 1024 * 1024,
+                    max_record_bytes=settings.max_record_bytes,
                     snapshot_dir=settings.snapshot_dir,
                     snapshot_interval_s=settings.snapshot_interval_s,
                     snapshot_keep=settings.snapshot_keep,
@@ -107,7 +107,7 @@ def create_app(
             publisher = EventPublisher(
                 settings.bootstrap_servers,
                 settings.events_topic,
-                max_event_bytes=settings.max_document_bytes + 1024 * 1024,
+                max_event_bytes=settings.max_record_bytes,
             )
             stack.push_async_callback(publisher.stop)
             try:
