@@ -74,7 +74,8 @@ class SearchRequest(BaseModel):
         + ' per key, e.g. {"lang": "en", "year": {"$gte": 2020}}',
     )
     mode: SearchMode = Field(
-        default="hybrid", description="vector, lexical (BM25) or hybrid (both, reciprocal rank fusion)"
+        default="hybrid",
+        description="vector, lexical (BM25) or hybrid (both, fused as RAGSTREAM_HYBRID_FUSION says)",
     )
     offset: Annotated[int, Field(ge=0, description="hits to skip, for pagination")] = 0
     source: Annotated[str, Field(min_length=1)] | None = Field(
@@ -163,7 +164,7 @@ class SearchHit(BaseModel):
     )
     fused_score: float | None = Field(
         default=None,
-        description="Weighted reciprocal rank fusion, scaled so that 1.0 = first for every retriever",
+        description="the hybrid fusion's score in [0, 1]; 1.0 = first for every retriever",
     )
     rerank_score: float | None = None
 
