@@ -49,7 +49,7 @@ def chroma_answer(status: int, body: dict[str, str] | None = None, text: str = "
     )
     try:
         BaseHTTPClient._raise_chroma_error(response)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (whatever chromadb raises is the subject of the test)
         return exc
     raise AssertionError(f"chromadb accepted HTTP {status}")
 
@@ -63,10 +63,10 @@ def raised(outer: Exception, *, within: BaseException) -> Exception:
     """``outer`` as raised while handling ``within`` (how httpx and httpcore wrap socket errors)."""
     try:
         try:
-            raise within
-        except BaseException:
+            raise within  # noqa: TRY301 (an error raised inside a handler, as libraries do)
+        except BaseException:  # noqa: BLE001 (any error, chained as Python chains it)
             raise outer  # noqa: B904 (the implicit context is the point)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (the chained error is the subject of the test)
         return exc
 
 

@@ -110,7 +110,7 @@ async def base_url(
 @pytest.fixture(scope="module")
 async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[BrowserContext]:
     """Debian's Chromium, headless, with a new empty profile; Playwright only drives it."""
-    if not CHROMIUM.exists():
+    if not CHROMIUM.exists():  # noqa: ASYNC240 (once per session, before the browser starts)
         reason = f"{CHROMIUM} is missing: apt-get install chromium (make test installs it as root)"
         skip_or_fail(reason)
     async with async_playwright() as playwright:

@@ -81,7 +81,7 @@ def test_an_exception_is_a_field_of_its_line(
 ) -> None:
     configure_logging("stage", "json")
     try:
-        raise ValueError("bad event")
+        raise ValueError("bad event")  # noqa: TRY301 (a logged exception needs a live traceback)
     except ValueError:
         logging.getLogger("streams").exception("handling failed")
 

@@ -19,7 +19,7 @@ def test_every_setting_belongs_to_exactly_one_group() -> None:
 
 
 def test_settings_is_made_of_the_groups_alone() -> None:
-    assert SETTINGS_GROUPS == Settings.__bases__
+    assert Settings.__bases__ == SETTINGS_GROUPS
     assert all(isinstance(Settings(), group) for group in SETTINGS_GROUPS)
 
 
