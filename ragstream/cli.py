@@ -58,31 +58,30 @@ async def _publish(settings: Settings, events: list[DocumentEvent], label: str) 
     async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(label, total=len(events))
-            for start in range(0, len(events), PUBLISH_BATCH):
-                batch = events[start : start + PUBLISH_BATCH]
-                await publisher.publish_many(batch)
-                progress.advance(task, len(batch))
+            await publisher.publish_in_batches(
+                events, PUBLISH_BATCH, on_batch=lambda batch: progress.advance(task, len(batch))
+            )
     return len(events)
 
 
 async def _wait_until_indexed(settings: Settings) -> None:
-    """Show the lag of every hop to the index until it reaches zero (the caller bounds the wait)."""
-    from streams.hops import drained, read_pipeline_lag
-    from streams.lag import LagReader
+    """Show the lag of every hop to the index until it reaches zero, for at most
+    SAMPLE_INDEX_TIMEOUT_S (then `DrainTimeout` says which hop was still behind)."""
+    from deploy.drain import wait_drained
+    from streams.hops import HopLag
 
-    async with LagReader(settings.bootstrap_servers) as lag:
-        first: int | None = None
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("indexing", total=None)
-            while True:
-                hops = await read_pipeline_lag(lag, settings)
-                remaining = sum(hop.lag for hop in hops)
-                first = remaining if first is None else max(first, remaining)
-                progress.update(task, total=first, completed=first - remaining)
-                if drained(hops):
-                    return
-                await asyncio.sleep(0.5)
+    first: int | None = None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("indexing", total=None)
+
+        def show(hops: list[HopLag]) -> None:
+            nonlocal first
+            remaining = sum(hop.lag for hop in hops)
+            first = remaining if first is None else max(first, remaining)
+            progress.update(task, total=first, completed=first - remaining)
+
+        await wait_drained(settings, timeout=SAMPLE_INDEX_TIMEOUT_S, on_lag=show)
 
 
 @app.command()
@@ -120,13 +119,7 @@ def up(
     if sample_documents:
         events = list(wiki_events(sample_documents))
         asyncio.run(_publish(settings, events, f"publishing {len(events)} Wikipedia articles"))
-        try:
-            asyncio.run(asyncio.wait_for(_wait_until_indexed(settings), SAMPLE_INDEX_TIMEOUT_S))
-        except TimeoutError:
-            raise TimeoutError(
-                f"events were still waiting to be indexed after {SAMPLE_INDEX_TIMEOUT_S:.0f}s: "
-                "see `ragstream status`"
-            ) from None
+        asyncio.run(_wait_until_indexed(settings))
     console.print(
         f"\nSearch it in a browser, with live lag and freshness: {stack.api_url}/\n"
         f"or:\n  curl -s {stack.api_url}/v1/search -H 'content-type: application/json' "

@@ -36,22 +36,11 @@ def module_settings(kafka_broker: KafkaBroker, chroma_server: ChromaServer) -> C
     no two modules (or two calls) share any; two partitions unless overridden."""
 
     def make(prefix: str, **overrides: Any) -> Settings:
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        values: dict[str, Any] = {
-            "bootstrap_servers": kafka_broker.bootstrap_servers,
-            "chroma_port": chroma_server.port,
-            "collection": name,
-            "events_topic": f"{name}.events",
-            "changes_topic": f"{name}.changes",
-            "dlq_topic": f"{name}.dlq",
-            "stats_topic": f"{name}.stats",
-            "chunks_topic": f"{name}.chunks",
-            "feedback_topic": f"{name}.feedback",
-            "consumer_group": f"{name}-indexer",
-            "streams_app_id": f"{name}-changes",
-            "partitions": 2,
-        }
-        return Settings(**{**values, **overrides})
+        base = Settings(
+            bootstrap_servers=kafka_broker.bootstrap_servers, chroma_port=chroma_server.port, partitions=2
+        )
+        named = base.namespaced(f"{prefix}-{uuid.uuid4().hex[:8]}")
+        return Settings.model_validate(named.model_dump() | overrides)
 
     return make
 
