@@ -210,12 +210,6 @@ class ConsumerSettings(SettingsGroup):
         description="what the indexing consumers read: the changes stage's output (validated, normalised, "
         "deduplicated; needs `ragstream streams` running), or the raw events",
     )
-    consumers: int = Field(
-        default=1,
-        ge=1,
-        description="not read: the group's size comes from `consumers_min` and `consumers_max`, or "
-        "`ragstream consume --consumers N`",
-    )
     consumer_num_cpus: float = Field(
         default=1.0, ge=0, description="Ray CPUs reserved per consumer actor (a scheduling figure)"
     )
