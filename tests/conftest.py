@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +76,14 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaSe
     """A Chroma server; its address is `chroma_server.url`."""
     with _private_stack_or_skip("Chroma server", tmp_path_factory.mktemp("chroma"), kafka=False) as stack:
         yield stack.chroma
+
+
+@pytest.fixture(scope="module")
+def module_namespace(request: pytest.FixtureRequest) -> str:
+    """A name of the test module's own: its name and a random suffix, e.g. ``bad-input-3f9a1c``.
+
+    The prefix of the module's topics, consumer groups and collection (``Settings.namespaced``):
+    modules share the session's broker and Chroma, whose start is slow, and never each other's data.
+    """
+    stem = request.module.__name__.rpartition(".")[2].removeprefix("test_").replace("_", "-")
+    return f"{stem}-{uuid.uuid4().hex[:6]}"

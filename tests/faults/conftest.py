@@ -13,6 +13,7 @@ import pytest
 import ray
 from aiokafka.errors import KafkaError
 from fault_oracle import differences, expected_index
+from in_flight import InFlight
 
 from consumers.actors import RAY_NAMESPACE, ConsumerGroup
 from deploy import RayCluster
@@ -31,6 +32,12 @@ class Scenario:
     settings: Settings
     group: ConsumerGroup | None = None
     published: list[DocumentEvent] = field(default_factory=list)
+    #: The work in flight at each fault, noted by the test as it does them.
+    faults: InFlight = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.faults = InFlight(s.bootstrap_servers, s.input_topic, s.consumer_group)
 
     async def start_consumers(self, count: int) -> ConsumerGroup:
         await ensure_topics(self.settings)
@@ -39,10 +46,27 @@ class Scenario:
         await asyncio.to_thread(self.group.wait_ready)
         return self.group
 
-    async def publish(self, events: list[DocumentEvent], slice_size: int = 50, pause: float = 0.1) -> None:
-        """Publish in slices; a slice that fails (broker down) is sent again until acknowledged."""
+    async def publish(
+        self,
+        events: list[DocumentEvent],
+        slice_size: int = 50,
+        pause: float = 0.1,
+        until: asyncio.Event | None = None,
+        backlog: int | None = None,
+    ) -> None:
+        """Publish in slices; a slice that fails (broker down) is sent again until acknowledged.
+
+        With ``until``, stop at the first slice after it is set: a scenario publishes while its
+        faults are done, however long they take, and the stream is what was published by then.
+        With ``backlog``, hold a slice back while that many events wait for the consumers: the
+        work in flight stays bounded on a slow machine, and so does the time to drain it.
+        """
         async with EventPublisher(self.settings.bootstrap_servers, self.settings.events_topic) as publisher:
             for start in range(0, len(events), slice_size):
+                if backlog is not None:
+                    await self._while_backlog_reaches(backlog, until)
+                if until is not None and until.is_set():
+                    return
                 part = events[start : start + slice_size]
                 deadline = time.monotonic() + 120
                 while True:
@@ -55,6 +79,16 @@ class Scenario:
                         await asyncio.sleep(1)
                 self.published.extend(part)
                 await asyncio.sleep(pause)
+
+    async def _while_backlog_reaches(self, most: int, until: asyncio.Event | None) -> None:
+        while until is None or not until.is_set():
+            try:
+                _, waiting = await self.faults.read()
+            except KafkaError:
+                return  # a broker restarting: the slice goes, and is sent again if it must
+            if waiting < most:
+                return
+            await asyncio.sleep(0.5)
 
     async def drain(self, timeout: float = 420) -> None:
         deadline = time.monotonic() + timeout

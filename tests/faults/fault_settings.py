@@ -7,17 +7,12 @@ import uuid
 from schemas import Settings
 
 
-def fault_settings(bootstrap_servers: str, chroma_port: int, **overrides) -> Settings:
-    name = f"faults-{uuid.uuid4().hex[:8]}"
+def fault_settings(namespace: str, bootstrap_servers: str, chroma_port: int, **overrides) -> Settings:
+    """Settings named by ``namespace`` (the test module's) and a random suffix: each scenario
+    compares a whole collection with its oracle, so no two scenarios may share one."""
     values = dict(
         bootstrap_servers=bootstrap_servers,
         chroma_port=chroma_port,
-        events_topic=f"{name}.events",
-        dlq_topic=f"{name}.dlq",
-        stats_topic=f"{name}.stats",
-        chunks_topic=f"{name}.chunks",
-        consumer_group=name,
-        collection=name,
         partitions=6,
         chunk_size=300,
         chunk_overlap=0,
@@ -28,4 +23,4 @@ def fault_settings(bootstrap_servers: str, chroma_port: int, **overrides) -> Set
         consumer_input="events",
     )
     values.update(overrides)
-    return Settings(**values)
+    return Settings(**values).namespaced(f"{namespace}-{uuid.uuid4().hex[:6]}")

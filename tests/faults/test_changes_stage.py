@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 from change_arrivals import Arrival, ChangeArrivals, longest_pause, partitions_by_client
 from fault_oracle import differences, event_stream, expected_index
 from fault_settings import fault_settings
+from in_flight import InFlight
 from scale import scaled, scaled_timeout
 from stage_process import StageProcess
 
@@ -31,13 +32,13 @@ from streams.topics import ensure_topics
 pytestmark = [pytest.mark.integration, scaled_timeout()]
 
 
-def stage_settings(bootstrap_servers: str, tmp_path: Path, chroma_port: int = 8000, **overrides) -> Settings:
-    name = f"faults-{uuid.uuid4().hex[:8]}"
+def stage_settings(
+    namespace: str, bootstrap_servers: str, tmp_path: Path, chroma_port: int = 8000, **overrides
+) -> Settings:
     return fault_settings(
+        namespace,
         bootstrap_servers,
         chroma_port,
-        changes_topic=f"{name}.changes",
-        streams_app_id=f"{name}-stage",
         consumer_input="changes",
         state_dir=tmp_path / "state",
         **overrides,
@@ -80,8 +81,8 @@ def changes_by_doc(records: list[ConsumerRecord]) -> dict[str, list[dict | None]
 
 
 @pytest.fixture
-async def running_stage(kafka_broker, tmp_path):
-    settings = stage_settings(kafka_broker.bootstrap_servers, tmp_path, partitions=3)
+async def running_stage(kafka_broker, module_namespace, tmp_path):
+    settings = stage_settings(module_namespace, kafka_broker.bootstrap_servers, tmp_path, partitions=3)
     await ensure_topics(settings)
     stage = StageProcess(settings, tmp_path / "stage.log")
     stage.start()
@@ -152,9 +153,9 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
 
 
 async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
-    kafka_broker, chroma_server, scenario_factory, tmp_path
+    kafka_broker, chroma_server, module_namespace, scenario_factory, tmp_path
 ):
-    settings = stage_settings(kafka_broker.bootstrap_servers, tmp_path, chroma_server.port)
+    settings = stage_settings(module_namespace, kafka_broker.bootstrap_servers, tmp_path, chroma_server.port)
     scenario = scenario_factory(settings)
     stage = StageProcess(settings, tmp_path / "stage.log")
     await ensure_topics(settings)
@@ -167,21 +168,31 @@ async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
 
 async def _kill_the_stage_mid_stream(stage: StageProcess, scenario, settings: Settings) -> None:
     await scenario.start_consumers(1)
-    events = event_stream(11, scaled(60, 300), scaled(500, 5_000), "stage-kill")
-    # Every document once more, unchanged: the stage must drop all of these.
-    latest = {e.doc_id: e for e in events}
-    repeats = [e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in latest.values()]
-    publishing = asyncio.create_task(scenario.publish(events + repeats, slice_size=25, pause=0.2))
-    await asyncio.sleep(3)
-    assert not publishing.done(), "the first kill must land mid-stream"
-    # The whole stage dies (supervisor and worker) and is started again by hand...
+    # What the stage has in flight: it is the stage that dies here, not the consumers.
+    faults = InFlight(settings.bootstrap_servers, settings.events_topic, settings.streams_app_id)
+    # Events go on arriving, 50 a second (fewer while 500 wait for the consumers), until the
+    # stage has died twice and works again.
+    killed_enough = asyncio.Event()
+    events = event_stream(11, scaled(60, 300), scaled(5_000, 20_000), "stage-kill")
+    publishing = asyncio.create_task(
+        scenario.publish(events, slice_size=10, pause=0.2, until=killed_enough, backlog=500)
+    )
+    # The whole stage dies (supervisor and worker) once it has committed its first changes, and
+    # is started again by hand...
+    await faults.before("the whole stage killed", publishing)
     await asyncio.to_thread(stage.kill)
     stage.start()
-    await asyncio.sleep(3)
-    # ...then only its worker dies, and the supervisor starts it again.
+    # ...then, once it works again, only its worker dies, and the supervisor starts it again.
+    await faults.before("the stage's worker killed", publishing)
     killed = await asyncio.to_thread(stage.kill_worker)
     await asyncio.to_thread(stage.worker_pid, 0, killed)
+    await faults.until_flowing(publishing)
+    killed_enough.set()
     await publishing
+    # Every document once more, unchanged: the stage must drop all of these.
+    latest = {e.doc_id: e for e in scenario.published}
+    repeats = [e.model_copy(update={"event_id": uuid.uuid4().hex}) for e in latest.values()]
+    await scenario.publish(repeats, slice_size=25, pause=0.2)
     await wait_drained(settings, settings.events_topic, settings.streams_app_id, timeout=150)
     stage.assert_running()
     await wait_drained(settings, settings.changes_topic, settings.consumer_group, timeout=300)
@@ -192,6 +203,10 @@ async def _kill_the_stage_mid_stream(stage: StageProcess, scenario, settings: Se
     )
     problems = differences(expected, await scenario.index_content())
     assert not problems, "\n".join(problems)
+    faults.assert_mid_stream(
+        "the stream (events) ran out before the stage had died twice: make it longer",
+        while_publishing=True,
+    )
 
 
 #: Events per second published while a stage worker is killed (the rate the goal is stated at).
@@ -199,9 +214,9 @@ RATE = 5
 
 
 async def test_a_killed_stage_worker_hands_its_partitions_to_the_other_and_the_flow_resumes(
-    kafka_broker, tmp_path
+    kafka_broker, module_namespace, tmp_path
 ):
-    settings = stage_settings(kafka_broker.bootstrap_servers, tmp_path, stage_workers=2)
+    settings = stage_settings(module_namespace, kafka_broker.bootstrap_servers, tmp_path, stage_workers=2)
     await ensure_topics(settings)
     stage = StageProcess(settings, tmp_path / "stage.log")
     arrivals = ChangeArrivals(settings.bootstrap_servers, settings.changes_topic, settings.partitions)
@@ -237,7 +252,7 @@ async def _kill_one_of_two_workers_under_load(
     assert any(published[key][1] in victim_partitions for key in done_before if key in published)
     killed = await asyncio.to_thread(stage.kill_worker, workers[victim])
     killed_at = time.monotonic()
-    assert not publishing.done(), "the kill must land mid-stream"
+    assert not publishing.done(), "the kill must land mid-stream: publish for longer (RATE, events)"
     await asyncio.to_thread(stage.worker_pid, workers[victim], killed)
     await publishing
     await wait_drained(s, s.events_topic, s.streams_app_id, timeout=120)

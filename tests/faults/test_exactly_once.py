@@ -19,16 +19,31 @@ from schemas.fault_injection import CRASH_BEFORE_COMMIT_ENV
 
 pytestmark = [pytest.mark.integration, scaled_timeout()]
 
-DOCUMENTS, EVENTS = scaled(150, 600), scaled(1500, 12_000)
-#: Events published around a restart of Chroma or a broker.
-RESTART_EVENTS = scaled(800, 6_000)
+DOCUMENTS = scaled(150, 600)
+#: The most events a scenario may publish. Each publishes until its faults are done and the work
+#: resumed after them, however long that takes on a loaded machine; each fault waits until the
+#: first documents are indexed (after a fault, until the work resumed) while others still wait.
+STREAM = scaled(20_000, 80_000)
+#: The most events left waiting for the consumers while a scenario publishes: work is in flight
+#: at every fault, and draining it afterwards takes seconds, even on a slow machine.
+BACKLOG = 1_000
+#: What to change when a fault found nothing in flight.
+REMEDY = (
+    "the stream ran out before the faults were done (make STREAM longer), or the consumers did not "
+    "index anything for 3 minutes after a fault"
+)
 #: How many times the kill scenario kills a consumer.
 KILLS = scaled(3, 12)
 
 
-async def kill_an_actor(group, rng: random.Random) -> int:
-    actor = rng.choice(group.actors)
-    pid = await asyncio.to_thread(ray.get, actor.pid.remote(), timeout=180)
+def kill_a_running_actor(group, rng: random.Random) -> int:
+    """SIGKILL a consumer picked at random among those running now (one that Ray is restarting
+    answers only once it is back); returns its pid."""
+    calls = [actor.pid.remote() for actor in group.actors]
+    running, _ = ray.wait(calls, num_returns=len(calls), timeout=1)
+    if not running:
+        running, _ = ray.wait(calls, num_returns=1, timeout=180)
+    pid = rng.choice(sorted(ray.get(running)))
     os.kill(pid, signal.SIGKILL)
     return pid
 
@@ -47,98 +62,145 @@ def consumers_crash_before_commit(monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 
 
 async def test_killed_consumers_leave_the_index_exactly_as_the_oracle(
-    consumers_crash_before_commit, kafka_broker, chroma_server, scenario_factory
+    consumers_crash_before_commit, kafka_broker, chroma_server, module_namespace, scenario_factory
 ):
-    settings = fault_settings(kafka_broker.bootstrap_servers, chroma_server.port)
+    settings = fault_settings(module_namespace, kafka_broker.bootstrap_servers, chroma_server.port)
     scenario = scenario_factory(settings)
     group = await scenario.start_consumers(2)
     rng = random.Random(7)
-    publishing = asyncio.create_task(scenario.publish(event_stream(1, DOCUMENTS, EVENTS, "kill")))
+    done = asyncio.Event()
+    publishing = asyncio.create_task(
+        scenario.publish(event_stream(1, DOCUMENTS, STREAM, "kill"), until=done, backlog=BACKLOG)
+    )
     killed = []
-    for _ in range(KILLS):
-        await asyncio.sleep(rng.uniform(2, 6))
-        killed.append(await kill_an_actor(group, rng))
+    for number in range(1, KILLS + 1):
+        await asyncio.sleep(rng.uniform(0, 2))  # a random point of the stream
+        await scenario.faults.before(f"consumer kill {number} of {KILLS}", publishing)
+        killed.append(await asyncio.to_thread(kill_a_running_actor, group, rng))
+    await scenario.faults.until_flowing(publishing)
+    done.set()
     await publishing
     await scenario.assert_index_matches_oracle()
     assert len(set(killed)) == KILLS
+    scenario.faults.assert_mid_stream(REMEDY)
 
 
 async def test_a_rebalance_mid_stream_leaves_the_index_exactly_as_the_oracle(
-    kafka_broker, chroma_server, scenario_factory
+    kafka_broker, chroma_server, module_namespace, scenario_factory
 ):
-    scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma_server.port))
+    scenario = scenario_factory(
+        fault_settings(module_namespace, kafka_broker.bootstrap_servers, chroma_server.port)
+    )
     group = await scenario.start_consumers(1)
-    publishing = asyncio.create_task(scenario.publish(event_stream(2, DOCUMENTS, EVENTS, "rebalance")))
-    await asyncio.sleep(3)
+    done = asyncio.Event()
+    publishing = asyncio.create_task(
+        scenario.publish(event_stream(2, DOCUMENTS, STREAM, "rebalance"), until=done, backlog=BACKLOG)
+    )
+    await scenario.faults.until_flowing(publishing)
+    # A member joins the group as soon as it has loaded its model, and the group rebalances.
     await asyncio.to_thread(group.add)
-    await asyncio.sleep(6)
+    await asyncio.to_thread(group.wait_ready)
+    await scenario.faults.before("a second member joins", publishing)
     await asyncio.to_thread(group.add)
     await asyncio.to_thread(group.wait_ready)  # the member to remove must have joined first
-    await asyncio.sleep(3)
+    await scenario.faults.before("a third member joins", publishing)
+    await scenario.faults.before("the newest member leaves", publishing)
     await asyncio.to_thread(group.remove)
+    await scenario.faults.until_flowing(publishing)
+    done.set()
     await publishing
     await scenario.assert_index_matches_oracle()
+    scenario.faults.assert_mid_stream(REMEDY, while_publishing=True)
 
 
-async def test_a_chroma_restart_mid_stream_skips_nothing(kafka_broker, tmp_path, scenario_factory):
+async def test_a_chroma_restart_mid_stream_skips_nothing(
+    kafka_broker, tmp_path, module_namespace, scenario_factory
+):
     chroma = ChromaServer(tmp_path, free_port())
     chroma.start()
-    scenario = scenario_factory(fault_settings(kafka_broker.bootstrap_servers, chroma.port))
+    scenario = scenario_factory(fault_settings(module_namespace, kafka_broker.bootstrap_servers, chroma.port))
     try:
         await scenario.start_consumers(1)
+        done = asyncio.Event()
         publishing = asyncio.create_task(
-            scenario.publish(event_stream(3, DOCUMENTS, RESTART_EVENTS, "chroma"))
+            scenario.publish(
+                event_stream(3, DOCUMENTS, STREAM, "chroma"), slice_size=25, until=done, backlog=BACKLOG
+            )
         )
-        await asyncio.sleep(4)
+        await scenario.faults.before("Chroma killed", publishing)
         await asyncio.to_thread(chroma.kill)
         await asyncio.sleep(5)
         await asyncio.to_thread(chroma.start)
+        await scenario.faults.until_flowing(publishing)
+        done.set()
         await publishing
         await scenario.assert_index_matches_oracle()
     finally:
         await asyncio.to_thread(scenario.stop)  # consumers go before the service they talk to
         await asyncio.to_thread(chroma.stop)
+    scenario.faults.assert_mid_stream(REMEDY)
 
 
-async def test_a_broker_restart_mid_stream_skips_nothing(chroma_server, tmp_path, scenario_factory):
+async def test_a_broker_restart_mid_stream_skips_nothing(
+    chroma_server, tmp_path, module_namespace, scenario_factory
+):
     broker = KafkaBroker(tmp_path, free_port())
     broker.start()
-    scenario = scenario_factory(fault_settings(broker.bootstrap_servers, chroma_server.port))
+    scenario = scenario_factory(
+        fault_settings(module_namespace, broker.bootstrap_servers, chroma_server.port)
+    )
     try:
         await scenario.start_consumers(1)
+        done = asyncio.Event()
         publishing = asyncio.create_task(
-            scenario.publish(event_stream(4, DOCUMENTS, RESTART_EVENTS, "broker"))
+            scenario.publish(
+                event_stream(4, DOCUMENTS, STREAM, "broker"), slice_size=25, until=done, backlog=BACKLOG
+            )
         )
-        await asyncio.sleep(4)
+        await scenario.faults.before("the broker killed", publishing)
         await asyncio.to_thread(broker.kill)
         await asyncio.sleep(3)
         await asyncio.to_thread(broker.start)
+        await scenario.faults.until_flowing(publishing)
+        done.set()
         await publishing
         await scenario.assert_index_matches_oracle()
     finally:
         await asyncio.to_thread(scenario.stop)  # consumers go before the service they talk to
         await asyncio.to_thread(broker.stop)
+    # The publisher too was cut off mid-stream, and sent its slice again.
+    scenario.faults.assert_mid_stream(REMEDY, while_publishing=True)
 
 
 async def test_losing_one_of_three_brokers_for_good_loses_no_acknowledged_event(
-    chroma_server, tmp_path, scenario_factory
+    chroma_server, tmp_path, module_namespace, scenario_factory
 ):
     cluster = KafkaCluster(tmp_path, size=3)
     await asyncio.to_thread(cluster.start)
     settings = fault_settings(
-        cluster.bootstrap_servers, chroma_server.port, replication_factor=3, min_insync_replicas=2
+        module_namespace,
+        cluster.bootstrap_servers,
+        chroma_server.port,
+        replication_factor=3,
+        min_insync_replicas=2,
     )
     scenario = scenario_factory(settings)
     try:
         await scenario.start_consumers(1)
+        done = asyncio.Event()
         publishing = asyncio.create_task(
-            scenario.publish(event_stream(5, DOCUMENTS, RESTART_EVENTS, "replicated"))
+            scenario.publish(
+                event_stream(5, DOCUMENTS, STREAM, "replicated"), slice_size=25, until=done, backlog=BACKLOG
+            )
         )
-        await asyncio.sleep(5)
+        await scenario.faults.before("a broker lost for good", publishing)
         await asyncio.to_thread(cluster.brokers[1].kill)
+        await scenario.faults.until_flowing(publishing)
+        done.set()
         await publishing
         # Every event the brokers acknowledged (the oracle's input) is in the index.
         await scenario.assert_index_matches_oracle()
     finally:
         await asyncio.to_thread(scenario.stop)
         await asyncio.to_thread(cluster.stop)
+    scenario.faults.assert_mid_stream(REMEDY, while_publishing=True)

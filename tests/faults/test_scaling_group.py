@@ -71,10 +71,15 @@ class GroupWatch:
         raise AssertionError(f"{what}: not seen in {timeout:.0f}s; last readings {self.readings[-5:]}")
 
 
-def scaling_settings(kafka_broker, chroma_server, **overrides) -> Settings:
+def scaling_settings(namespace: str, kafka_broker, chroma_server, **overrides) -> Settings:
     """A fault scenario's settings for a group scaled between 1 and 2 actors."""
     return fault_settings(
-        kafka_broker.bootstrap_servers, chroma_server.port, consumers_min=1, consumers_max=2, **overrides
+        namespace,
+        kafka_broker.bootstrap_servers,
+        chroma_server.port,
+        consumers_min=1,
+        consumers_max=2,
+        **overrides,
     )
 
 
@@ -101,10 +106,11 @@ async def scaled_group(scenario, **controller_options) -> AsyncIterator[tuple[Co
 
 
 async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrinks_back(
-    kafka_broker, chroma_server, scenario_factory
+    kafka_broker, chroma_server, module_namespace, scenario_factory
 ):
     # Short timers: a step needs 2 s of lag, a shrink 4 s of quiet, and steps are 6 s apart.
     settings = scaling_settings(
+        module_namespace,
         kafka_broker,
         chroma_server,
         consumer_lag_per_actor=100,
@@ -133,11 +139,15 @@ async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrink
 
 
 async def test_a_killed_actor_is_not_serving_until_ray_restarts_it_and_is_not_replaced_meanwhile(
-    kafka_broker, chroma_server, scenario_factory
+    kafka_broker, chroma_server, module_namespace, scenario_factory
 ):
     # Any step the controller wrongly wanted would be taken at once.
     settings = scaling_settings(
-        kafka_broker, chroma_server, consumer_scale_up_after_s=0, consumer_scale_cooldown_s=0
+        module_namespace,
+        kafka_broker,
+        chroma_server,
+        consumer_scale_up_after_s=0,
+        consumer_scale_cooldown_s=0,
     )
     scenario = scenario_factory(settings)
     async with scaled_group(scenario, interval_s=1, answer_timeout_s=3) as (group, watch):
@@ -145,10 +155,16 @@ async def test_a_killed_actor_is_not_serving_until_ray_restarts_it_and_is_not_re
         pid: int = await asyncio.to_thread(lambda: ray.get(group.actors[0].pid.remote(), timeout=60))
 
         os.kill(pid, signal.SIGKILL)
-        await watch.until(lambda r: r.actual == 0, "the killed actor counted out", timeout=60)
-        # Published while no actor serves: under one actor's share, no second one is called for.
+        # Published at once, while no actor serves: under one actor's share, no second one is
+        # called for, though the events wait until Ray has restarted the killed one.
         await scenario.publish(event_stream(13, DOCUMENTS, AFTERWARDS, "restart"), slice_size=100)
+        counted_out = await watch.until(lambda r: r.actual == 0, "the killed actor counted out", timeout=60)
         await watch.until(lambda r: r.actual == 1 and r.desired == 1, "the actor restarted", timeout=180)
 
         assert len(group.actors) == 1
         await scenario.assert_index_matches_oracle()
+    assert counted_out.lag > 0, (
+        f"no event was waiting while the killed actor was counted out ({counted_out}): the scenario "
+        "never had the controller see lag with no actor serving; publish more events (AFTERWARDS, "
+        "kept under consumer_lag_per_actor)"
+    )
