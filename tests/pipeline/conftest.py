@@ -23,44 +23,43 @@ from streams.topics import ensure_topics
 from streams.watcher import FolderWatcher
 
 
-@pytest.fixture(scope="session")
-def pipeline_settings(kafka_broker, chroma_server, tmp_path_factory) -> Settings:
-    """The default topology: events → changes stage → docs.changes → indexers."""
+@pytest.fixture(scope="module")
+def pipeline_settings(kafka_broker, chroma_server, module_namespace, tmp_path_factory) -> Settings:
+    """The default topology (events → changes stage → docs.changes → indexers) on topics, groups
+    and a collection of the test module's own; the broker and Chroma are the session's."""
     return Settings(
         bootstrap_servers=kafka_broker.bootstrap_servers,
         chroma_port=chroma_server.port,
-        events_topic="e2e.events",
-        changes_topic="e2e.changes",
-        dlq_topic="e2e.dlq",
-        stats_topic="e2e.stats",
-        chunks_topic="e2e.chunks",
-        consumer_group="e2e-indexer",
-        streams_app_id="e2e-stage",
-        collection="e2e",
         partitions=6,
         chunk_size=1000,
         chunk_overlap=100,
         state_dir=tmp_path_factory.mktemp("pipeline-state"),
-    )
+    ).namespaced(module_namespace)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def changes_stage(pipeline_settings):
     await ensure_topics(pipeline_settings)
     stage = StageProcess(pipeline_settings, pipeline_settings.state_dir / "stage.log")
     stage.start()
     yield stage
-    stage.stop()
+    await asyncio.to_thread(stage.stop)
 
 
 @pytest.fixture(scope="session")
-async def consumer_group(pipeline_settings, changes_stage):
+def ray_session():
+    """Ray, once for the session: each module's consumer group starts its actors in it."""
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def consumer_group(pipeline_settings, changes_stage, ray_session):
     group = ConsumerGroup(pipeline_settings, count=2)
-    group.start()
+    await asyncio.to_thread(group.start)
     await asyncio.to_thread(group.wait_ready)
     yield group
     await asyncio.to_thread(group.stop)
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +67,7 @@ def query_embedder() -> Embedder:
     return Embedder()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def api(pipeline_settings, consumer_group, query_embedder):
     app = create_app(pipeline_settings, embedder=query_embedder)
     async with app.router.lifespan_context(app):
@@ -77,7 +76,7 @@ async def api(pipeline_settings, consumer_group, query_embedder):
             yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def publisher(pipeline_settings):
     async with EventPublisher(pipeline_settings.bootstrap_servers, pipeline_settings.events_topic) as pub:
         yield pub
@@ -145,7 +144,7 @@ class Pipeline:
         return sorted(hits, key=lambda h: h["metadata"]["chunk_index"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def pipeline(pipeline_settings, api, publisher, changes_stage) -> Pipeline:
     return Pipeline(pipeline_settings, api, publisher, changes_stage)
 

@@ -100,16 +100,19 @@ async def test_a_token_the_index_cannot_reach_in_time_is_a_504_saying_how_far_be
     assert str(10**9) in detail and "behind" in detail
 
 
-@pytest.mark.parametrize(
-    "token",
-    [
-        "not-a-token",
-        "e30",  # base64 of {}
-        ConsistencyToken("some.other.topic", 0, 1).encode(),
-        ConsistencyToken("e2e.events", 99, 1).encode(),
-    ],
-)
-async def test_a_bad_token_is_a_400(pipeline, token) -> None:
+#: A bad token per case, made from the module's events topic (its name has a random suffix).
+BAD_TOKENS = {
+    "not a token": lambda events_topic: "not-a-token",
+    "an empty object": lambda events_topic: "e30",  # base64 of {}
+    "another topic": lambda events_topic: ConsistencyToken("some.other.topic", 0, 1).encode(),
+    "a partition the topic lacks": lambda events_topic: ConsistencyToken(events_topic, 99, 1).encode(),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TOKENS))
+async def test_a_bad_token_is_a_400(pipeline, case) -> None:
+    token = BAD_TOKENS[case](pipeline.settings.events_topic)
+
     response = await search_doc(pipeline.api, "rw/none", "anything", "vector", token)
 
     assert response.status_code == 400, response.text
