@@ -15,6 +15,7 @@ from consumers.priority import SearchYieldingEncoder
 from consumers.search_activity import SearchActivity
 from engines.embedder import EMBEDDING_MEMORY_ENV, Embedder
 from schemas import Settings
+from schemas.fault_injection import fault_injection_env
 from schemas.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class ConsumerGroup:
                     "OMP_NUM_THREADS": str(threads),
                     **EMBEDDING_MEMORY_ENV,
                     "MALLOC_ARENA_MAX": "2",
+                    **fault_injection_env(),
                 }
             },
         ).remote(self._settings, threads)
