@@ -11,7 +11,8 @@ __all__ = ["HNSW_EF_SEARCH", "open_collection"]
 
 #: HNSW search breadth. Chroma's default (100) left a live record unreachable by its own
 #: embedding after 100k upserts and deletes over 1,000 ids (1 of 620, chromadb 1.5.9; the churn
-#: test with ``pytest --long``); at 200 every record was found first, for a few ms more per query.
+#: test with ``pytest --long``); at 200 every record is found, first in all but at most ~1 in 600
+#: (the graph is built on several threads, so it differs from run to run), for a few ms more per query.
 HNSW_EF_SEARCH = 200
 
 
