@@ -13,7 +13,7 @@ from schemas.dead_letter import DeadLetter
 from streams.errors import broker_calls
 from streams.topic_records import read_topic_records
 
-__all__ = ["DeadLetter", "StoredDeadLetter", "matches", "read_dead_letters", "send_dead_letters"]
+__all__ = ["StoredDeadLetter", "matches", "read_dead_letters", "send_dead_letters"]
 
 
 async def send_dead_letters(producer: AIOKafkaProducer, topic: str, letters: list[DeadLetter]) -> None:
