@@ -21,6 +21,7 @@ from schemas.settings_groups import (
     EmbeddingSettings,
     KafkaSettings,
     QueryModelSettings,
+    ReindexSettings,
     ReplicaViewSettings,
     RuntimeSettings,
     ScalingSettings,
@@ -51,6 +52,7 @@ class Settings(
     SearchSettings,
     ReplicaViewSettings,
     AnswerSettings,
+    ReindexSettings,
     RuntimeSettings,
 ):
     """Every setting of every process: the groups, in the order docs/configuration.md lists them."""
@@ -84,6 +86,7 @@ class Settings(
             "dlq_topic": f"{prefix}.dlq",
             "stats_topic": f"{prefix}.stats",
             "feedback_topic": f"{prefix}.feedback",
+            "control_topic": f"{prefix}.control",
             "consumer_group": f"{prefix}-indexer",
             "streams_app_id": f"{prefix}-changes",
         }

@@ -25,6 +25,7 @@ __all__ = [
     "EmbeddingSettings",
     "KafkaSettings",
     "QueryModelSettings",
+    "ReindexSettings",
     "ReplicaViewSettings",
     "RuntimeSettings",
     "ScalingSettings",
@@ -123,6 +124,11 @@ class KafkaSettings(SettingsGroup):
     )
     feedback_topic: str = Field(
         default="feedback", description="ratings of search results and answers, kept forever"
+    )
+    control_topic: str = Field(
+        default="ragstream.control",
+        description="index generations and which one is active, compacted: the one record every "
+        "consumer and API replica follows (see docs/reindex.md)",
     )
     partitions: int = Field(
         default=6,
@@ -547,6 +553,27 @@ class AnswerSettings(SettingsGroup):
     )
     answer_extractive_sentences: int = Field(
         default=2, ge=1, le=10, description="sentences an extractive answer quotes"
+    )
+
+
+class ReindexSettings(SettingsGroup):
+    """Reindexing
+
+    Building a new index generation from the compacted changes topic while the active one serves.
+    """
+
+    reindex_keep_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds the previous generation is kept (and kept current) after a switch, so "
+        "that `ragstream reindex rollback` can switch back; then it is dropped",
+    )
+    reindex_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="nice value of a generation's consumers while it is being built, so that the "
+        "active generation's consumers keep live events fresh",
     )
 
 

@@ -51,6 +51,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         ),
         # One message per consumer incarnation, the latest one is all that matters.
         TopicSpec(settings.stats_topic, 1, {"cleanup.policy": "compact"}),
+        # Index generations and which one is active (schemas.generations): every record per key
+        # matters only in its latest version, and one partition keeps them in one order.
+        TopicSpec(settings.control_topic, 1, {"cleanup.policy": "compact"}),
         # Ratings of results and answers (key = hash of tenant and query). Every record is a case
         # the evaluation may grow by, so none expires and none is compacted away.
         TopicSpec(settings.feedback_topic, settings.partitions, {"retention.ms": "-1"}),

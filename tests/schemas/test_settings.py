@@ -18,6 +18,9 @@ from schemas.api_keys import ApiKeyEntry
 ENV_NAMES = frozenset(
     {
         "RAGSTREAM_ANSWER_EXTRACTIVE_SENTENCES",
+        "RAGSTREAM_CONTROL_TOPIC",
+        "RAGSTREAM_REINDEX_KEEP_S",
+        "RAGSTREAM_REINDEX_NICENESS",
         "RAGSTREAM_ANSWER_GENERATOR",
         "RAGSTREAM_ANSWER_LOCAL_GGUF",
         "RAGSTREAM_ANSWER_MAX_NEW_TOKENS",
@@ -121,6 +124,7 @@ EVERY_SETTING_CHANGED: dict[str, Any] = {
     "dlq_topic": "t.dlq",
     "stats_topic": "t.stats",
     "feedback_topic": "t.feedback",
+    "control_topic": "t.control",
     "partitions": 3,
     "replication_factor": 3,
     "min_insync_replicas": 2,
@@ -191,6 +195,8 @@ EVERY_SETTING_CHANGED: dict[str, Any] = {
     "snapshot_dir": Path("relative/snapshots"),
     "snapshot_interval_s": 0.1,
     "snapshot_keep": 5,
+    "reindex_keep_s": 60.0,
+    "reindex_niceness": 5,
     "answer_generator": "openai",
     "answer_template": "grounded.v2",
     "answer_max_new_tokens": 4096,
