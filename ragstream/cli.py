@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ragstream.api_key_cli import api_key_app
 from ragstream.dlq_cli import dlq_app
+from ragstream.reindex_cli import reindex_app
 from schemas import DocumentEvent, Settings
 from schemas.logs import configure_logging
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(api_key_app, name="api-key")
+app.add_typer(reindex_app, name="reindex")
 console = Console()
 
 PUBLISH_BATCH = 200
