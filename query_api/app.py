@@ -16,22 +16,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Info
 
-from engines.chroma import open_collection
 from query_api.auth import ApiKeyMiddleware
 from query_api.chunk_log_view import ChunkLogView
-from query_api.lexical import LexicalIndex
-from query_api.nearest import IndexUnreachable, NearestChunks
+from query_api.generations import QueryModels, ReplicaGenerations, SharedServices, default_replica_id
+from query_api.nearest import IndexUnreachable
 from query_api.prometheus_metrics import PipelineMetrics
-from query_api.query_embedding import QueryBatcher, TextEncoder
-from query_api.query_model import load_query_model
+from query_api.query_embedding import TextEncoder
 from query_api.replica_header import ReplicaHeaderMiddleware
 from query_api.request_ids import RequestIdMiddleware
 from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
 from query_api.stats import StatsTail
-from query_api.vector_coverage import VectorCoverage
-from query_api.vector_index import VectorIndex
 from schemas.settings import Settings
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
@@ -60,43 +56,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            # Started first, so that replaying the chunk log overlaps loading the models.
-            lexical_index = LexicalIndex(settings.lexical_index_dir)
-            stack.callback(lexical_index.close)
-            chunk_log_view = await stack.enter_async_context(
-                ChunkLogView(
-                    lexical_index,
-                    settings.bootstrap_servers,
-                    settings.chunks_topic,
-                    vectors=VectorIndex() if settings.local_vectors else None,
-                    max_record_bytes=settings.max_record_bytes,
-                    snapshot_dir=settings.snapshot_dir,
-                    snapshot_interval_s=settings.snapshot_interval_s,
-                    snapshot_keep=settings.snapshot_keep,
-                )
-            )
             # The default client settings on purpose: chromadb allows one settings object per
             # server address in a process, and the sink in the consumers uses the default.
             chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
-            collection = await open_collection(chroma, settings.collection)
-            nearest = await stack.enter_async_context(
-                NearestChunks(
-                    settings.chroma_host,
-                    settings.chroma_port,
-                    str(collection.id),
-                    max_batch=settings.query_batch_max,
-                )
-            )
-            vector_coverage = await stack.enter_async_context(VectorCoverage(chunk_log_view, collection))
-            model = embedder if embedder is not None else await asyncio.to_thread(load_query_model, settings)
-            query_batcher = QueryBatcher(model, settings.query_batch_max, chunk_log_view.vectors)
-            stack.push_async_callback(query_batcher.close)
-
-            active_reranker = (
-                reranker if reranker is not None else await asyncio.to_thread(load_reranker, settings)
-            )
-            await _wait_for_lexical(chunk_log_view, settings.lexical_startup_timeout_s)
-
             lag_reader = LagReader(settings.bootstrap_servers)
             stack.push_async_callback(lag_reader.stop)
             try:
@@ -118,25 +80,29 @@ def create_app(
             stats = await stack.enter_async_context(
                 StatsTail(settings.bootstrap_servers, settings.stats_topic)
             )
-
-            app.state.services = Services(
-                settings=settings,
-                chroma=chroma,
-                collection=collection,
-                embedder=model,
-                query_batcher=query_batcher,
-                nearest=nearest,
-                lag_reader=lag_reader,
-                stats=stats,
-                metrics=_with_replica_info(
-                    PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
-                ),
-                chunk_log_view=chunk_log_view,
-                vector_coverage=vector_coverage,
-                reranker=active_reranker,
-                publisher=publisher,
+            metrics = _with_replica_info(
+                PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
             )
+            generations = ReplicaGenerations(
+                settings, replica or default_replica_id(), chroma, QueryModels(settings, embedder)
+            )
+            stack.push_async_callback(generations.stop)
+            # The active generation's views start replaying here, while the models load.
+            await generations.start(SharedServices(chroma, lag_reader, stats, metrics, None, publisher))
+            active_reranker = (
+                reranker if reranker is not None else await asyncio.to_thread(load_reranker, settings)
+            )
+            await _wait_for_lexical(
+                generations.serving.services.chunk_log_view, settings.lexical_startup_timeout_s
+            )
+
+            def switch(services: Services) -> None:
+                app.state.services = services
+
+            app.state.generations = generations
+            app.state.services = generations.serve(active_reranker, switch)
             stack.callback(delattr, app.state, "services")
+            stack.callback(delattr, app.state, "generations")
             _freeze_startup_objects(stack)
             yield
 

@@ -167,6 +167,9 @@ class SearchHit(BaseModel):
         description="the hybrid fusion's score in [0, 1]; 1.0 = first for every retriever",
     )
     rerank_score: float | None = None
+    generation: int = Field(
+        default=0, description="the index generation this chunk comes from (its chunking and model)"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -181,6 +184,10 @@ class SearchResponse(BaseModel):
     reranked: bool
     hits: list[SearchHit]
     took_ms: float
+    generation: int = Field(
+        default=0,
+        description="the index generation that answered: every hit comes from it, none from another",
+    )
 
 
 class DocumentInfo(BaseModel):

@@ -37,6 +37,8 @@ class ReplicaHealth:
 
     async def problem(self, services: Services) -> str | None:
         """Why this replica should leave the load balancer, or None while it should serve."""
+        # ``services`` are the generation it serves (its chunk log's name says which): a generation
+        # being built beside it, or kept for a rollback, may lag behind without harm.
         view = services.chunk_log_view
         if not view.caught_up:
             return f"the views have not replayed {view.topic} yet"

@@ -91,6 +91,7 @@ async def search(
         reranked=rerank,
         hits=[scope.hit(hit) for hit in candidates[request.offset : window]],
         took_ms=took_s * 1000,
+        generation=services.generation,
     )
 
 
@@ -196,6 +197,7 @@ async def _loaded(services: Services, ranking: list[_Ranked]) -> list[SearchHit]
                 indexed_at=float(indexed_at) if isinstance(indexed_at, int | float) else 0.0,
                 retrievers=ranked.retrievers,
                 fused_score=ranked.fused_score,
+                generation=services.generation,
             )
         )
     return hits

@@ -45,6 +45,9 @@ class Services:
     reranker: Reranker | None = None
     #: Publishes the documents written through the API; None = this instance accepts no writes.
     publisher: EventPublisher | None = None
+    #: The index generation these services answer from: its collection, chunk log and query
+    #: model (``settings`` is that generation's). Every search is answered by one generation.
+    generation: int = 0
 
 
 async def get_services(request: Request) -> Services:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from query_api.services import ServicesDep
@@ -43,10 +43,16 @@ class PipelineStats(BaseModel):
         "timestamps; null until a consumer has reported"
     )
     now: float = Field(description="the server's clock, unix seconds, to measure ages against")
+    generation: int = Field(default=0, description="the index generation this replica serves searches from")
+    generations_ready: list[int] = Field(
+        default_factory=list,
+        description="the generations whose views this replica holds caught up (the one it serves, "
+        "one being built, the one kept for a rollback), as its last heartbeat said",
+    )
 
 
 @router.get("/v1/stats")
-async def stats(services: ServicesDep) -> PipelineStats:
+async def stats(services: ServicesDep, request: Request) -> PipelineStats:
     """Counters of the whole pipeline and events consumed per second, for the status page."""
     now = time.time()
     totals = services.stats.totals()
@@ -64,4 +70,6 @@ async def stats(services: ServicesDep) -> PipelineStats:
         scaling_reason=scaling.reason if scaling else None,
         events_per_s=services.stats.events_per_s(now),
         now=now,
+        generation=services.generation,
+        generations_ready=list(getattr(getattr(request.app.state, "generations", None), "ready", ())),
     )
