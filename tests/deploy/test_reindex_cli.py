@@ -50,6 +50,13 @@ def control_records(settings: Settings) -> list[tuple[bytes | None, bytes | None
     return [(r.key, r.value) for r in records]
 
 
+def latest(settings: Settings, key: bytes) -> bytes:
+    """The control topic's last value under ``key`` (a tombstone fails the test)."""
+    value = dict(control_records(settings)).get(key)
+    assert value is not None, f"no record under {key!r}"
+    return value
+
+
 def write(settings: Settings, *records: tuple[bytes, bytes | None]) -> None:
     async def run() -> None:
         await ensure_topics(settings)
@@ -78,12 +85,11 @@ def test_a_reindex_writes_generation_0_and_the_new_one_and_reports_it_caught_up(
     assert "384-dimensional" in result.output  # the model was loaded in the command's own process
     assert "generation 1 written" in result.output and "has caught up" in result.output
     assert "not switched (--no-switch)" in result.output
-    records = dict(control_records(settings))
-    assert Generation.from_json(records[generation_key(0)]).shape == IndexShape.of(settings)
-    new = Generation.from_json(records[generation_key(1)])
+    assert Generation.from_json(latest(settings, generation_key(0))).shape == IndexShape.of(settings)
+    new = Generation.from_json(latest(settings, generation_key(1)))
     assert (new.number, new.shape.chunk_size, new.shape.chunk_overlap) == (1, 500, 50)
     assert new.shape.model == settings.model
-    assert ACTIVE_KEY not in records  # not switched
+    assert ACTIVE_KEY not in dict(control_records(settings))  # not switched
 
     status = ragstream(settings, "reindex", "status")
     assert status.exit_code == 0, status.output
@@ -164,7 +170,7 @@ def test_switch_writes_the_active_record_once_caught_up_and_every_replica_holds_
     assert "switched: generation 1 is active" in result.output, result.output
     assert "do not serve it yet: replica-a (serves 0)" in " ".join(result.output.split())
     assert result.exit_code == 1
-    active = ActiveGeneration.from_json(dict(control_records(settings))[ACTIVE_KEY])
+    active = ActiveGeneration.from_json(latest(settings, ACTIVE_KEY))
     assert (active.generation, active.previous) == (1, 0)
     assert started <= active.switched_at <= time.time()
 
@@ -213,7 +219,7 @@ def test_rollback_switches_back_to_the_kept_generation(settings):
 
     assert result.exit_code == 0, result.output
     assert "rolled back: generation 0 is active again" in result.output
-    active = ActiveGeneration.from_json(dict(control_records(settings))[ACTIVE_KEY])
+    active = ActiveGeneration.from_json(latest(settings, ACTIVE_KEY))
     assert (active.generation, active.previous) == (0, 1)
     status = ragstream(settings, "reindex", "status")
     rows = {line.split("│")[1].strip(): line for line in status.output.splitlines() if line.count("│") > 5}
