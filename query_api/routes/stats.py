@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
+from query_api.generations import ReplicaGenerations
 from query_api.services import ServicesDep
 
 __all__ = ["PipelineStats", "router"]
@@ -70,6 +72,13 @@ async def stats(services: ServicesDep, request: Request) -> PipelineStats:
         scaling_reason=scaling.reason if scaling else None,
         events_per_s=services.stats.events_per_s(now),
         now=now,
-        generation=services.generation,
-        generations_ready=list(getattr(getattr(request.app.state, "generations", None), "ready", ())),
+        **_generations(request),
     )
+
+
+def _generations(request: Request) -> dict[str, Any]:
+    """The generation served and those held ready; an app without generations serves 0 alone."""
+    generations: ReplicaGenerations | None = getattr(request.app.state, "generations", None)
+    if generations is None:
+        return {}
+    return {"generation": generations.serving.number, "generations_ready": list(generations.ready)}
