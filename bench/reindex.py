@@ -1,0 +1,305 @@
+"""Reindex: how fast a new generation is built beside the serving one, and how fresh live events
+stay meanwhile.
+
+    .venv/bin/python bench/reindex.py [--articles 2000] [--rounds 2] [--chunk-size 1100] [--rate 5]
+    .venv/bin/python bench/reindex.py --articles 200 --rounds 1   # a quick check
+
+Each round starts its own Kafka broker and Chroma server on free ports, then the system as
+``make up`` runs it, each part a process of its own: the changes stage (``ragstream streams``),
+the consumers (``ragstream consume --consumers 1``: one consumer actor per generation, on a local
+Ray) and the query API (``ragstream serve``, one uvicorn process). Then, one after the other:
+
+  1. first ingest: ``--articles`` Wikipedia lead sections (the ingest bench's corpus) at the
+     default chunking, timed from the first publish until every hop has committed every event;
+  2. rebuild: a reindex to ``--chunk-size`` (``ragstream.reindex``, as ``ragstream reindex
+     --no-switch`` writes it), timed from writing the generation's record until its consumer
+     group has committed every change that was in the changes topic then. Meanwhile new articles
+     are published at ``--rate`` per second, and each one's freshness is taken as
+     bench/freshness.py takes it: from the publish until a search through the API (filtered to
+     the document) finds it in the serving generation.
+
+chunks/s = the corpus's chunks at the pass's chunking (counted by the same chunker) ÷ the pass's
+seconds. The default rebuild chunking (1,100 characters, overlap 100) costs the model as much per
+chunk as the first ingest's 1,000 (both near all-MiniLM-L6-v2's 256-token limit), so their
+chunks/s compare; the goal is rebuild ÷ first ingest ≥ 0.9 in every round, with the rebuild at
+``reindex_niceness`` beside the live events. Rounds repeat the whole sequence on fresh services;
+the table gives each round, then the median and min–max. Saved as JSON under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._ingest_figures import Spread
+from bench._ingest_pipeline import WARM_UP_EVENT, publish_and_drain
+from bench._query_report import percentiles, save_results
+from bench.freshness import searchable_after
+from bench.query import api_process, wait_until_serving
+from deploy._process import ManagedProcess, free_port
+from deploy.private_stack import private_stack
+from engines.chunking import Chunker
+from engines.embedder import cpu_supports_bf16
+from ragstream.reindex import check_request, requested_shape, start_generation
+from ragstream.stack import LocalStack
+from schemas import DocumentEvent, Settings
+from schemas.generations import Generation, IndexShape
+from streams.corpus import wiki_events
+from streams.lag import LagReader
+from streams.publisher import EventPublisher
+
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+#: Live articles, beyond the corpus, published during a rebuild (cycled, each with a new doc_id).
+LIVE_ARTICLES = 300
+#: A rebuild whose group commits nothing new for this long has stalled: the round fails.
+STALL_S = 300.0
+POLL_S = 0.5
+
+
+def chunk_count(events: list[DocumentEvent], chunk_size: int, chunk_overlap: int) -> int:
+    chunker = Chunker(chunk_size, chunk_overlap)
+    return sum(len(chunker.split(event.doc_id, event.content)) for event in events)
+
+
+def live_event(held_out: list[DocumentEvent], number: int) -> DocumentEvent:
+    """The ``number``th live article: a held-out one under a doc_id of its own, new to the index."""
+    event = held_out[number % len(held_out)]
+    return event.model_copy(update={"doc_id": f"live/{number}/{event.doc_id}"})
+
+
+async def publish_live(
+    settings: Settings, api_url: str, held_out: list[DocumentEvent], rate: float, stop: asyncio.Event
+) -> list[float | None]:
+    """Publish live articles at ``rate`` per second until ``stop``; each one's publish → searchable s."""
+    probes: list[asyncio.Task[float | None]] = []
+    async with (
+        httpx.AsyncClient(base_url=api_url, timeout=60, trust_env=False) as api,
+        EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher,
+    ):
+        started = time.perf_counter()
+        while not stop.is_set():
+            # A steady schedule, not "sleep after each": a slow publish must not lower the rate.
+            delay = started + len(probes) / rate - time.perf_counter()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break
+                except TimeoutError:
+                    pass
+            event = live_event(held_out, len(probes))
+            probes.append(asyncio.create_task(searchable_after(api, publisher, event, "vector")))
+        return list(await asyncio.gather(*probes))
+
+
+async def wait_caught_up(
+    settings: Settings, generation: Generation, backlog: dict[int, int], processes: list[ManagedProcess]
+) -> None:
+    """Until the generation's group has committed, on every partition, the end offset that the
+    changes topic had when the rebuild began."""
+    own = generation.settings(settings)
+    async with LagReader(settings.bootstrap_servers) as lag:
+        last, moved_at = -1, time.monotonic()
+        while True:
+            committed = {
+                p.partition: p.committed or 0 for p in await lag.read(own.input_topic, own.consumer_group)
+            }
+            if all(committed.get(partition, 0) >= end for partition, end in backlog.items()):
+                return
+            if sum(committed.values()) != last:
+                last, moved_at = sum(committed.values()), time.monotonic()
+            for process in processes:
+                if not process.is_running():
+                    raise RuntimeError(
+                        f"the {process.name} exited; the end of its log:\n{process.log_tail()}"
+                    )
+            if time.monotonic() - moved_at > STALL_S:
+                consumers = processes[0]
+                raise RuntimeError(
+                    f"generation {generation.number}'s group {own.consumer_group} committed nothing new "
+                    f"for {STALL_S:.0f} s (at {committed}, of {backlog}); the consumers' log:\n"
+                    f"{consumers.log_tail()}"
+                )
+            await asyncio.sleep(POLL_S)
+
+
+async def rebuild(
+    settings: Settings,
+    shape: IndexShape,
+    api_url: str,
+    held_out: list[DocumentEvent],
+    rate: float,
+    processes: list[ManagedProcess],
+) -> tuple[float, list[float | None]]:
+    """Seconds until the new generation has caught up on the backlog, and the live articles'
+    freshness meanwhile."""
+    generation = await check_request(settings, shape)
+    async with LagReader(settings.bootstrap_servers) as lag:
+        backlog = await lag.end_offsets(settings.input_topic)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    await start_generation(settings, generation)
+    live = asyncio.create_task(publish_live(settings, api_url, held_out, rate, stop))
+    try:
+        await wait_caught_up(settings, generation, backlog, processes)
+        seconds = time.perf_counter() - started
+    finally:
+        stop.set()
+        latencies = await live
+    return seconds, latencies
+
+
+def run_round(
+    args: argparse.Namespace, events: list[DocumentEvent], held_out: list[DocumentEvent]
+) -> dict[str, Any]:
+    base = Settings(
+        collection="reindex",
+        precision=args.precision,
+        api_port=free_port(),
+        consumers_min=1,
+        consumers_max=1,
+        rerank=False,
+    )
+    with private_stack("reindex", base=base) as services:
+        settings = services.settings
+        stack = LocalStack(settings, consumers=1)
+        consumers, stage = stack.consumer_process(), stack.stage_process()
+        api = api_process(settings, services.state)
+        processes = [consumers, stage, api]
+        try:
+            for process in processes:
+                process.start()
+            url = f"http://127.0.0.1:{settings.api_port}"
+            wait_until_serving(api, url)
+            asyncio.run(publish_and_drain(settings, [WARM_UP_EVENT]))
+            load = os.getloadavg()[0]
+            console.print(f"first ingest: {len(events)} articles")
+            first_s = asyncio.run(publish_and_drain(settings, events))
+            shape = requested_shape(
+                IndexShape.of(settings), chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap
+            )
+            console.print(f"rebuild: {shape.describe()}, {args.rate:g} live articles/s meanwhile")
+            rebuild_s, latencies = asyncio.run(rebuild(settings, shape, url, held_out, args.rate, processes))
+        finally:
+            for process in reversed(processes):
+                process.stop()
+    first_chunks = chunk_count(events, settings.chunk_size, settings.chunk_overlap)
+    rebuild_chunks = chunk_count([WARM_UP_EVENT, *events], args.chunk_size, args.chunk_overlap)
+    found = [seconds * 1000 for seconds in latencies if seconds is not None]
+    first_rate, rebuild_rate = first_chunks / first_s, rebuild_chunks / rebuild_s
+    return {
+        "first": {"chunks": first_chunks, "seconds": first_s, "chunks_per_s": first_rate},
+        "rebuild": {"chunks": rebuild_chunks, "seconds": rebuild_s, "chunks_per_s": rebuild_rate},
+        "ratio": rebuild_rate / first_rate,
+        "live": {"published": len(latencies), "found": len(found), "fresh_ms": percentiles(found)},
+        "load": load,
+    }
+
+
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.0f}"  # NaN: too few values
+
+
+def report(rounds: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    columns = (
+        "round",
+        "first ingest chunks/s",
+        "rebuild chunks/s",
+        "ratio",
+        "live found",
+        "fresh p50 ms",
+        "p99",
+    )
+    for column in (*columns, "load avg before"):
+        table.add_column(column, justify="right")
+    for number, figures in enumerate(rounds, 1):
+        fresh = figures["live"]["fresh_ms"]
+        table.add_row(
+            str(number),
+            f"{figures['first']['chunks_per_s']:.1f}",
+            f"{figures['rebuild']['chunks_per_s']:.1f}",
+            f"{figures['ratio']:.2f}",
+            f"{figures['live']['found']}/{figures['live']['published']}",
+            _ms(fresh["p50"]),
+            _ms(fresh["p99"]),
+            f"{figures['load']:.1f}",
+        )
+
+    def spread(values: list[float], digits: int) -> str:
+        s = Spread.of(values)
+        return f"{s.median:.{digits}f} ({s.low:.{digits}f}–{s.high:.{digits}f})"
+
+    fresh = [figures["live"]["fresh_ms"] for figures in rounds]
+    table.add_section()
+    table.add_row(
+        "median (min–max)",
+        spread([f["first"]["chunks_per_s"] for f in rounds], 1),
+        spread([f["rebuild"]["chunks_per_s"] for f in rounds], 1),
+        spread([f["ratio"] for f in rounds], 2),
+        "",
+        spread([f["p50"] for f in fresh], 0),
+        spread([f["p99"] for f in fresh], 0),
+        "",
+    )
+    console.print(table)
+    missed = [number for number, figures in enumerate(rounds, 1) if figures["ratio"] < 0.9]
+    verdict = f"missed in round(s) {missed}" if missed else "met in every round"
+    console.print(f"goal rebuild ÷ first ingest ≥ 0.9: {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--articles", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=1100, help="the rebuild's chunk size")
+    parser.add_argument("--chunk-overlap", type=int, default=100, help="the rebuild's chunk overlap")
+    parser.add_argument("--rate", type=float, default=5, help="live articles per second during the rebuild")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=Settings().precision)
+    args = parser.parse_args()
+    # Resolved here as the consumers resolve it, so that the table says what ran.
+    if args.precision == "auto":
+        args.precision = "bf16" if cpu_supports_bf16() else "fp32"
+
+    articles = list(wiki_events(args.articles + LIVE_ARTICLES))
+    events, held_out = articles[: args.articles], articles[args.articles :]
+    defaults = Settings()
+    first = chunk_count(events, defaults.chunk_size, defaults.chunk_overlap)
+    again = chunk_count(events, args.chunk_size, args.chunk_overlap)
+    console.print(
+        f"corpus: {len(events)} Wikipedia articles → {first} chunks at {defaults.chunk_size}/"
+        f"{defaults.chunk_overlap}, {again} at {args.chunk_size}/{args.chunk_overlap}; {args.precision}"
+    )
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        console.rule(f"round {number} of {args.rounds}")
+        rounds.append(run_round(args, events, held_out))
+        console.print(
+            f"first ingest {rounds[-1]['first']['chunks_per_s']:.1f} chunks/s, rebuild "
+            f"{rounds[-1]['rebuild']['chunks_per_s']:.1f} chunks/s (ratio {rounds[-1]['ratio']:.2f})"
+        )
+    title = (
+        f"reindex: {len(events)} articles, rebuilt at chunk size {args.chunk_size} "
+        f"(overlap {args.chunk_overlap}) with {args.rate:g} live articles/s, {args.precision}, "
+        f"{args.rounds} round(s)"
+    )
+    report(rounds, title)
+    saved = save_results("reindex", {"args": vars(args), "rounds": rounds})
+    console.print(f"saved to {saved}")
+
+
+if __name__ == "__main__":
+    main()
