@@ -87,8 +87,16 @@ def start(
 ) -> None:
     """Build a generation with the given model, chunking or precision (the rest as the active
     generation has it), show its progress, and switch to it once it has caught up."""
-    if context.invoked_subcommand is not None:
-        return
+    asked = [model, chunk_size, chunk_overlap, precision]
+    if context.invoked_subcommand is not None or abort:
+        if any(value is not None for value in asked) or no_switch:
+            what = f"`reindex {context.invoked_subcommand}`" if context.invoked_subcommand else "--abort"
+            raise typer.BadParameter(
+                f"--model, --chunk-size, --chunk-overlap, --precision and --no-switch start a build; "
+                f"{what} takes none of them"
+            )
+        if context.invoked_subcommand is not None:
+            return
     from ragstream import reindex
 
     settings = Settings()

@@ -224,3 +224,11 @@ def test_rollback_switches_back_to_the_kept_generation(settings):
     status = ragstream(settings, "reindex", "status")
     rows = {line.split("│")[1].strip(): line for line in status.output.splitlines() if line.count("│") > 5}
     assert "active" in rows["0"] and "kept" in rows["1"] and "dropped at" in rows["1"]
+
+
+@pytest.mark.parametrize("command", [["--abort"], ["status"], ["switch"], ["rollback"]])
+def test_a_build_option_with_another_reindex_command_is_an_error_not_ignored(command):
+    result = CliRunner().invoke(app, ["reindex", "--chunk-size", "500", *command])
+
+    assert result.exit_code == 2
+    assert "start a build" in " ".join(result.output.split())
