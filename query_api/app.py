@@ -84,7 +84,7 @@ def create_app(
                 PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
             )
             generations = ReplicaGenerations(
-                settings, replica or default_replica_id(), chroma, QueryModels(settings, embedder)
+                settings, replica or default_replica_id(), QueryModels(settings, embedder)
             )
             stack.push_async_callback(generations.stop)
             # The active generation's views start replaying here, while the models load.

@@ -206,7 +206,6 @@ class ReplicaGenerations:
         self,
         settings: Settings,
         replica: str,
-        chroma: AsyncClientAPI,
         models: QueryModels,
         *,
         heartbeat_s: float = 2.0,
@@ -216,7 +215,6 @@ class ReplicaGenerations:
     ) -> None:
         self._settings = settings
         self.replica = replica
-        self._chroma = chroma
         self._models = models
         self._heartbeat_s = heartbeat_s
         self._poll_s = poll_s
@@ -292,7 +290,7 @@ class ReplicaGenerations:
         await self._follower.stop()
         pending, self._pending = self._pending, None
         held, self._held = self._held, {}
-        serving = held.pop(self._serving) if self._serving is not None else None
+        serving = held.pop(self._serving, None) if self._serving is not None else None
         # The one serving last: searches still running hold its Services.
         for bundle in [*held.values(), serving, pending]:
             if bundle is not None:
@@ -311,19 +309,30 @@ class ReplicaGenerations:
 
     async def _reconcile(self, state: ControlState) -> None:
         now = time.monotonic()
-        roles = state.roles()
-        for number, held in list(self._held.items()):
-            record = state.generation(number, self._settings)
-            if number != self._serving and (record is None or _replaced(held.generation, record)):
-                await self._retire(number, now)
-        for number in roles:
+        self._leaving = {
+            number
+            for number, held in self._held.items()
+            if number != self._serving
+            and (
+                (record := state.generation(number, self._settings)) is None
+                or _replaced(held.generation, record)
+            )
+        }
+        for number in sorted(self._leaving):
+            await self._retire(number, now)
+        for number in state.roles():
             if number not in self._held and now >= self._retry_at.get(number, 0.0):
                 record = state.generation(number, self._settings)
                 if record is not None:
                     await self._open(record)
         active = state.active.generation
         target = self._held.get(active)
-        if active != self._serving and target is not None and target.caught_up:
+        if (
+            active != self._serving
+            and target is not None
+            and target.caught_up
+            and active not in self._leaving
+        ):
             self._switch_to(target)
 
     async def _open(self, generation: Generation) -> None:
@@ -345,7 +354,6 @@ class ReplicaGenerations:
 
     async def _retire(self, number: int, now: float) -> None:
         """Close a generation whose record is gone, once the searches it began are answered."""
-        self._leaving.add(number)
         if now - self._served_until.get(number, float("-inf")) < self._drain_s:
             return
         self._leaving.discard(number)
