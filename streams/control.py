@@ -101,6 +101,10 @@ class ControlFollower:
             except KafkaError as exc:
                 log.warning("control topic unreadable, retrying in 2 s: %r", exc)
                 await asyncio.sleep(2.0)
+            except Exception:
+                # A follower that stopped would leave its process on a stale generation, silently.
+                log.exception("following the control topic failed, retrying in 2 s")
+                await asyncio.sleep(2.0)
 
     async def _follow(self) -> None:
         tp = TopicPartition(self._settings.control_topic, 0)
@@ -111,7 +115,8 @@ class ControlFollower:
         )
         await consumer.start()
         try:
-            if not await consumer.partitions_for_topic(tp.topic):
+            # All topics' metadata: naming the topic could have a broker that creates topics make it.
+            if tp.topic not in await consumer.topics():
                 # Not created yet (``ensure_topics`` makes it): nothing to follow, generation 0.
                 self._replayed.set()
                 await asyncio.sleep(2.0)
