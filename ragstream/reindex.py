@@ -50,6 +50,7 @@ __all__ = [
     "SwitchCheck",
     "abort",
     "check_request",
+    "consumers_running",
     "follow_build",
     "load_model",
     "read_status",
@@ -418,7 +419,8 @@ class AbortResult:
     dropped: bool  # its collection and chunk-log topic are gone
 
 
-async def _consumers_running(settings: Settings, groups: list[str]) -> bool:
+async def consumers_running(settings: Settings, groups: list[str]) -> bool:
+    """Whether any of the consumer groups has a member now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
@@ -448,7 +450,7 @@ async def abort(settings: Settings, within_s: float) -> AbortResult:
     await publish_control(settings, [(generation_key(building.number), None)])
     own = building.settings(settings)
     groups = [state.active_generation(settings).settings(settings).consumer_group, own.consumer_group]
-    if not await _consumers_running(settings, groups):
+    if not await consumers_running(settings, groups):
         return AbortResult(building, consumers_running=False, dropped=False)
     chroma = await _chroma(settings)
     deadline = time.monotonic() + within_s
