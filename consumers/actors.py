@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, cast
 
 import ray
@@ -27,8 +28,11 @@ RAY_NAMESPACE = "ragstream"
 class ConsumerActor:
     """One group member in its own process; Ray restarts it (and its ``run``) if it dies."""
 
-    def __init__(self, settings: Settings, torch_threads: int) -> None:
+    def __init__(self, settings: Settings, torch_threads: int, niceness: int = 0) -> None:
         configure_logging("consumer", settings.log_format)
+        if niceness:
+            # Before the model loads: its threads, and every thread started after, inherit it.
+            lower_this_process(niceness)
         # One line per Chroma request would drown what matters.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         embedder = Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads)
@@ -59,6 +63,25 @@ class ConsumerActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def lower_this_process(niceness: int) -> None:
+    """Run every thread of this process at ``niceness`` at least (irreversible without privileges).
+
+    ``os.nice`` changes only the calling thread on Linux, and an actor's methods run on threads Ray
+    started before this: each thread is lowered, and the threads they start later inherit it.
+    """
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():  # not Linux: there the nice value is the process's
+        os.nice(max(0, niceness - os.nice(0)))
+        return
+    for task in tasks.iterdir():
+        thread = int(task.name)
+        try:
+            if os.getpriority(os.PRIO_PROCESS, thread) < niceness:
+                os.setpriority(os.PRIO_PROCESS, thread, niceness)
+        except ProcessLookupError:
+            continue  # the thread ended meanwhile
 
 
 def _yielding_to_searches(embedder: Embedder, settings: Settings) -> Embedder | SearchYieldingEncoder:
@@ -93,13 +116,15 @@ class ConsumerGroup:
     """Consumer actors in one Kafka consumer group (at most one per partition does work).
 
     ``count`` members start; ``most`` (default ``count``) is the largest the group may grow to by
-    ``add()``: each member's torch threads share the machine's cores among that many.
+    ``add()``: each member's torch threads share the machine's cores among that many. Members run
+    at ``niceness`` (a generation being built yields the CPU to the one that serves).
     """
 
-    def __init__(self, settings: Settings, count: int, *, most: int | None = None) -> None:
+    def __init__(self, settings: Settings, count: int, *, most: int | None = None, niceness: int = 0) -> None:
         self._settings = settings
         self._count = count
         self._most = max(most or count, count)
+        self.niceness = niceness
         self.actors: list[Any] = []
         self._runs: list[Any] = []
 
@@ -133,7 +158,7 @@ class ConsumerGroup:
                     **fault_injection_env(),
                 }
             },
-        ).remote(self._settings, threads)
+        ).remote(self._settings, threads, self.niceness)
         self.actors.append(actor)
         self._runs.append(actor.run.remote())
         return actor
@@ -148,6 +173,29 @@ class ConsumerGroup:
             ray.get(run, timeout=timeout)
         finally:
             ray.kill(actor, no_restart=True)
+
+    def renice(self, niceness: int, timeout: float = 300) -> None:
+        """Replace every member by one at ``niceness`` (a process cannot raise its own priority
+        back), one at a time, in the same consumer group: each replacement continues from the
+        committed offsets. Where the cluster has room for one more member, the new one joins with
+        its model loaded before the old one finishes its batch and leaves, so its partitions wait
+        for no model; otherwise the old one leaves first."""
+        self.niceness = niceness
+        for old in list(self.actors):
+            if self._room_for_one_more():
+                new = self.add()
+                ray.get(new.pid.remote(), timeout=timeout)
+                self.remove(old, timeout)
+            else:
+                self.remove(old, timeout)
+                ray.get(self.add().pid.remote(), timeout=timeout)
+
+    def _room_for_one_more(self) -> bool:
+        free = ray.available_resources()
+        return (
+            free.get("CPU", 0.0) >= self._settings.consumer_num_cpus
+            and free.get("memory", 0.0) >= self._settings.consumer_memory_bytes
+        )
 
     def discard(self, actor: Any) -> None:
         """End a member that does not answer (dead, or waiting to be placed) without waiting for it:
@@ -169,6 +217,10 @@ class ConsumerGroup:
             ray.get(run)  # raises the consumer's error
         if finished:
             raise RuntimeError("a consumer stopped without being asked to")
+
+    def pids(self) -> list[int]:
+        """The process id of each member (each runs in a process of its own)."""
+        return list(ray.get([actor.pid.remote() for actor in self.actors]))
 
     def stats(self) -> list[dict[str, Any]]:
         return list(ray.get([actor.stats.remote() for actor in self.actors]))
