@@ -23,6 +23,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from chromadb.errors import NotFoundError
 
+from consumers.errors import chroma_calls, kafka_calls
 from schemas import Settings
 
 __all__ = ["drop_generation"]
@@ -40,8 +41,8 @@ async def drop_generation(settings: Settings, *, active: Settings) -> None:
 
     ``active`` is the active generation's settings: a drop that would touch any of its
     resources is refused (``ValueError``) before anything is deleted. The generation's
-    consumers must have stopped: a running one would make its collection again. Kafka and
-    Chroma errors are raised; the drop can be run again.
+    consumers must have stopped: a running one would make its collection again. What Kafka and
+    Chroma raise comes as an ``IndexingError`` (``consumers.errors``); the drop can be run again.
     """
     shared = [
         what
@@ -57,14 +58,16 @@ async def drop_generation(settings: Settings, *, active: Settings) -> None:
             f"refusing to drop the active generation's {', '.join(shared)} "
             f"({settings.collection}, {settings.chunks_topic}, {settings.consumer_group})"
         )
-    await _delete_collection(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        await _delete_topic(admin, settings.chunks_topic)
-        await _delete_group(admin, settings.consumer_group)
-    finally:
-        await admin.close()
+    with chroma_calls(f"dropping collection {settings.collection}"):
+        await _delete_collection(settings)
+    with kafka_calls(f"dropping topic {settings.chunks_topic} and group {settings.consumer_group}"):
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            await _delete_topic(admin, settings.chunks_topic)
+            await _delete_group(admin, settings.consumer_group)
+        finally:
+            await admin.close()
     log.info(
         "dropped collection %s, topic %s and the offsets of group %s",
         settings.collection,

@@ -211,29 +211,24 @@ def consume(
         ),
     ] = None,
 ) -> None:
-    """Run the indexing consumers as Ray actors, as many as the lag calls for, until interrupted."""
-    from consumers.actors import ConsumerGroup
-    from consumers.controller import ScalingController
-    from streams.topics import ensure_topics
+    """Run the indexing consumers as Ray actors, as many as the lag calls for, until interrupted:
+    one group per index generation the control topic names (a reindex builds one beside the active one)."""
+    from consumers.generations import GenerationSupervisor
 
     settings = _settings()
     if consumers is not None:
         settings = settings.model_copy(update={"consumers_min": consumers, "consumers_max": consumers})
-    asyncio.run(ensure_topics(settings))
-    group = ConsumerGroup(settings, settings.consumers_min, most=settings.consumers_max)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    group.start()
-    group.wait_ready()
     sizes = f"{settings.consumers_min}" if consumers else f"{settings.consumers_min}-{settings.consumers_max}"
-    console.print(f"{sizes} consumer(s) indexing {settings.input_topic} into {settings.collection}")
-    try:
-        # Also with a fixed group: it reports the actors that answer and retires none.
-        asyncio.run(ScalingController(settings, group).run(stop))
-    finally:
-        console.print("stopping: finishing the batches in flight")
-        group.stop()
+    console.print(
+        f"{sizes} consumer(s) per index generation indexing {settings.input_topic}; "
+        f"generations from {settings.control_topic}"
+    )
+    # Also with a fixed group: each generation's controller reports the actors that answer and
+    # retires none. Stopping finishes the batches in flight.
+    asyncio.run(GenerationSupervisor(settings).run(stop))
 
 
 @app.command()

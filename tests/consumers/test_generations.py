@@ -3,6 +3,16 @@ resources dropped, and the supervisor that runs one consumer group per generatio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import random
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import chromadb
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -11,9 +21,14 @@ from aiokafka.structs import OffsetAndMetadata
 from chromadb.errors import NotFoundError
 
 from consumers.generation_resources import drop_generation
+from consumers.generations import GenerationSupervisor
 from engines.chroma import open_collection
-from schemas import Settings
-from schemas.generations import Generation, IndexShape
+from engines.chunking import Chunker
+from schemas import DocumentEvent, EventOp, Settings
+from schemas.generations import ACTIVE_KEY, ActiveGeneration, Generation, IndexShape, generation_key
+from streams.control import publish_control, read_control_state
+from streams.lag import LagReader
+from streams.publisher import EventPublisher
 from streams.topics import ensure_topics
 
 pytestmark = [pytest.mark.integration]
@@ -30,6 +45,7 @@ QUICK = {
     "consumer_memory_bytes": 500_000_000,
     "torch_threads": 1,
     "fetch_max_records": 64,
+    "reindex_keep_s": 3.0,
 }
 
 
@@ -137,3 +153,200 @@ async def test_the_active_generations_resources_are_never_dropped(base_settings)
         await drop_generation(base_settings, active=base_settings)
 
     assert base_settings.collection in await collection_names(base_settings)
+
+
+# The supervisor: the tests below run in this order on one supervisor, each starting where the
+# one before left off, as a reindex does: build generation 1 beside 0, switch to 1 (0 is kept a
+# few seconds, then dropped), then start generation 2 and abort it.
+
+#: The words the documents are made of.
+WORDS = [
+    first + last for first in ("ka", "lo", "mi", "ru", "se", "ta") for last in ("ber", "don", "fel", "mar")
+]
+
+
+def document(doc_id: str, version: int, seed: int) -> DocumentEvent:
+    """About 1,200 characters in paragraphs: a few chunks at 1000 characters, more at 400."""
+    rng = random.Random(seed)
+    paragraphs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 40))) + "." for _ in range(6)]
+    return DocumentEvent(doc_id=doc_id, op=EventOp.UPSERT, content="\n\n".join(paragraphs), version=version)
+
+
+def expected_chunks(events: list[DocumentEvent], chunker: Chunker) -> dict[str, str]:
+    """chunk id → text, as if every event had been applied once, in order."""
+    latest: dict[str, DocumentEvent] = {}
+    for event in events:
+        if event.doc_id not in latest or event.version >= latest[event.doc_id].version:
+            latest[event.doc_id] = event
+    return {
+        chunk.id: chunk.text
+        for event in latest.values()
+        if event.op is EventOp.UPSERT
+        for chunk in chunker.split(event.doc_id, event.content)
+    }
+
+
+async def indexed_chunks(settings: Settings) -> dict[str, str]:
+    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    page = await (await client.get_collection(settings.collection)).get(include=["documents"])
+    return dict(zip(page["ids"], page["documents"] or [], strict=True))
+
+
+async def until(condition, what: str, supervising: asyncio.Task, timeout: float = 240) -> None:
+    """Wait until ``condition()`` (awaited if it must be) is true; a supervisor that ended is an
+    error at once."""
+    deadline = time.monotonic() + timeout
+    while not await holds(condition):
+        if supervising.done():
+            raise AssertionError(f"the supervisor ended while waiting for {what}: {supervising!r}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen in {timeout:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def holds(condition) -> bool:
+    result = condition()
+    return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+
+def thread_niceness(pid: int) -> set[int]:
+    """The nice value of each thread of process ``pid`` (field 19 of /proc/<pid>/task/*/stat)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+@dataclass
+class Supervised:
+    supervisor: GenerationSupervisor
+    task: asyncio.Task
+    base: Settings
+    published: list[DocumentEvent] = field(default_factory=list)
+
+    def settings(self, number: int, chunk_size: int, chunk_overlap: int) -> Settings:
+        return Generation(number, shaped(self.base, chunk_size, chunk_overlap)).settings(self.base)
+
+    async def publish(self, events: list[DocumentEvent]) -> None:
+        async with EventPublisher(self.base.bootstrap_servers, self.base.events_topic) as publisher:
+            await publisher.publish_many(events)
+        self.published.extend(events)
+
+    async def drained(self, settings: Settings) -> bool:
+        async with LagReader(settings.bootstrap_servers) as reader:
+            partitions = await reader.read(settings.input_topic, settings.consumer_group)
+        return bool(partitions) and all(p.committed == p.end_offset for p in partitions)
+
+    async def until(self, condition, what: str, timeout: float = 240) -> None:
+        await until(condition, what, self.task, timeout)
+
+    async def niceness(self, number: int) -> set[int]:
+        group = self.supervisor.groups[number]
+        pids = await asyncio.to_thread(group.pids)
+        return set().union(*(thread_niceness(pid) for pid in pids))
+
+    async def assert_index(self, settings: Settings) -> None:
+        await self.until(lambda: self.drained(settings), f"{settings.consumer_group} drained")
+        want = expected_chunks(self.published, Chunker(settings.chunk_size, settings.chunk_overlap))
+        got = await indexed_chunks(settings)
+        assert got.keys() - want.keys() == set(), f"stale chunks in {settings.collection}"
+        assert want.keys() - got.keys() == set(), f"chunks missing from {settings.collection}"
+        assert got == want
+
+
+@pytest.fixture(scope="module")
+async def supervised(base_settings) -> AsyncIterator[Supervised]:
+    """``ragstream consume``'s supervisor on the module's topics, with no control record yet."""
+    supervisor = GenerationSupervisor(base_settings, controller_options={"interval_s": 1.0})
+    stop = threading.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    running = Supervised(supervisor, task, base_settings)
+    await running.until(lambda: 0 in supervisor.groups, "generation 0's consumers")
+    yield running
+    stop.set()
+    await asyncio.wait_for(task, 240)
+
+
+async def test_a_new_generation_is_built_from_the_whole_input_while_the_active_one_indexes_live_events(
+    supervised,
+):
+    base = supervised.base
+    first = [document(f"doc-{i}", 1, seed=i) for i in range(30)]
+    await supervised.publish(first)
+    await supervised.until(lambda: supervised.drained(base), "generation 0 drained")
+    assert supervised.supervisor.groups.keys() == {0}
+
+    # What `ragstream reindex --chunk-size 400` writes.
+    rebuilt = supervised.settings(1, 400, 40)
+    await publish_control(
+        base,
+        [
+            (generation_key(0), Generation.base(base).to_json()),
+            (generation_key(1), Generation(1, shaped(base, 400, 40)).to_json()),
+        ],
+    )
+    await supervised.until(lambda: 1 in supervised.supervisor.groups, "generation 1's consumers")
+    assert await supervised.niceness(1) == {base.reindex_niceness}
+    assert await supervised.niceness(0) == {0}
+    live = [document(f"doc-{i}", 2, seed=100 + i) for i in range(0, 10)]
+    live += [DocumentEvent(doc_id=f"doc-{i}", op=EventOp.DELETE, version=2) for i in range(10, 15)]
+    live += [document(f"doc-{i}", 1, seed=i) for i in range(30, 45)]
+    await supervised.publish(live)
+
+    await supervised.assert_index(base)
+    await supervised.assert_index(rebuilt)
+    assert {len(text) for text in (await indexed_chunks(rebuilt)).values()} <= set(range(1, 401))
+    assert max(len(text) for text in (await indexed_chunks(base)).values()) > 400
+
+
+async def test_after_a_switch_the_new_generation_serves_at_full_priority_and_the_old_one_is_dropped(
+    supervised,
+):
+    base, rebuilt = supervised.base, supervised.settings(1, 400, 40)
+    old_members = set(await asyncio.to_thread(supervised.supervisor.groups[1].pids))
+
+    # What `ragstream reindex switch` writes; the old generation is kept reindex_keep_s (3 s).
+    await publish_control(
+        base, [(ACTIVE_KEY, ActiveGeneration(1, previous=0, switched_at=time.time()).to_json())]
+    )
+
+    await supervised.until(lambda: 0 not in supervised.supervisor.groups, "generation 0 stopped")
+    assert 0 not in (await read_control_state(base)).generations
+    await supervised.until(lambda: _gone(base), "generation 0's collection, chunk log and offsets dropped")
+    members = set(await asyncio.to_thread(supervised.supervisor.groups[1].pids))
+    assert not members & old_members, "the members built at nice 10 were not replaced"
+    assert await supervised.niceness(1) == {0}
+    await supervised.publish([document(f"doc-{i}", 3, seed=200 + i) for i in range(5, 20)])
+    await supervised.assert_index(rebuilt)
+
+
+async def _gone(settings: Settings) -> bool:
+    async with Broker(settings) as broker:
+        return (
+            settings.collection not in await collection_names(settings)
+            and settings.chunks_topic not in await broker.topics()
+            and settings.consumer_group not in await broker.groups()
+        )
+
+
+async def test_tombstoning_a_generation_being_built_stops_its_consumers_and_drops_what_it_made(supervised):
+    base, aborted = supervised.base, supervised.settings(2, 300, 0)
+    await publish_control(base, [(generation_key(2), Generation(2, shaped(base, 300, 0)).to_json())])
+    await supervised.until(lambda: 2 in supervised.supervisor.groups, "generation 2's consumers")
+    assert await supervised.niceness(2) == {base.reindex_niceness}
+    await supervised.until(lambda: supervised.drained(aborted), "generation 2 built")
+    assert await indexed_chunks(aborted)
+
+    # What `ragstream reindex abort` writes.
+    await publish_control(base, [(generation_key(2), None)])
+
+    await supervised.until(lambda: 2 not in supervised.supervisor.groups, "generation 2 stopped")
+    await supervised.until(lambda: _gone(aborted), "generation 2's collection, chunk log and offsets dropped")
+    async with Broker(base) as broker:
+        assert not await broker.offsets(aborted.consumer_group)
+    # No consumer of generation 2 is left to make its collection again; generation 1 indexes on.
+    await supervised.publish([document("doc-50", 1, seed=50)])
+    await supervised.assert_index(supervised.settings(1, 400, 40))
+    assert aborted.collection not in await collection_names(base)
+    assert supervised.supervisor.groups.keys() == {1}
