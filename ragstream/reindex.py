@@ -372,14 +372,17 @@ async def switch(
     return record
 
 
-async def wait_serving(settings: Settings, generation: int, within_s: float) -> list[ReplicaReport]:
-    """Wait until every live replica serves ``generation``; those that still do not, after ``within_s``."""
+async def wait_serving(
+    settings: Settings, generation: int, within_s: float
+) -> tuple[list[ReplicaReport], list[ReplicaReport]]:
+    """Wait until every live replica serves ``generation``. Returns the live replicas, and those
+    of them that still serve another generation after ``within_s``."""
     deadline = time.monotonic() + within_s
     while True:
-        state = await read_control_state(settings)
-        behind = [r for r in state.live_replicas(time.time(), REPLICA_LIVE_S) if r.serving != generation]
+        live = (await read_control_state(settings)).live_replicas(time.time(), REPLICA_LIVE_S)
+        behind = [r for r in live if r.serving != generation]
         if not behind or time.monotonic() >= deadline:
-            return behind
+            return live, behind
         await asyncio.sleep(POLL_S)
 
 

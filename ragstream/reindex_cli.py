@@ -211,12 +211,15 @@ def _wait_serving(settings: Settings, generation: int, timeout: float) -> None:
 
     console = _console()
     with console.status(f"waiting for every live replica to serve generation {generation}"):
-        behind = _run(reindex.wait_serving(settings, generation, timeout))
+        live, behind = _run(reindex.wait_serving(settings, generation, timeout))
     if behind:
         names = ", ".join(f"{r.replica} (serves {r.serving})" for r in behind)
         console.print(f"[yellow]after {timeout:g} s these live replicas do not serve it yet[/]: {names}")
         raise typer.Exit(code=1)
-    console.print(f"every live replica serves generation {generation}")
+    if live:
+        console.print(f"all {len(live)} live replicas serve generation {generation}")
+    else:
+        console.print(f"no live API replica: each serves generation {generation} when it starts")
 
 
 def _abort(settings: Settings, timeout: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 
 import pytest
@@ -175,6 +176,27 @@ def test_switch_writes_the_active_record_once_caught_up_and_every_replica_holds_
     assert started <= active.switched_at <= time.time()
 
 
+def test_switch_returns_once_every_live_replica_reports_serving_the_new_generation(settings):
+    building(settings)
+    heartbeat(settings, "replica-a", serving=0, ready=(0, 1))
+
+    def replica() -> None:
+        """Switch as a replica does: once the active record names generation 1."""
+        deadline = time.monotonic() + 60
+        while ACTIVE_KEY not in dict(control_records(settings)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        heartbeat(settings, "replica-a", serving=1, ready=(0, 1))
+
+    follower = threading.Thread(target=replica)
+    follower.start()
+    result = ragstream(settings, "reindex", "switch", "--timeout", "30")
+    follower.join()
+
+    assert result.exit_code == 0, result.output
+    assert "switched: generation 1 is active" in result.output
+    assert "all 1 live replicas serve generation 1" in result.output
+
+
 def test_abort_tombstones_the_building_generation_and_says_when_it_is_dropped(settings):
     building(settings)
 
@@ -219,6 +241,7 @@ def test_rollback_switches_back_to_the_kept_generation(settings):
 
     assert result.exit_code == 0, result.output
     assert "rolled back: generation 0 is active again" in result.output
+    assert "no live API replica: each serves generation 0 when it starts" in result.output
     active = ActiveGeneration.from_json(latest(settings, ACTIVE_KEY))
     assert (active.generation, active.previous) == (0, 1)
     status = ragstream(settings, "reindex", "status")
