@@ -31,7 +31,7 @@ from schemas.generations import (
     ReplicaReport,
     generation_key,
 )
-from streams.control import publish_control, read_control_state
+from streams.control import ControlFollower, publish_control, read_control_state
 from streams.lag import LagReader
 from streams.topic_records import read_topic_records
 from streams.topics import ensure_topics
@@ -287,14 +287,11 @@ async def follow_build(
     """Report the build's progress every second until its group has read every change and its
     collection covers the active one's documents; ``Refused`` if it is aborted meanwhile."""
     chroma = await _chroma(settings)
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with ControlFollower(settings) as control, LagReader(settings.bootstrap_servers) as lag:
         while True:
-            # Read afresh each time: a few small records, and a CLI's poll needs no follower.
-            state = await read_control_state(settings)
-            if state.role_of(generation.number) != "building":
-                raise Refused(
-                    f"generation {generation.number} is no longer being built: see `ragstream reindex status`"
-                )
+            state = await _confirmed(settings, control.state, _building(generation.number))
+            if not _building(generation.number)(state):
+                raise _no_longer_building(generation.number)
             progress = await read_progress(settings, lag, chroma, generation)
             on_progress(progress)
             if progress.lag == 0:
@@ -302,6 +299,25 @@ async def follow_build(
                 if (await check_coverage(settings, chroma, active, generation)).passed:
                     return progress
             await asyncio.sleep(POLL_S)
+
+
+def _building(number: int) -> Callable[[ControlState], bool]:
+    return lambda state: state.role_of(number) == "building"
+
+
+def _no_longer_building(number: int) -> Refused:
+    return Refused(
+        f"generation {number} is no longer being built (aborted, or switched to from elsewhere): "
+        "see `ragstream reindex status`"
+    )
+
+
+async def _confirmed(
+    settings: Settings, followed: ControlState, expected: Callable[[ControlState], bool]
+) -> ControlState:
+    """``followed`` if it says what is ``expected``, else the topic read afresh: a follower still
+    replaying shows generation 0 alone, and a command must not act on that."""
+    return followed if expected(followed) else await read_control_state(settings)
 
 
 @dataclass(frozen=True)
@@ -350,10 +366,10 @@ async def switch(
     is 0, the coverage check passes and every live replica holds it ready. ``SwitchBlocked`` if
     they do not all hold within ``within_s``."""
     chroma = await _chroma(settings)
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with ControlFollower(settings) as control, LagReader(settings.bootstrap_servers) as lag:
         deadline = time.monotonic() + within_s
         while True:
-            state = await read_control_state(settings)
+            state = await _confirmed(settings, control.state, lambda s: s.building() is not None)
             building = state.building()
             if building is None:
                 raise Refused(
@@ -367,7 +383,11 @@ async def switch(
             if time.monotonic() >= deadline:
                 raise SwitchBlocked(check, within_s)
             await asyncio.sleep(POLL_S)
-        record = ActiveGeneration(building.number, state.active.generation, time.time())
+    # Written from what the topic says now, never from a follower's state that may lag behind it.
+    state = await read_control_state(settings)
+    if state.building() != building:
+        raise _no_longer_building(building.number)
+    record = ActiveGeneration(building.number, state.active.generation, time.time())
     await publish_control(settings, [(ACTIVE_KEY, record.to_json())])
     return record
 
@@ -377,13 +397,14 @@ async def wait_serving(
 ) -> tuple[list[ReplicaReport], list[ReplicaReport]]:
     """Wait until every live replica serves ``generation``. Returns the live replicas, and those
     of them that still serve another generation after ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while True:
-        live = (await read_control_state(settings)).live_replicas(time.time(), REPLICA_LIVE_S)
-        behind = [r for r in live if r.serving != generation]
-        if not behind or time.monotonic() >= deadline:
-            return live, behind
-        await asyncio.sleep(POLL_S)
+    async with ControlFollower(settings) as control:
+        deadline = time.monotonic() + within_s
+        while True:
+            live = control.state.live_replicas(time.time(), REPLICA_LIVE_S)
+            behind = [r for r in live if r.serving != generation]
+            if not behind or time.monotonic() >= deadline:
+                return live, behind
+            await control.wait_changed(POLL_S)
 
 
 async def _dropped_at(settings: Settings, number: int) -> float | None:
