@@ -17,6 +17,8 @@ Ray) and the query API (``ragstream serve``, one uvicorn process). Then, one aft
      are published at ``--rate`` per second, and each one's freshness is taken as
      bench/freshness.py takes it: from the publish until a search through the API (filtered to
      the document) finds it in the serving generation.
+  3. switch: as ``ragstream reindex switch`` does it (the new group's lag 0, the coverage check,
+     the API replica reporting the generation ready), then until the replica serves it; seconds.
 
 chunks/s = the corpus's chunks at the pass's chunking (counted by the same chunker) ÷ the pass's
 seconds. The rebuild's seconds start when its consumer group first has a member: before, the
@@ -55,7 +57,15 @@ from deploy._process import ManagedProcess, free_port
 from deploy.private_stack import private_stack
 from engines.chunking import Chunker
 from engines.embedder import cpu_supports_bf16
-from ragstream.reindex import check_request, consumers_running, requested_shape, start_generation
+from ragstream.reindex import (
+    SwitchBlocked,
+    check_request,
+    consumers_running,
+    requested_shape,
+    start_generation,
+    switch,
+    wait_serving,
+)
 from ragstream.stack import LocalStack
 from schemas import DocumentEvent, Settings
 from schemas.generations import Generation, IndexShape
@@ -70,6 +80,8 @@ LIVE_ARTICLES = 300
 #: A rebuild whose group commits nothing new for this long has stalled: the round fails.
 STALL_S = 300.0
 POLL_S = 0.5
+#: How long the switch after the rebuild may wait for its conditions, then for the replica.
+SWITCH_WITHIN_S = 120.0
 
 
 def chunk_count(events: list[DocumentEvent], chunk_size: int, chunk_overlap: int) -> int:
@@ -178,6 +190,23 @@ async def rebuild(
     return Rebuild(joined - started, caught_up - started, latencies)
 
 
+async def switch_over(settings: Settings) -> float | None:
+    """Seconds from asking for the switch (as ``ragstream reindex switch`` does, once the
+    generation's group has read the live events too) until the API replica serves it; None,
+    saying why, when it did not within ``SWITCH_WITHIN_S``."""
+    started = time.perf_counter()
+    try:
+        record = await switch(settings, SWITCH_WITHIN_S)
+    except SwitchBlocked as exc:
+        console.print(f"[yellow]not switched[/yellow]: {exc}")
+        return None
+    live, behind = await wait_serving(settings, record.generation, SWITCH_WITHIN_S)
+    if behind or not live:
+        console.print(f"[yellow]switched, but no replica reports serving it[/yellow]: live {live}")
+        return None
+    return time.perf_counter() - started
+
+
 def run_round(
     args: argparse.Namespace, events: list[DocumentEvent], held_out: list[DocumentEvent]
 ) -> dict[str, Any]:
@@ -209,6 +238,7 @@ def run_round(
             )
             console.print(f"rebuild: {shape.describe()}, {args.rate:g} live articles/s meanwhile")
             rebuilt = asyncio.run(rebuild(settings, shape, url, held_out, args.rate, processes))
+            switch_s = asyncio.run(switch_over(settings))
         except BaseException:
             # Their logs go with the round's temporary folder: what they said is shown first.
             for process in processes:
@@ -236,6 +266,7 @@ def run_round(
             "found": len(found),
             "fresh_ms": percentiles(found),
         },
+        "switch_s": switch_s,
         "load": load,
     }
 
@@ -255,6 +286,7 @@ def report(rounds: list[dict[str, Any]], title: str) -> None:
         "live found",
         "fresh p50 ms",
         "p99",
+        "switch s",
     )
     for column in (*columns, "load avg before"):
         table.add_column(column, justify="right")
@@ -269,6 +301,7 @@ def report(rounds: list[dict[str, Any]], title: str) -> None:
             f"{figures['live']['found']}/{figures['live']['published']}",
             _ms(fresh["p50"]),
             _ms(fresh["p99"]),
+            "-" if figures["switch_s"] is None else f"{figures['switch_s']:.1f}",
             f"{figures['load']:.1f}",
         )
 
@@ -287,6 +320,7 @@ def report(rounds: list[dict[str, Any]], title: str) -> None:
         "",
         spread([f["p50"] for f in fresh], 0),
         spread([f["p99"] for f in fresh], 0),
+        "",
         "",
     )
     console.print(table)
