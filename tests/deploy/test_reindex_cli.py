@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from ragstream_cli import REPO
 from typer.testing import CliRunner, Result
 
 from ragstream.cli import app
@@ -74,6 +79,20 @@ def building(settings: Settings, chunk_size: int = 500) -> Generation:
     return new
 
 
+def publish_change(settings: Settings) -> None:
+    """A record in the changes topic, for the generations' groups to read."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.changes_topic, b"{}", key=b"doc-1")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 def heartbeat(settings: Settings, replica: str, serving: int, ready: tuple[int, ...]) -> None:
     report = ReplicaReport(replica, serving, ready, time.time())
     write(settings, (replica_key(replica), report.to_json()))
@@ -98,6 +117,29 @@ def test_a_reindex_writes_generation_0_and_the_new_one_and_reports_it_caught_up(
     assert "active" in rows["0"] and " 1000 " in rows["0"]
     assert "building" in rows["1"] and " 500 " in rows["1"] and "building since" in rows["1"]
     assert "no API replica has sent a heartbeat" in status.output
+
+
+def test_ctrl_c_while_the_build_runs_leaves_the_generation_building_and_says_so(settings):
+    write(settings)  # the topics, so that a change can wait in docs.changes
+    publish_change(settings)  # no consumer runs: the new generation stays one change behind
+    env = {**os.environ, **settings.to_env(), "COLUMNS": "300"}
+    command = [sys.executable, "-m", "ragstream", "reindex", "--chunk-size", "500"]
+    with subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as cli:
+        deadline = time.monotonic() + 120
+        while generation_key(1) not in dict(control_records(settings)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # into the progress display
+        cli.send_signal(signal.SIGINT)
+        output, _ = cli.communicate(timeout=60)
+
+    said = " ".join(output.decode().split())
+    assert cli.returncode == 130, said
+    assert "0/1 changes" in said  # the progress shown: the one change not read yet
+    assert "generation 1 is still being built by the consumers" in said
+    assert "ragstream reindex --abort" in said
+    assert dict(control_records(settings)).get(generation_key(1)) is not None  # still there
 
 
 def test_a_second_reindex_while_one_builds_is_refused_and_writes_nothing(settings):
@@ -139,15 +181,7 @@ def test_switch_waits_then_says_that_the_group_is_behind_and_which_replica_is_no
     heartbeat(settings, "replica-a", serving=0, ready=(0, 1))
     heartbeat(settings, "replica-b", serving=0, ready=(0,))
 
-    async def change() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-        await producer.start()
-        try:
-            await producer.send_and_wait(settings.changes_topic, b"{}", key=b"doc-1")
-        finally:
-            await producer.stop()
-
-    asyncio.run(change())
+    publish_change(settings)
     before = control_records(settings)
 
     result = ragstream(settings, "reindex", "switch", "--timeout", "2")
