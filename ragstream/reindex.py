@@ -59,6 +59,7 @@ __all__ = [
     "start_generation",
     "switch",
     "wait_serving",
+    "when",
 ]
 
 #: A replica whose last heartbeat is older than this is gone: a switch no longer waits for it.
