@@ -138,7 +138,7 @@ class ConsumerGroup:
         """One more member: the group rebalances to share the partitions with it."""
         threads = self._settings.torch_threads or max(1, (os.cpu_count() or 1) // self._most)
         actor = ConsumerActor.options(  # type: ignore[attr-defined]
-            num_cpus=self._settings.consumer_num_cpus,
+            num_cpus=self._cpus,
             # Each actor holds a model: Ray places one only where this much memory is free, so a
             # node is never packed into an OOM, and the controller's budget counts in these units.
             memory=self._settings.consumer_memory_bytes,
@@ -186,14 +186,30 @@ class ConsumerGroup:
                 new = self.add()
                 ray.get(new.pid.remote(), timeout=timeout)
                 self.remove(old, timeout)
-            else:
-                self.remove(old, timeout)
-                ray.get(self.add().pid.remote(), timeout=timeout)
+                continue
+            self.remove(old, timeout)
+            new = self.add()
+            try:
+                ray.get(new.pid.remote(), timeout=timeout)
+            except ray.exceptions.GetTimeoutError:
+                # It stays a member: Ray places it once another group shrinks or a node joins.
+                log.warning(
+                    "a consumer at nice %d was not placed within %.0f s: the cluster has no room "
+                    "for it yet (see `ray status`); it joins its group once placed",
+                    niceness,
+                    timeout,
+                )
+
+    @property
+    def _cpus(self) -> float:
+        """Ray CPUs a member reserves: none for a member at a lowered priority, which takes only
+        the CPU that the others leave (a generation being rebuilt beside the active one)."""
+        return 0.0 if self.niceness else self._settings.consumer_num_cpus
 
     def _room_for_one_more(self) -> bool:
         free = ray.available_resources()
         return (
-            free.get("CPU", 0.0) >= self._settings.consumer_num_cpus
+            free.get("CPU", 0.0) >= self._cpus
             and free.get("memory", 0.0) >= self._settings.consumer_memory_bytes
         )
 

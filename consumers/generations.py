@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
 from aiokafka.errors import KafkaError
 
 from consumers.actors import ConsumerGroup, init_ray
@@ -44,6 +45,13 @@ from streams.topics import ensure_topics
 __all__ = ["GenerationSupervisor"]
 
 log = logging.getLogger(__name__)
+
+#: How long a generation's consumers may take to be placed and load their model, and how long
+#: until a generation whose consumers did not is tried again.
+START_TIMEOUT_S = 300.0
+#: The most generations that have consumers at once: the active, the kept and the one being built.
+GENERATIONS_AT_ONCE = 3
+START_RETRY_S = 60.0
 
 
 @dataclass
@@ -129,6 +137,8 @@ class GenerationSupervisor:
         #: that failed is tried again on the next round).
         self._to_drop: dict[int, Settings] = {}
         self._tombstoned: set[int] = set()
+        #: Generations whose consumers could not start, and when to try again.
+        self._start_again_at: dict[int, float] = {}
 
     @property
     def groups(self) -> dict[int, ConsumerGroup]:
@@ -139,7 +149,9 @@ class GenerationSupervisor:
         """Follow the control topic and keep the groups as it says until ``stop`` is set (a signal
         handler may set it); then stop every group, each member finishing its batch in flight."""
         await ensure_topics(self._base)
-        await asyncio.to_thread(init_ray, self._base.consumers_max)
+        # A Ray of this process's own (no RAY_ADDRESS) gets room for every group at its largest:
+        # the active, the kept and the one being built, which reserves no CPU (ConsumerGroup).
+        await asyncio.to_thread(init_ray, self._base.consumers_max * GENERATIONS_AT_ONCE)
         async with ControlFollower(self._base) as follower:
             try:
                 while not stop.is_set():
@@ -180,7 +192,12 @@ class GenerationSupervisor:
             else:  # gone, or a new generation under a number dropped meanwhile
                 await self._retire(number, running)
         await self._drop_pending(active.settings(self._base))
-        new = [g for n, g in wanted.items() if n not in self._running and n not in self._to_drop]
+        now = self._clock()
+        new = [
+            g
+            for n, g in wanted.items()
+            if n not in self._running and n not in self._to_drop and self._start_again_at.get(n, now) <= now
+        ]
         await asyncio.gather(*(self._start(g, roles[g.number]) for g in new))
         for number, running in self._running.items():
             if running.group.niceness and roles[number] != "building":
@@ -197,10 +214,25 @@ class GenerationSupervisor:
         )
         try:
             await asyncio.to_thread(group.start)
-            await asyncio.to_thread(group.wait_ready)
+            await asyncio.to_thread(group.wait_ready, START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            # Not fatal: the other generations keep indexing, and this one is tried again.
+            await asyncio.to_thread(group.stop)
+            self._start_again_at[generation.number] = self._clock() + START_RETRY_S
+            log.error(  # noqa: TRY400 - a timeout's traceback says nothing more
+                "generation %d's consumers were not ready within %.0f s: the cluster has no room for "
+                "them (see `ray status`: each needs %.1f GB of memory) or the model loads too slowly; "
+                "trying again in %.0f s (`ragstream reindex --abort` gives up a generation being built)",
+                generation.number,
+                START_TIMEOUT_S,
+                settings.consumer_memory_bytes / 1e9,
+                START_RETRY_S,
+            )
+            return
         except BaseException:
             await asyncio.to_thread(group.stop)
             raise
+        self._start_again_at.pop(generation.number, None)
         running = _RunningGeneration(generation, settings, group, self._controller_options)
         running.start_controller()
         self._running[generation.number] = running
