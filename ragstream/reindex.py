@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 import chromadb
-from aiokafka.admin import AIOKafkaAdminClient
+import orjson
 from chromadb.api import AsyncClientAPI
 from chromadb.errors import NotFoundError
 
@@ -69,6 +69,9 @@ REPLICA_LIVE_S = 15.0
 COVERAGE_ATTEMPTS = 3
 COVERAGE_PAGE = 1000
 POLL_S = 1.0
+#: A consumer group whose scaling controller has not reported for this long is not running
+#: (it reports every 2 s).
+CONSUMERS_SILENT_S = 15.0
 
 Precision = Literal["auto", "bf16", "fp32"]
 
@@ -389,7 +392,12 @@ async def switch(
     if state.building() != building:
         raise _no_longer_building(building.number)
     record = ActiveGeneration(building.number, state.active.generation, time.time())
-    await publish_control(settings, [(ACTIVE_KEY, record.to_json())])
+    # One generation is kept for a rollback: the one switched away from now. One kept from an
+    # earlier switch is dropped first, or it would read as being built once no longer the previous.
+    older = [n for n in state.generations if n not in (building.number, state.active.generation)]
+    await publish_control(
+        settings, [*((generation_key(n), None) for n in older), (ACTIVE_KEY, record.to_json())]
+    )
     return record
 
 
@@ -445,14 +453,16 @@ class AbortResult:
 
 
 async def consumers_running(settings: Settings, groups: list[str]) -> bool:
-    """Whether any of the consumer groups has a member now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        responses = await admin.describe_consumer_groups(groups)
-    finally:
-        await admin.close()
-    return any(group["members"] for r in responses for group in r.to_object()["groups"])
+    """Whether any of the consumer groups has a member answering now: each group's scaling
+    controller (in ``ragstream consume``) reports its answering members on the stats topic every
+    few seconds, and reports 0 when it stops."""
+    wanted = {f"scaling/{group}".encode() for group in groups}
+    latest: dict[bytes, dict] = {}
+    for record in await read_topic_records(settings.bootstrap_servers, settings.stats_topic):
+        if record.key in wanted and record.value is not None:
+            latest[record.key] = orjson.loads(record.value)
+    now = time.time()
+    return any(r["actual"] > 0 and now - r["updated_at"] <= CONSUMERS_SILENT_S for r in latest.values())
 
 
 async def _resources_left(settings: Settings, chroma: AsyncClientAPI, own: Settings) -> list[str]:
