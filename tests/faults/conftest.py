@@ -12,8 +12,8 @@ import chromadb
 import pytest
 import ray
 from aiokafka.errors import KafkaError
-from fault_oracle import differences, expected_index
 from in_flight import InFlight
+from index_oracle import differences, expected_index
 
 from consumers.actors import RAY_NAMESPACE, ConsumerGroup
 from deploy import RayCluster

@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 from change_arrivals import Arrival, ChangeArrivals, longest_pause, partitions_by_client
-from fault_oracle import differences, event_stream, expected_index
 from fault_settings import fault_settings
 from in_flight import InFlight
+from index_oracle import differences, event_stream, expected_index
 from scale import scaled, scaled_timeout
 from stage_process import StageProcess
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 import ray
-from fault_oracle import event_stream
 from fault_settings import fault_settings
+from index_oracle import event_stream
 from scale import scaled, scaled_timeout
 
 from deploy import ChromaServer, KafkaBroker, KafkaCluster, free_port

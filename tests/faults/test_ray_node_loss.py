@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from fault_oracle import event_stream
 from fault_settings import fault_settings
+from index_oracle import event_stream
 from ray import serve
 from retrying_client import RetryingClient, steady_searches
 from scale import scaled, scaled_timeout

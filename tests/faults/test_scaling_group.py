@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 import ray
-from fault_oracle import event_stream
 from fault_settings import fault_settings
+from index_oracle import event_stream
 from scale import scaled, scaled_timeout
 
 from consumers.actors import ConsumerGroup
