@@ -53,8 +53,17 @@ async def test_every_live_record_is_found_by_its_own_embedding_after_churn(chrom
                 unreachable.append(want)
             elif got[0] != want:
                 not_first.append(want)
-    # What users reported: a live record that its own embedding cannot find at all.
-    assert not unreachable, f"{len(unreachable)} of {len(ids)} live records not found: {unreachable[:5]}"
+    # What users reported: a live record that its own embedding cannot find at all. A miss in the
+    # top 10 can also be HNSW's approximation (random 384-dimensional vectors are its worst case;
+    # CI saw 1 in 593 under load); asked for every record, the search looks at the whole graph, so
+    # a record still missing then is one the index lost.
+    if unreachable:
+        found = await collection.query(
+            query_embeddings=np.stack([live[i] for i in unreachable]), n_results=len(ids), include=[]
+        )
+        lost = [want for want, got in zip(unreachable, found["ids"], strict=True) if want not in got]
+        assert not lost, f"{len(lost)} of {len(ids)} live records not found at all: {lost[:5]}"
+        assert len(unreachable) <= len(ids) // 500, f"{len(unreachable)} of {len(ids)} not in the top 10"
     # HNSW is approximate and Chroma builds its graph on several threads, so the graph differs from
     # run to run: under load, 0 or 1 record in ~600 came second to a neighbour at this breadth.
     assert len(not_first) <= len(ids) // 500, (
