@@ -52,8 +52,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # One message per consumer incarnation, the latest one is all that matters.
         TopicSpec(settings.stats_topic, 1, {"cleanup.policy": "compact"}),
         # Index generations and which one is active (schemas.generations): every record per key
-        # matters only in its latest version, and one partition keeps them in one order.
-        TopicSpec(settings.control_topic, 1, {"cleanup.policy": "compact"}),
+        # matters only in its latest version, and one partition keeps them in one order. Replicas'
+        # heartbeats arrive every 2 s, and only closed segments are compacted: 10-minute segments
+        # keep what a follower replays at start small.
+        TopicSpec(
+            settings.control_topic,
+            1,
+            {
+                "cleanup.policy": "compact",
+                "segment.ms": str(10 * 60 * 1000),
+                "min.cleanable.dirty.ratio": "0.1",
+            },
+        ),
         # Ratings of results and answers (key = hash of tenant and query). Every record is a case
         # the evaluation may grow by, so none expires and none is compacted away.
         TopicSpec(settings.feedback_topic, settings.partitions, {"retention.ms": "-1"}),
