@@ -32,7 +32,13 @@ from schemas.chunk_log import embedding_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChunkLogView"]
+__all__ = ["ChunkLogView", "records_behind"]
+
+
+def records_behind(applied: Mapping[int, int], end_offsets: Mapping[int, int]) -> int:
+    """Records of a log up to ``end_offsets`` not yet applied by a view at ``applied`` (both
+    partition → offset)."""
+    return sum(max(0, end - applied.get(partition, 0)) for partition, end in end_offsets.items())
 
 
 class ChunkLogView(BackgroundLoop):

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from engines.chroma import open_collection
-from query_api.chunk_log_view import ChunkLogView
+from query_api.chunk_log_view import ChunkLogView, records_behind
 from query_api.lexical import LexicalIndex
 from query_api.nearest import NearestChunks
 from query_api.prometheus_metrics import PipelineMetrics
@@ -399,9 +399,7 @@ class ReplicaGenerations:
             if number in self._leaving or not held.caught_up:
                 continue
             view = held.services.chunk_log_view
-            ends = await reader.end_offsets(view.topic)
-            applied = view.applied_offsets()
-            behind = sum(max(0, end - applied.get(partition, 0)) for partition, end in ends.items())
+            behind = records_behind(view.applied_offsets(), await reader.end_offsets(view.topic))
             if behind <= held.settings.api_max_view_lag:
                 ready.append(number)
         return tuple(ready)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from query_api.chunk_log_view import records_behind
 from query_api.services import Services
 
 __all__ = ["ReplicaHealth"]
@@ -52,9 +53,8 @@ class ReplicaHealth:
 
     async def _view_lag(self, services: Services) -> int:
         await services.lag_reader.start()
-        ends = await services.lag_reader.end_offsets(services.chunk_log_view.topic)
-        applied = services.chunk_log_view.applied_offsets()
-        return sum(max(0, end - applied.get(partition, 0)) for partition, end in ends.items())
+        view = services.chunk_log_view
+        return records_behind(view.applied_offsets(), await services.lag_reader.end_offsets(view.topic))
 
     def _lasting(self, name: str, failure: str | None) -> str | None:
         """``failure`` once it has lasted ``grace_s``; forgets it as soon as a probe succeeds."""
