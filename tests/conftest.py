@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from unavailable import skip_or_fail
 from deploy import ChromaServer, DeployError, KafkaBroker
 from deploy.kafka import VERSION_VARIABLE, kafka_version
 from deploy.private_stack import PrivateStack, private_stack
+
+_EXIT_STATUS = pytest.StashKey[int]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,6 +43,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if left_out:
         config.hook.pytest_deselected(items=left_out)
         items[:] = [item for item in items if not item.get_closest_marker("long_only")]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without the interpreter's finalization once every result is reported.
+
+    The session has loaded torch, Chroma's Rust bindings, grpc and onnxruntime, whose native
+    threads outlive the tests; tearing the interpreter down under them has crashed the process
+    (SIGSEGV) after a fully green run, turning `make test` red. Every service a test started is
+    already stopped by its fixture, so nothing is lost by exiting here with pytest's own status.
+    """
+    if _EXIT_STATUS not in config.stash:
+        return  # pytest stopped before the session ran (a usage error): let it exit its own way
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()  # stops the local Ray a test left running, which its atexit hook would do
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_EXIT_STATUS])
 
 
 def pytest_report_header() -> str:
