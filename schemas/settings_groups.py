@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_serializer, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.api_keys import ApiKeyEntry, parse_api_key_entries
+from schemas.kafka_connection import KafkaConnection, SaslMechanism, SecurityProtocol
 
 __all__ = [
     "ENV_PREFIX",
@@ -149,6 +150,50 @@ class KafkaSettings(SettingsGroup):
         "event dead-lettered by the changes stage",
     )
 
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="how every client talks to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+        "SASL_SSL (TLS and a SASL login; see docs/security.md)",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism for SASL_* protocols"
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name for SASL_* protocols")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password for SASL_* protocols"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM bundle of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
+        "unset = the system's CAs",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for brokers that require mutual TLS"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of `kafka_ssl_certfile`"
+    )
+
+    @model_validator(mode="after")
+    def _kafka_connection_is_complete(self) -> KafkaSettings:
+        self.kafka  # noqa: B018  (built for its checks: a SASL login without a password fails here)
+        return self
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """How every Kafka client of this process connects."""
+        password = self.kafka_sasl_password
+        return KafkaConnection(
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=password.get_secret_value() if password is not None else None,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
+
     @property
     def max_record_bytes(self) -> int:
         """Largest Kafka record a topic, producer or consumer must allow: a document of
@@ -168,6 +213,12 @@ class ChromaSettings(SettingsGroup):
         default="ragstream",
         pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$",
         description="Chroma collection: 3-512 of [a-zA-Z0-9._-], starting and ending with a letter or digit",
+    )
+
+    chroma_token: SecretStr | None = Field(
+        default=None,
+        description="token for a Chroma server that requires one (sent as `Authorization: Bearer`); "
+        "unset = no authentication (see docs/security.md)",
     )
 
     @property
