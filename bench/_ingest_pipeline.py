@@ -49,7 +49,7 @@ class PipelineRound:
 async def publish_and_drain(settings: Settings, events: list[DocumentEvent]) -> float:
     """Seconds from the first publish until every hop has committed every event."""
     started = time.perf_counter()
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         await publisher.publish_in_batches(events)
     await wait_drained(settings, timeout=DRAIN_TIMEOUT_S, poll_s=POLL_INTERVAL_S)
     return time.perf_counter() - started

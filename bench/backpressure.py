@@ -60,7 +60,7 @@ def events_for(count: int, round_: str) -> list[DocumentEvent]:
 
 
 async def publish(settings: Settings, events: list[DocumentEvent]) -> None:
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         await publisher.publish_in_batches(events, batch_size=1000)
 
 

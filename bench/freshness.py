@@ -37,6 +37,8 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
+from schemas.kafka_connection import KafkaConnection
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._query_index import cached_embeddings, split_corpus
@@ -117,7 +119,7 @@ async def measure_phase(
     """One phase: the warm-up event, then the search load and the publishing side by side."""
     async with (
         httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as api,
-        EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher,
+        EventPublisher(settings.kafka, settings.events_topic) as publisher,
     ):
         # Warm-up: the consumer's first write pays for joining the group and lazy initialisation.
         warm = await searchable_after(api, publisher, events[0], args.mode)
@@ -146,7 +148,7 @@ async def record_times(bootstrap_servers: str, topic: str) -> dict[str, float]:
     """doc_id → unix seconds at which its (last) record was produced to ``topic``."""
     return {
         record.key.decode(): record.timestamp / 1000
-        for record in await read_topic_records(bootstrap_servers, topic)
+        for record in await read_topic_records(KafkaConnection(bootstrap_servers), topic)
         if record.key is not None and record.value is not None
     }
 

@@ -167,7 +167,7 @@ async def ingest_steadily(
     if rate <= 0:  # a baseline without ingestion
         await stop.wait()
         return 0
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         started = time.perf_counter()
         while not stop.is_set():
             event = events[published % len(events)]

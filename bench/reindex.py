@@ -102,7 +102,7 @@ async def publish_live(
     probes: list[asyncio.Task[float | None]] = []
     async with (
         httpx.AsyncClient(base_url=api_url, timeout=60, trust_env=False) as api,
-        EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher,
+        EventPublisher(settings.kafka, settings.events_topic) as publisher,
     ):
         started = time.perf_counter()
         while not stop.is_set():
@@ -141,7 +141,7 @@ async def wait_caught_up(
     (``time.perf_counter()``)."""
     own = generation.settings(settings)
     joined: float | None = None
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         last, moved_at = -1, time.monotonic()
         while True:
             if joined is None and await consumers_running(settings, [own.consumer_group]):
@@ -175,7 +175,7 @@ async def rebuild(
     """Write the new generation's record as ``ragstream reindex`` does, publish live articles
     until its group has caught up on the backlog, and time it."""
     generation = await check_request(settings, shape)
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         backlog = await lag.end_offsets(settings.input_topic)
     stop = asyncio.Event()
     started = time.perf_counter()

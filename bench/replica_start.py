@@ -42,6 +42,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from schemas.kafka_connection import KafkaConnection
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.chunking import Chunk, Chunker
@@ -208,7 +210,11 @@ async def run_replica(args: argparse.Namespace) -> dict[str, Any]:
     baseline_rss = memory()["VmRSS"]  # the interpreter and its modules, before any chunk
     index = LexicalIndex()
     view = ChunkLogView(
-        index, args.servers, args.topic, vectors=VectorIndex(), snapshot_dir=Path(args.snapshot_dir)
+        index,
+        KafkaConnection(args.servers),
+        args.topic,
+        vectors=VectorIndex(),
+        snapshot_dir=Path(args.snapshot_dir),
     )
     async with view:
         assert await view.wait_caught_up(3600), "the view did not catch up"

@@ -39,6 +39,7 @@ from schemas import DocumentEvent, InvalidEvent, Settings
 from schemas.dead_letter import DeadLetter
 from schemas.fault_injection import crash_before_commit
 from streams.dlq import send_dead_letters
+from streams.kafka_clients import client_options
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,14 @@ class IndexingConsumer:
         s = self._settings
         await stack.enter_async_context(self._sink)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
+            **client_options(s.kafka),
             acks="all",
             enable_idempotence=True,
             max_request_size=s.max_record_bytes,
         )
         await stack.enter_async_context(self._producer)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+            **client_options(s.kafka),
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

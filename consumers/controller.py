@@ -32,6 +32,7 @@ from consumers.actors import ConsumerGroup
 from consumers.scaling import GroupState, LagSample, ScalingDecision, ScalingPolicy, decide
 from schemas import Settings
 from schemas.stats import SCALING_REPORT_KIND
+from streams.kafka_clients import client_options
 from streams.lag import LagReader
 
 __all__ = ["ScalingController", "ScalingReport"]
@@ -89,10 +90,10 @@ class ScalingController:
 
     async def run(self, stop: threading.Event) -> None:
         """Decide every ``interval_s`` until ``stop`` is set (a signal handler may set it)."""
-        servers = self._settings.bootstrap_servers
+        kafka = self._settings.kafka
         async with (
-            LagReader(servers) as self._lag,
-            AIOKafkaProducer(bootstrap_servers=servers) as self._producer,
+            LagReader(kafka) as self._lag,
+            AIOKafkaProducer(**client_options(kafka)) as self._producer,
         ):
             while not stop.is_set():
                 await self.tick()

@@ -25,6 +25,7 @@ from chromadb.errors import NotFoundError
 
 from consumers.errors import chroma_calls, kafka_calls
 from schemas import Settings
+from streams.kafka_clients import client_options
 
 __all__ = ["drop_generation"]
 
@@ -61,7 +62,7 @@ async def drop_generation(settings: Settings, *, active: Settings) -> None:
     with chroma_calls(f"dropping collection {settings.collection}"):
         await _delete_collection(settings)
     with kafka_calls(f"dropping topic {settings.chunks_topic} and group {settings.consumer_group}"):
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        admin = AIOKafkaAdminClient(**client_options(settings.kafka))
         await admin.start()
         try:
             await _delete_topic(admin, settings.chunks_topic)

@@ -79,7 +79,7 @@ async def wait_drained(
     deadline = loop.time() + timeout
     lags: list[HopLag] = []
     error = ""
-    reader = LagReader(settings.bootstrap_servers)
+    reader = LagReader(settings.kafka)
     try:
         while True:
             try:

@@ -81,7 +81,7 @@ def run_feedback_evaluation(
 
     started_at = datetime.now(UTC)
     run_id = new_run_id(started_at)
-    log = asyncio.run(read_feedback(settings.bootstrap_servers, settings.feedback_topic))
+    log = asyncio.run(read_feedback(settings.kafka, settings.feedback_topic))
     selected = cases_from_feedback(log.events)
     indexed = asyncio.run(_indexed_doc_ids(settings, {case.relevant_doc_id for case in selected.cases}))
     cases = [case for case in selected.cases if case.relevant_doc_id in indexed]

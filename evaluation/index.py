@@ -63,7 +63,7 @@ class EvalIndexes:
         from streams.topics import ensure_topics
 
         await ensure_topics(self._base)
-        async with EventPublisher(self._base.bootstrap_servers, self.events_topic) as publisher:
+        async with EventPublisher(self._base.kafka, self.events_topic) as publisher:
             await publisher.publish_in_batches(events)
         self._say(f"published {len(events)} documents to {self.events_topic}")
 

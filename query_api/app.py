@@ -59,7 +59,7 @@ def create_app(
             # The default client settings on purpose: chromadb allows one settings object per
             # server address in a process, and the sink in the consumers uses the default.
             chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
-            lag_reader = LagReader(settings.bootstrap_servers)
+            lag_reader = LagReader(settings.kafka)
             stack.push_async_callback(lag_reader.stop)
             try:
                 await lag_reader.start()
@@ -67,7 +67,7 @@ def create_app(
                 # Search needs only Chroma; lag and readiness connect again when asked.
                 log.warning("Kafka at %s unreachable at startup: %s", settings.bootstrap_servers, exc)
             publisher = EventPublisher(
-                settings.bootstrap_servers,
+                settings.kafka,
                 settings.events_topic,
                 max_event_bytes=settings.max_record_bytes,
             )
@@ -77,9 +77,7 @@ def create_app(
             except KafkaError as exc:
                 # Writes try again to connect when they come.
                 log.warning("no producer for writes, Kafka unreachable: %s", exc)
-            stats = await stack.enter_async_context(
-                StatsTail(settings.bootstrap_servers, settings.stats_topic)
-            )
+            stats = await stack.enter_async_context(StatsTail(settings.kafka, settings.stats_topic))
             metrics = _with_replica_info(
                 PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
             )

@@ -29,6 +29,8 @@ from query_api.lexical import LexicalIndex
 from query_api.snapshot import CapturedViews, SnapshotStore, ViewShape
 from query_api.vector_index import VectorChange, VectorIndex
 from schemas.chunk_log import embedding_of
+from schemas.kafka_connection import KafkaConnection
+from streams.kafka_clients import client_options
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class ChunkLogView(BackgroundLoop):
     def __init__(
         self,
         index: LexicalIndex,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         *,
         vectors: VectorIndex | None = None,
@@ -81,7 +83,7 @@ class ChunkLogView(BackgroundLoop):
         self.index = index
         self.vectors = vectors
         self.topic = topic
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self._max_records = max_records
         self._max_record_bytes = max_record_bytes
         self._fetch_max_wait_ms = fetch_max_wait_ms
@@ -195,9 +197,9 @@ class ChunkLogView(BackgroundLoop):
             await asyncio.sleep(self._retry_backoff_s)
 
     async def _follow(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers)
+        admin = AIOKafkaAdminClient(**client_options(self._kafka))
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap_servers,
+            **client_options(self._kafka),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -13,7 +13,9 @@ from aiokafka.errors import KafkaError
 from query_api.models import FreshnessResponse, HopFreshness, PartitionFreshness
 from query_api.services import Services
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 from streams.hops import HopLag, read_pipeline_lag
+from streams.kafka_clients import client_options
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ async def _hop_freshness(settings: Settings, hop_lag: HopLag) -> tuple[HopFreshn
     if waiting:
         try:
             async with asyncio.timeout(OLDEST_EVENT_TIMEOUT_S):
-                stamps = await _timestamps_at(settings.bootstrap_servers, hop_lag.hop.topic, waiting)
+                stamps = await _timestamps_at(settings.kafka, hop_lag.hop.topic, waiting)
             now = time.time()
             ages = {partition: max(now - stamp, 0.0) for partition, stamp in stamps.items()}
         except (TimeoutError, KafkaError) as exc:
@@ -100,10 +102,10 @@ async def _hop_freshness(settings: Settings, hop_lag: HopLag) -> tuple[HopFreshn
     return view, note
 
 
-async def _timestamps_at(bootstrap_servers: str, topic: str, offsets: dict[int, int]) -> dict[int, float]:
+async def _timestamps_at(kafka: KafkaConnection, topic: str, offsets: dict[int, int]) -> dict[int, float]:
     """Unix seconds of the record at each partition's offset, read by a short-lived consumer."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

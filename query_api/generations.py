@@ -42,6 +42,7 @@ from query_api.vector_index import VectorIndex
 from schemas.generations import ControlState, Generation, ReplicaReport, replica_key
 from schemas.settings import Settings
 from streams.control import ControlFollower
+from streams.kafka_clients import client_options
 from streams.lag import LagReader
 from streams.publisher import EventPublisher
 
@@ -146,7 +147,7 @@ class ServingGeneration:
             view = await stack.enter_async_context(
                 ChunkLogView(
                     lexical_index,
-                    settings.bootstrap_servers,
+                    settings.kafka,
                     settings.chunks_topic,
                     vectors=VectorIndex() if settings.local_vectors else None,
                     max_record_bytes=settings.max_record_bytes,
@@ -416,7 +417,7 @@ class ReplicaGenerations:
             if not self._control_exists:
                 return
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self._settings.bootstrap_servers, acks="all")
+            producer = AIOKafkaProducer(**client_options(self._settings.kafka), acks="all")
             await producer.start()
             self._producer = producer
         value = report.to_json() if report is not None else None

@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from query_api.background import BackgroundLoop
 from query_api.event_rate import EventRate
+from schemas.kafka_connection import KafkaConnection
 from schemas.stats import SCALING_REPORT_KIND, ConsumerStats, ScalingStats
+from streams.kafka_clients import client_options
 
 __all__ = ["ConsumerStats", "ScalingStats", "StatsTail"]
 
@@ -36,13 +38,13 @@ class StatsTail(BackgroundLoop):
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         topic: str,
         *,
         retry_backoff_s: float = 2.0,
         metadata_max_age_ms: int = 5_000,
     ) -> None:
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self._topic = topic
         self._retry_backoff_s = retry_backoff_s
         self._metadata_max_age_ms = metadata_max_age_ms
@@ -99,7 +101,7 @@ class StatsTail(BackgroundLoop):
     async def _run(self) -> None:
         while True:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap_servers,
+                **client_options(self._kafka),
                 group_id=None,
                 auto_offset_reset="earliest",
                 enable_auto_commit=False,

@@ -57,7 +57,7 @@ async def _publish(settings: Settings, events: list[DocumentEvent], label: str) 
 
     await ensure_topics(settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task(label, total=len(events))
             await publisher.publish_in_batches(
@@ -305,7 +305,7 @@ async def _status(settings: Settings) -> tuple[list, int, int]:
     from streams.hops import read_pipeline_lag
     from streams.lag import LagReader
 
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         hops = await read_pipeline_lag(lag, settings)
     client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
     collection = await open_collection(client, settings.collection)

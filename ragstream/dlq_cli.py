@@ -31,7 +31,7 @@ WhereOption = Annotated[
 def _selected(settings: Settings, where: list[str] | None):
     from streams.dlq import matches, read_dead_letters
 
-    stored = asyncio.run(read_dead_letters(settings.bootstrap_servers, settings.dlq_topic))
+    stored = asyncio.run(read_dead_letters(settings.kafka, settings.dlq_topic))
     try:
         return [s for s in stored if matches(s.letter, where or [])]
     except ValueError as exc:
@@ -72,7 +72,7 @@ def replay(
         typer.confirm(f"send {len(selected)} events back to {settings.events_topic}?", abort=True)
 
     async def send() -> None:
-        async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+        async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
             items = [
                 ((s.letter.key or b"").decode(errors="replace"), s.letter.value or b"") for s in selected
             ]

@@ -291,7 +291,7 @@ async def follow_build(
     """Report the build's progress every second until its group has read every change and its
     collection covers the active one's documents; ``Refused`` if it is aborted meanwhile."""
     chroma = await _chroma(settings)
-    async with ControlFollower(settings) as control, LagReader(settings.bootstrap_servers) as lag:
+    async with ControlFollower(settings) as control, LagReader(settings.kafka) as lag:
         while True:
             state = await _confirmed(settings, control.state, _building(generation.number))
             if not _building(generation.number)(state):
@@ -370,7 +370,7 @@ async def switch(
     is 0, the coverage check passes and every live replica holds it ready. ``SwitchBlocked`` if
     they do not all hold within ``within_s``."""
     chroma = await _chroma(settings)
-    async with ControlFollower(settings) as control, LagReader(settings.bootstrap_servers) as lag:
+    async with ControlFollower(settings) as control, LagReader(settings.kafka) as lag:
         deadline = time.monotonic() + within_s
         while True:
             state = await _confirmed(settings, control.state, lambda s: s.building() is not None)
@@ -419,7 +419,7 @@ async def wait_serving(
 async def _dropped_at(settings: Settings, number: int) -> float | None:
     """When ``generation/<number>`` was tombstoned, while the topic still holds the tombstone."""
     key = generation_key(number)
-    records = await read_topic_records(settings.bootstrap_servers, settings.control_topic)
+    records = await read_topic_records(settings.kafka, settings.control_topic)
     found = [r.timestamp / 1000 for r in records if r.key == key and r.value is None]
     return found[-1] if found else None
 
@@ -458,7 +458,7 @@ async def consumers_running(settings: Settings, groups: list[str]) -> bool:
     few seconds, and reports 0 when it stops."""
     wanted = {f"scaling/{group}".encode() for group in groups}
     latest: dict[bytes, dict] = {}
-    for record in await read_topic_records(settings.bootstrap_servers, settings.stats_topic):
+    for record in await read_topic_records(settings.kafka, settings.stats_topic):
         if record.key in wanted and record.value is not None:
             latest[record.key] = orjson.loads(record.value)
     now = time.time()
@@ -469,7 +469,7 @@ async def _resources_left(settings: Settings, chroma: AsyncClientAPI, own: Setti
     left = []
     if await _count(chroma, own.collection) is not None:
         left.append(f"collection {own.collection}")
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         if await lag.end_offsets(own.chunks_topic):
             left.append(f"topic {own.chunks_topic}")
     return left
@@ -518,7 +518,7 @@ async def read_status(settings: Settings) -> ReindexStatus:
     state = await read_control_state(settings)
     chroma = await _chroma(settings)
     found = []
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         for number, role in state.roles().items():
             generation = state.generation(number, settings)
             if generation is None:

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from schemas import Settings
 from schemas.generations import ControlState
+from streams.kafka_clients import client_options
 from streams.topic_records import read_topic_records
 
 __all__ = ["ControlFollower", "publish_control", "read_control_state"]
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 async def read_control_state(settings: Settings) -> ControlState:
     """What the control topic says now (an absent topic: generation 0 active, nothing else)."""
     state = ControlState()
-    for record in await read_topic_records(settings.bootstrap_servers, settings.control_topic):
+    for record in await read_topic_records(settings.kafka, settings.control_topic):
         state.apply(record.key, record.value)
     return state
 
@@ -37,7 +38,7 @@ async def read_control_state(settings: Settings) -> ControlState:
 async def publish_control(settings: Settings, records: list[tuple[bytes, bytes | None]]) -> None:
     """Write ``(key, value)`` records in order, acknowledged by every in-sync replica
     (a value of None is a tombstone). One partition, so every reader sees them in this order."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
     await producer.start()
     try:
         for key, value in records:
@@ -109,7 +110,7 @@ class ControlFollower:
     async def _follow(self) -> None:
         tp = TopicPartition(self._settings.control_topic, 0)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.bootstrap_servers,
+            **client_options(self._settings.kafka),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )

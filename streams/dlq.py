@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from schemas.dead_letter import DeadLetter
+from schemas.kafka_connection import KafkaConnection
 from streams.errors import broker_calls
 from streams.topic_records import read_topic_records
 
@@ -38,13 +39,13 @@ class StoredDeadLetter:
     letter: DeadLetter
 
 
-async def read_dead_letters(bootstrap_servers: str, topic: str) -> list[StoredDeadLetter]:
+async def read_dead_letters(kafka: KafkaConnection, topic: str) -> list[StoredDeadLetter]:
     """Every record of the dead-letter topic, oldest first (reads to the end offsets, then stops)."""
     found = [
         StoredDeadLetter(
             r.partition, r.offset, r.timestamp, DeadLetter.from_headers(list(r.headers), r.key, r.value)
         )
-        for r in await read_topic_records(bootstrap_servers, topic)
+        for r in await read_topic_records(kafka, topic)
     ]
     return sorted(found, key=lambda s: (s.timestamp_ms, s.partition, s.offset))
 

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 from schemas.feedback import FeedbackEvent, InvalidFeedback
+from schemas.kafka_connection import KafkaConnection
 from streams.topic_records import read_topic_records
 
 __all__ = ["FeedbackLog", "read_feedback"]
@@ -21,11 +22,11 @@ class FeedbackLog:
     unreadable: list[str] = field(default_factory=list)
 
 
-async def read_feedback(bootstrap_servers: str, topic: str) -> FeedbackLog:
+async def read_feedback(kafka: KafkaConnection, topic: str) -> FeedbackLog:
     """The whole topic as it is now; an absent topic reads as empty (and is not created)."""
     found = FeedbackLog()
     stamped: list[tuple[float, int, int, FeedbackEvent]] = []
-    for record in await read_topic_records(bootstrap_servers, topic):
+    for record in await read_topic_records(kafka, topic):
         try:
             event = FeedbackEvent.from_json(record.value or b"")
         except InvalidFeedback as exc:

@@ -15,6 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from schemas.kafka_connection import KafkaConnection
+from streams.kafka_clients import client_options
+
 __all__ = ["LagReader", "PartitionLag", "partition_lag"]
 
 
@@ -37,13 +40,13 @@ class LagReader:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         *,
         request_timeout_ms: int = 10_000,
         retry_timeout_s: float = 10.0,
         client_id: str = "ragstream-lag",
     ) -> None:
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self._request_timeout_ms = request_timeout_ms
         self._retry_timeout_s = retry_timeout_s
         self._client_id = client_id
@@ -60,12 +63,12 @@ class LagReader:
             if self._admin is not None:
                 return
             admin = AIOKafkaAdminClient(
-                bootstrap_servers=self._bootstrap_servers,
+                **client_options(self._kafka),
                 client_id=self._client_id,
                 request_timeout_ms=self._request_timeout_ms,
             )
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap_servers,
+                **client_options(self._kafka),
                 client_id=self._client_id,
                 group_id=None,
                 enable_auto_commit=False,
@@ -177,9 +180,9 @@ class LagReader:
             await asyncio.sleep(0.2)
 
 
-async def partition_lag(bootstrap_servers: str, topic: str, group: str) -> list[PartitionLag]:
+async def partition_lag(kafka: KafkaConnection, topic: str, group: str) -> list[PartitionLag]:
     """One-shot lag read with short-lived connections; see ``LagReader`` to keep them open."""
-    async with LagReader(bootstrap_servers) as reader:
+    async with LagReader(kafka) as reader:
         return await reader.read(topic, group)
 
 

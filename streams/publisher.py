@@ -10,7 +10,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 from schemas import DocumentEvent
+from schemas.kafka_connection import KafkaConnection
 from streams.errors import broker_calls
+from streams.kafka_clients import client_options
 
 #: Events per batch of ``publish_in_batches``: the producer holds one batch and its
 #: acknowledgements at a time, however long the list.
@@ -34,10 +36,10 @@ class EventPublisher:
     ``BrokerUnavailable``, ``RecordRejected`` for an event too large, else ``BrokerRefused``.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, max_event_bytes: int = 11 * 1024 * 1024) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str, max_event_bytes: int = 11 * 1024 * 1024) -> None:
         self.topic = topic
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            **client_options(kafka),
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

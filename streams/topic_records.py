@@ -5,15 +5,17 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.kafka_connection import KafkaConnection
+from streams.kafka_clients import client_options
 from streams.lag import topic_partitions
 
 __all__ = ["read_partition_range", "read_topic_records"]
 
 
-async def read_topic_records(bootstrap_servers: str, topic: str) -> list[ConsumerRecord]:
+async def read_topic_records(kafka: KafkaConnection, topic: str) -> list[ConsumerRecord]:
     """Every record of ``topic`` as it is now, in partition then offset order, without a consumer
     group; an absent topic reads as empty (and is not created)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         partitions = await topic_partitions(admin, topic)
@@ -21,7 +23,7 @@ async def read_topic_records(bootstrap_servers: str, topic: str) -> list[Consume
         await admin.close()
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -33,7 +35,7 @@ async def read_topic_records(bootstrap_servers: str, topic: str) -> list[Consume
 
 
 async def read_partition_range(
-    bootstrap_servers: str, topic: str, partition: int, start: int, stop: int
+    kafka: KafkaConnection, topic: str, partition: int, start: int, stop: int
 ) -> list[ConsumerRecord]:
     """The records at offsets ``start`` ≤ offset < ``stop`` of one partition, in offset order.
 
@@ -42,7 +44,7 @@ async def read_partition_range(
     """
     tp = TopicPartition(topic, partition)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_options(kafka), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -26,6 +26,7 @@ from aiokafka.partitioner import murmur2
 from engines.chunking import Chunker
 from schemas import DocumentEvent, InvalidEvent, Settings
 from streams.hops import pipeline_hops
+from streams.kafka_clients import client_options
 from streams.lag import LagReader
 
 if TYPE_CHECKING:
@@ -287,7 +288,7 @@ async def read_trace(
     hops = pipeline_hops(settings)
     notes: list[str] = []
     topics = {settings.events_topic, settings.input_topic, settings.chunks_topic}
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         partition_counts = {topic: len(await lag.end_offsets(topic)) for topic in topics}
         if not partition_counts[settings.events_topic]:
             return DocumentTrace(doc_id, [], {}, [f"no topic {settings.events_topic!r}"])
@@ -297,7 +298,7 @@ async def read_trace(
             at = {p.partition: p.committed for p in await lag.read(hop.topic, hop.group)}
             committed[hop.topic] = _Committed(hop.group, at.get(where.get(hop.topic, -1)))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+        **client_options(settings.kafka), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -348,9 +348,7 @@ async def watch_folder(settings: Settings, root: Path, namespace: str | None = N
         loop.remove_signal_handler(sig)
 
     await ensure_topics(settings)
-    async with EventPublisher(
-        settings.bootstrap_servers, settings.events_topic, settings.max_record_bytes
-    ) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic, settings.max_record_bytes) as publisher:
         watcher = FolderWatcher(root, publisher, settings, namespace)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)

@@ -24,6 +24,9 @@ from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
 
+from schemas.kafka_connection import KafkaConnection
+from streams.kafka_clients import client_options
+
 log = logging.getLogger(__name__)
 
 __all__ = ["instance_id", "remove_static_member", "remove_static_member_or_log"]
@@ -73,12 +76,12 @@ class _RemoveStaticMember(Request[_LeaveGroupRequestV3]):
 
 
 async def remove_static_member(
-    bootstrap_servers: str, group_id: str, instance: str, timeout_s: float = 5.0
+    kafka: KafkaConnection, group_id: str, instance: str, timeout_s: float = 5.0
 ) -> bool:
     """Remove the static member ``instance`` from ``group_id``, so that the group rebalances now;
     returns whether it was a member. Raises a ``KafkaError`` when no coordinator answers in time."""
     async with asyncio.timeout(timeout_s):
-        client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, client_id=f"{group_id}-supervisor")
+        client = AIOKafkaClient(**client_options(kafka), client_id=f"{group_id}-supervisor")
         try:
             await client.bootstrap()
             while True:
@@ -99,11 +102,11 @@ async def remove_static_member(
             await client.close()
 
 
-def remove_static_member_or_log(bootstrap_servers: str, group_id: str, instance: str) -> None:
+def remove_static_member_or_log(kafka: KafkaConnection, group_id: str, instance: str) -> None:
     """``remove_static_member`` for a synchronous caller; a failure is logged (the session timeout
     still removes the member), never raised."""
     try:
-        removed = asyncio.run(remove_static_member(bootstrap_servers, group_id, instance))
+        removed = asyncio.run(remove_static_member(kafka, group_id, instance))
     except (KafkaError, TimeoutError, OSError) as exc:
         log.warning(
             "could not remove %s from %s (%r); it leaves the group at its session timeout",

@@ -29,6 +29,7 @@ from streams.changes.dedupe import Decision, DocumentState, decide, next_state
 from streams.changes.membership import instance_id
 from streams.changes.normalise import normalise_event
 from streams.changes.watchdog import StallDetector
+from streams.kafka_clients import faust_broker_options
 from streams.lag import LagReader
 from streams.topic_records import read_partition_range
 
@@ -61,10 +62,6 @@ class SourceRecord(Protocol):
     def value(self) -> bytes | None: ...
 
 
-def _broker_urls(bootstrap_servers: str) -> list[str]:
-    return [f"kafka://{address.strip()}" for address in bootstrap_servers.split(",") if address.strip()]
-
-
 class ChangesStage:
     """Validates, normalises and deduplicates document events into the changes topic.
 
@@ -77,7 +74,7 @@ class ChangesStage:
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             s.streams_app_id,
-            broker=_broker_urls(s.bootstrap_servers),
+            **faust_broker_options(s.kafka),
             # The table is rebuilt from its changelog at start: no local files to lose or corrupt.
             store="memory://",
             processing_guarantee="at_least_once",
@@ -121,7 +118,7 @@ class ChangesStage:
         self.app.timer(30.0)(self._log_counts)
         self._parent_pid = os.getppid()
         self._stalls = StallDetector(s.streams_stall_timeout_s)
-        self._lag = LagReader(s.bootstrap_servers, client_id=f"{s.streams_app_id}-watchdog")
+        self._lag = LagReader(s.kafka, client_id=f"{s.streams_app_id}-watchdog")
         self.app.timer(min(5.0, s.streams_stall_timeout_s / 3))(self._watch)
         self._continuity = OffsetContinuity()
         self.app.on_partitions_revoked.connect(self._forget_revoked)
@@ -170,7 +167,7 @@ class ChangesStage:
         if not skipped:
             return []
         records = await read_partition_range(
-            self.settings.bootstrap_servers, message.topic, partition, skipped.start, skipped.stop
+            self.settings.kafka, message.topic, partition, skipped.start, skipped.stop
         )
         log.warning(
             "the consumer skipped offsets %d to %d of %s[%d] (%d records); handling them first",

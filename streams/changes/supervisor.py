@@ -92,7 +92,7 @@ def supervise_stage(settings: Settings) -> int:
     group = settings.streams_app_id
 
     def leave_group(index: int) -> None:
-        remove_static_member_or_log(settings.bootstrap_servers, group, instance_id(group, index))
+        remove_static_member_or_log(settings.kafka, group, instance_id(group, index))
 
     commands = [
         [sys.executable, "-m", "ragstream", "streams", "--worker", str(index)]

@@ -32,10 +32,7 @@ async def test_revisions_change_the_text_and_raise_the_version(kafka_broker):
     published = await ingesting
     assert published >= 4
 
-    events = [
-        orjson.loads(r.value)
-        for r in await read_topic_records(settings.bootstrap_servers, settings.events_topic)
-    ]
+    events = [orjson.loads(r.value) for r in await read_topic_records(settings.kafka, settings.events_topic)]
     lyon = sorted((e for e in events if e["doc_id"] == "wiki/Lyon"), key=lambda e: e["version"])
     assert [e["version"] for e in lyon] == list(range(1, len(lyon) + 1))
     assert [e["content"] for e in lyon[:3]] == [

@@ -229,12 +229,12 @@ class Supervised:
         return Generation(number, shaped(self.base, chunk_size, chunk_overlap)).settings(self.base)
 
     async def publish(self, events: list[DocumentEvent]) -> None:
-        async with EventPublisher(self.base.bootstrap_servers, self.base.events_topic) as publisher:
+        async with EventPublisher(self.base.kafka, self.base.events_topic) as publisher:
             await publisher.publish_many(events)
         self.published.extend(events)
 
     async def drained(self, settings: Settings) -> bool:
-        async with LagReader(settings.bootstrap_servers) as reader:
+        async with LagReader(settings.kafka) as reader:
             partitions = await reader.read(settings.input_topic, settings.consumer_group)
         return bool(partitions) and all(p.committed == p.end_offset for p in partitions)
 

@@ -72,7 +72,7 @@ async def running(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
 
 
 async def publish(settings: Settings, *events: DocumentEvent) -> None:
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         await publisher.publish_many(events)
 
 
@@ -92,13 +92,13 @@ async def indexed_doc_ids(settings: Settings) -> set[str]:
 
 
 async def committed_and_end(settings: Settings) -> tuple[int | None, int]:
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         (partition,) = await lag.read(settings.events_topic, settings.consumer_group)
     return partition.committed, partition.end_offset
 
 
 async def dead_letters(settings: Settings) -> list[StoredDeadLetter]:
-    return await read_dead_letters(settings.bootstrap_servers, settings.dlq_topic)
+    return await read_dead_letters(settings.kafka, settings.dlq_topic)
 
 
 async def test_an_event_chroma_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_indexed(

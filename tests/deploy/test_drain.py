@@ -23,7 +23,7 @@ async def published_settings(bootstrap_servers: str, events: int) -> Settings:
     settings = Settings(bootstrap_servers=bootstrap_servers, partitions=2, consumer_input="events")
     settings = settings.namespaced(f"drain-{uuid.uuid4().hex[:8]}")
     await ensure_topics(settings)
-    async with EventPublisher(bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         await publisher.publish_many(
             DocumentEvent(doc_id=f"d{i}", op=EventOp.UPSERT, content=f"text {i}") for i in range(events)
         )

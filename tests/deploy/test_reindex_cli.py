@@ -52,7 +52,7 @@ def ragstream(settings: Settings, *args: str) -> Result:
 
 
 def control_records(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
-    records = asyncio.run(read_topic_records(settings.bootstrap_servers, settings.control_topic))
+    records = asyncio.run(read_topic_records(settings.kafka, settings.control_topic))
     return [(r.key, r.value) for r in records]
 
 

@@ -61,7 +61,7 @@ class Scenario:
         With ``backlog``, hold a slice back while that many events wait for the consumers: the
         work in flight stays bounded on a slow machine, and so does the time to drain it.
         """
-        async with EventPublisher(self.settings.bootstrap_servers, self.settings.events_topic) as publisher:
+        async with EventPublisher(self.settings.kafka, self.settings.events_topic) as publisher:
             for start in range(0, len(events), slice_size):
                 if backlog is not None:
                     await self._while_backlog_reaches(backlog, until)
@@ -95,7 +95,7 @@ class Scenario:
         partitions: list = []
         while time.monotonic() < deadline:
             try:
-                async with LagReader(self.settings.bootstrap_servers) as reader:
+                async with LagReader(self.settings.kafka) as reader:
                     partitions = await reader.read(self.settings.events_topic, self.settings.consumer_group)
                 if partitions and all((p.committed or 0) == p.end_offset for p in partitions):
                     return
@@ -129,7 +129,7 @@ class Scenario:
         )
         problems = differences(expected, await self.index_content())
         assert not problems, "\n".join(problems)
-        async with LagReader(self.settings.bootstrap_servers) as reader:
+        async with LagReader(self.settings.kafka) as reader:
             for p in await reader.read(self.settings.events_topic, self.settings.consumer_group):
                 assert (p.committed or 0) == p.end_offset, p
 

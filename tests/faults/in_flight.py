@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.errors import KafkaError
 
+from schemas.kafka_connection import KafkaConnection
 from streams.lag import LagReader
 
 __all__ = ["FaultMoment", "InFlight"]
@@ -41,7 +42,7 @@ class InFlight:
 
     async def read(self) -> tuple[int, int]:
         """Events the group has committed, and events published that it has not."""
-        async with LagReader(self.bootstrap_servers) as reader:
+        async with LagReader(KafkaConnection(self.bootstrap_servers)) as reader:
             partitions = await reader.read(self.topic, self.group)
         return sum(p.committed or 0 for p in partitions), sum(p.lag for p in partitions)
 

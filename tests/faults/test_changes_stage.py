@@ -51,7 +51,7 @@ async def wait_drained(settings: Settings, topic: str, group: str, timeout: floa
     partitions: list = []
     while time.monotonic() < deadline:
         try:
-            async with LagReader(settings.bootstrap_servers) as reader:
+            async with LagReader(settings.kafka) as reader:
                 partitions = await reader.read(topic, group)
             if partitions and all((p.committed or 0) == p.end_offset for p in partitions):
                 return
@@ -117,7 +117,7 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
     await wait_drained(s, s.events_topic, s.streams_app_id, timeout=90)
     stage.assert_running()
 
-    changes = changes_by_doc(await read_topic_records(s.bootstrap_servers, s.changes_topic))
+    changes = changes_by_doc(await read_topic_records(s.kafka, s.changes_topic))
     assert set(changes) == {"page.html", "gone.md"}
     page = changes["page.html"]
     assert [(c["content"], c["content_type"], c["version"]) for c in page if c] == [
@@ -132,7 +132,7 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
 
     letters = [
         DeadLetter.from_headers(list(r.headers), r.key, r.value)
-        for r in await read_topic_records(s.bootstrap_servers, s.dlq_topic)
+        for r in await read_topic_records(s.kafka, s.dlq_topic)
     ]
     reasons = {letter.key: letter.reason for letter in letters}
     assert set(reasons) == {b"junk", b"no-op", b"blank", b"empty"}
@@ -145,11 +145,11 @@ async def test_the_stage_emits_normalised_deduplicated_changes_and_dead_letters(
     assert by_key[b"junk"].topic == s.events_topic
 
     # Republishing the same documents (new event ids, same versions and content) adds nothing.
-    before = len(await read_topic_records(s.bootstrap_servers, s.changes_topic))
+    before = len(await read_topic_records(s.kafka, s.changes_topic))
     await publish_raw(s, published([edited, deleted_again]))
     await publish_raw(s, published([edited.model_copy(update={"event_id": "again", "version": 4})]))
     await wait_drained(s, s.events_topic, s.streams_app_id, timeout=60)
-    assert len(await read_topic_records(s.bootstrap_servers, s.changes_topic)) == before
+    assert len(await read_topic_records(s.kafka, s.changes_topic)) == before
 
 
 async def test_a_stage_killed_mid_stream_leaves_the_index_exactly_as_the_oracle(
@@ -257,7 +257,7 @@ async def _kill_one_of_two_workers_under_load(
     await publishing
     await wait_drained(s, s.events_topic, s.streams_app_id, timeout=120)
     stage.assert_running()
-    await arrivals.wait_for(len(await read_topic_records(s.bootstrap_servers, s.changes_topic)))
+    await arrivals.wait_for(len(await read_topic_records(s.kafka, s.changes_topic)))
 
     # The flow resumed on the dead worker's partitions, and the changes topic says what the events do.
     resumed = [
@@ -298,7 +298,7 @@ async def _publish_at_rate(
     settings: Settings, events: list[DocumentEvent], published: dict[tuple[str, int], tuple[float, int]]
 ) -> None:
     """One event every 1/RATE s, on a fixed schedule; notes when each was acknowledged, and where."""
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         start = time.monotonic()
         for i, event in enumerate(events):
             await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))

@@ -96,8 +96,8 @@ async def scaled_group(scenario, **controller_options) -> AsyncIterator[tuple[Co
     controller = asyncio.create_task(ScalingController(settings, group, **controller_options).run(stop))
     try:
         async with (
-            StatsTail(settings.bootstrap_servers, settings.stats_topic) as stats,
-            LagReader(settings.bootstrap_servers) as lag,
+            StatsTail(settings.kafka, settings.stats_topic) as stats,
+            LagReader(settings.kafka) as lag,
         ):
             yield group, GroupWatch(settings, stats, lag)
     finally:

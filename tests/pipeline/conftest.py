@@ -78,7 +78,7 @@ async def api(pipeline_settings, consumer_group, query_embedder):
 
 @pytest.fixture(scope="module")
 async def publisher(pipeline_settings):
-    async with EventPublisher(pipeline_settings.bootstrap_servers, pipeline_settings.events_topic) as pub:
+    async with EventPublisher(pipeline_settings.kafka, pipeline_settings.events_topic) as pub:
         yield pub
 
 
@@ -99,7 +99,7 @@ class Pipeline:
 
     async def lag(self) -> list[HopLag]:
         """Every hop's lag, upstream (the changes stage on the events topic) first."""
-        async with LagReader(self.settings.bootstrap_servers) as reader:
+        async with LagReader(self.settings.kafka) as reader:
             return await read_pipeline_lag(reader, self.settings)
 
     async def events_published(self) -> int:

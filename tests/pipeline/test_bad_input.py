@@ -49,7 +49,7 @@ async def test_bad_input_is_dead_lettered_and_its_neighbours_are_indexed(pipelin
         assert (await pipeline.api.get(f"/v1/documents/{event.doc_id}")).status_code == 200
     letters = [
         s.letter
-        for s in await read_dead_letters(pipeline.settings.bootstrap_servers, pipeline.settings.dlq_topic)
+        for s in await read_dead_letters(pipeline.settings.kafka, pipeline.settings.dlq_topic)
         if s.letter.key == f"{run}/bad".encode()
     ]
     # A group rebalance may replay a batch before its commit: the same dead letter may then be
@@ -66,7 +66,7 @@ async def test_deleting_an_unknown_document_is_a_no_op(pipeline):
     doc_id = f"ghost-{uuid.uuid4().hex[:6]}"
     await pipeline.publisher.publish(DocumentEvent(doc_id=doc_id, op=EventOp.DELETE))
     await pipeline.drain()
-    letters = await read_dead_letters(pipeline.settings.bootstrap_servers, pipeline.settings.dlq_topic)
+    letters = await read_dead_letters(pipeline.settings.kafka, pipeline.settings.dlq_topic)
     assert all(s.letter.key != doc_id.encode() for s in letters)
     assert (await pipeline.api.get(f"/v1/documents/{doc_id}")).status_code == 404
 
@@ -90,9 +90,7 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
     assert listed.exit_code == 0, listed.output
     assert "not valid JSON" in listed.output and f"{run}/bad" in listed.output
     before = [
-        x
-        for x in await read_dead_letters(s.bootstrap_servers, s.dlq_topic)
-        if x.letter.key == f"{run}/bad".encode()
+        x for x in await read_dead_letters(s.kafka, s.dlq_topic) if x.letter.key == f"{run}/bad".encode()
     ]
 
     replayed = await asyncio.to_thread(
@@ -102,9 +100,7 @@ async def test_dlq_list_and_replay_from_the_cli(pipeline, monkeypatch):
     await pipeline.drain()
     # Still broken, so it comes back: the replay really went through the pipeline again.
     again = [
-        x
-        for x in await read_dead_letters(s.bootstrap_servers, s.dlq_topic)
-        if x.letter.key == f"{run}/bad".encode()
+        x for x in await read_dead_letters(s.kafka, s.dlq_topic) if x.letter.key == f"{run}/bad".encode()
     ]
     assert len(again) > len(before)
 

@@ -150,7 +150,7 @@ async def test_bad_events_go_to_the_dead_letter_topic_and_their_neighbours_are_i
 
 async def read_dead_letters(settings, key_prefix: str) -> list[tuple[str, dict[str, str], bytes]]:
     found = []
-    for stored in await read_dlq(settings.bootstrap_servers, settings.dlq_topic):
+    for stored in await read_dlq(settings.kafka, settings.dlq_topic):
         key = (stored.letter.key or b"").decode()
         if key.startswith(key_prefix):
             headers = {name: raw.decode() for name, raw in stored.letter.headers()}

@@ -188,7 +188,7 @@ class LiveTraffic:
 async def _drain(settings: Settings, timeout: float = 300) -> None:
     """Until the stage and the generation's consumer group have committed everything published."""
     deadline = time.monotonic() + timeout
-    async with LagReader(settings.bootstrap_servers) as reader:
+    async with LagReader(settings.kafka) as reader:
         while not drained(hops := await read_pipeline_lag(reader, settings)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not drained in {timeout} s: {hops}")
@@ -253,7 +253,7 @@ async def _reindex_under(traffic: LiveTraffic, settings: Settings, api: httpx.As
 async def _started_building(settings: Settings, generation: Generation) -> BuildProgress:
     """The generation's progress once its consumers committed their first batch."""
     chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
-    async with LagReader(settings.bootstrap_servers) as lag:
+    async with LagReader(settings.kafka) as lag:
         deadline = time.monotonic() + 240
         while (progress := await read_progress(settings, lag, chroma, generation)).read == 0:
             assert time.monotonic() < deadline, f"generation {generation.number} did not start building"
@@ -268,7 +268,7 @@ TOKEN_DOC = "The quillwort grows in the cold lakes of the north."
 async def test_a_reindex_under_writes_and_searches_switches_every_search_at_once_and_loses_nothing(
     settings, api, supervisor
 ) -> None:
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
         await publisher.publish_many(CORPUS.new(n) for n in range(DOCUMENTS))
         await _drain(settings)
         traffic = LiveTraffic(api, publisher, CORPUS)

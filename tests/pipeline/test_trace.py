@@ -87,9 +87,9 @@ async def test_a_document_whose_consumers_are_stopped_shows_where_it_waits(pipel
     event copied to the changes topic and the stage's offset committed past it)."""
     settings, doc_id = await _topology_without_workers(pipeline.settings)
     event = DocumentEvent(doc_id=doc_id, op=EventOp.UPSERT, content="Waiting for a consumer.")
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as events:
+    async with EventPublisher(settings.kafka, settings.events_topic) as events:
         (published,) = await events.publish_many([event])
-    async with EventPublisher(settings.bootstrap_servers, settings.changes_topic) as changes:
+    async with EventPublisher(settings.kafka, settings.changes_topic) as changes:
         (changed,) = await changes.publish_many([event])
     stage = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.streams_app_id)
     await stage.start()
@@ -112,7 +112,7 @@ async def test_a_document_whose_consumers_are_stopped_shows_where_it_waits(pipel
 
 async def test_an_event_the_stage_has_not_reached_waits_for_the_stage(pipeline) -> None:
     settings, doc_id = await _topology_without_workers(pipeline.settings)
-    async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as events:
+    async with EventPublisher(settings.kafka, settings.events_topic) as events:
         (published,) = await events.publish_many(
             [DocumentEvent(doc_id=doc_id, op=EventOp.UPSERT, content="No stage reads this.")]
         )

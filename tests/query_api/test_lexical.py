@@ -26,6 +26,7 @@ from query_api.chunk_log_view import ChunkLogView
 from query_api.filters import Condition, SearchFilter
 from query_api.lexical import LexicalIndex
 from schemas.chunk_log import chunk_record
+from schemas.kafka_connection import KafkaConnection
 from schemas.settings import Settings
 
 Serve = Callable[[FastAPI], AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -392,7 +393,7 @@ async def chunk_topic(kafka_broker: Any) -> str:
 @pytest.fixture
 async def view(kafka_broker: Any, chunk_topic: str) -> AsyncIterator[ChunkLogView]:
     index = LexicalIndex()
-    async with ChunkLogView(index, kafka_broker.bootstrap_servers, chunk_topic) as follower:
+    async with ChunkLogView(index, KafkaConnection(kafka_broker.bootstrap_servers), chunk_topic) as follower:
         assert await follower.wait_caught_up(60)
         yield follower
     index.close()
@@ -474,7 +475,9 @@ async def test_the_view_applies_changes_at_low_priority_and_searches_keep_theirs
     before = thread_niceness()
     index = ThreadRecordingIndex()
     try:
-        async with ChunkLogView(index, kafka_broker.bootstrap_servers, chunk_topic, niceness=low) as view:
+        async with ChunkLogView(
+            index, KafkaConnection(kafka_broker.bootstrap_servers), chunk_topic, niceness=low
+        ) as view:
             assert await view.wait_caught_up(60)
             await produce(kafka_broker.bootstrap_servers, chunk_topic, [change("c11", "d/11", "lowprio")])
             await eventually(lambda: ids(index.search("lowprio", 1)) == ["c11"], within=5.0)
@@ -500,7 +503,7 @@ async def test_a_restarted_view_and_a_second_view_rebuild_the_same_index(
     expected = results(view.index)
     for _ in range(2):
         index = LexicalIndex()
-        async with ChunkLogView(index, kafka_broker.bootstrap_servers, chunk_topic) as other:
+        async with ChunkLogView(index, KafkaConnection(kafka_broker.bootstrap_servers), chunk_topic) as other:
             assert await other.wait_caught_up(60)
             assert results(index) == expected
         index.close()
@@ -510,7 +513,9 @@ async def test_a_restarted_view_and_a_second_view_rebuild_the_same_index(
 async def test_a_missing_topic_is_an_empty_log_and_is_not_created(kafka_broker: Any) -> None:
     topic = f"lexical-missing-{uuid.uuid4().hex[:8]}"
     index = LexicalIndex()
-    async with ChunkLogView(index, kafka_broker.bootstrap_servers, topic, retry_backoff_s=0.2) as follower:
+    async with ChunkLogView(
+        index, KafkaConnection(kafka_broker.bootstrap_servers), topic, retry_backoff_s=0.2
+    ) as follower:
         assert await follower.wait_caught_up(30)
         assert index.num_chunks == 0
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
@@ -525,7 +530,7 @@ async def test_a_missing_topic_is_an_empty_log_and_is_not_created(kafka_broker: 
 @pytest.mark.integration
 async def test_an_unreachable_broker_ends_the_wait_early_without_catching_up() -> None:
     index = LexicalIndex()
-    async with ChunkLogView(index, f"127.0.0.1:{free_port()}", "docs.chunks") as follower:
+    async with ChunkLogView(index, KafkaConnection(f"127.0.0.1:{free_port()}"), "docs.chunks") as follower:
         started = time.monotonic()
         assert not await follower.wait_caught_up(60)
         assert time.monotonic() - started < 30

@@ -8,6 +8,7 @@ import socket
 from query_api.prometheus_metrics import PipelineMetrics
 from query_api.stats import StatsTail
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 from streams.lag import LagReader
 
 
@@ -19,10 +20,10 @@ def _nothing_listening() -> str:
 
 def _metrics() -> tuple[PipelineMetrics, LagReader]:
     servers = _nothing_listening()
-    reader = LagReader(servers, request_timeout_ms=500, retry_timeout_s=0.5)
+    reader = LagReader(KafkaConnection(servers), request_timeout_ms=500, retry_timeout_s=0.5)
     settings = Settings(bootstrap_servers=servers)
     return PipelineMetrics(
-        StatsTail(servers, settings.stats_topic), reader, settings, lag_timeout_s=2
+        StatsTail(KafkaConnection(servers), settings.stats_topic), reader, settings, lag_timeout_s=2
     ), reader
 
 

@@ -10,6 +10,7 @@ from consumers.controller import ScalingReport
 from query_api.prometheus_metrics import KafkaReadings, PipelineCollector, PipelineMetrics
 from query_api.stats import StatsTail
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 from streams.hops import Hop, HopLag
 from streams.lag import LagReader, PartitionLag
 
@@ -21,7 +22,7 @@ def _lines(collector: PipelineCollector) -> list[str]:
 
 
 def _tail(*reports: ScalingReport) -> StatsTail:
-    tail = StatsTail("127.0.0.1:1", "stats")
+    tail = StatsTail(KafkaConnection("127.0.0.1:1"), "stats")
     for report in reports:
         tail.apply(report.key, report.to_json())
     return tail
@@ -77,7 +78,7 @@ def test_the_consumer_ceiling_is_the_controllers_or_else_the_settings_within_the
 
 async def test_search_latency_is_counted_per_mode_under_the_replicas_name() -> None:
     settings = Settings()
-    metrics = PipelineMetrics(_tail(), LagReader("127.0.0.1:1"), settings, replica="r1")
+    metrics = PipelineMetrics(_tail(), LagReader(KafkaConnection("127.0.0.1:1")), settings, replica="r1")
     metrics.observe_search("lexical", 0.004)
     metrics.observe_search("hybrid", 0.2)
 

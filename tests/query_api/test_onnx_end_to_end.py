@@ -78,7 +78,7 @@ async def test_the_api_as_deployed_embeds_queries_with_onnx_int8_and_puts_the_me
         async with serve(app) as api:
             await starting
             doc_ids = {f"{settings.collection}/{name}" for name in DOCUMENTS}
-            async with EventPublisher(settings.bootstrap_servers, settings.events_topic) as publisher:
+            async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
                 await publisher.publish_many(
                     DocumentEvent(doc_id=f"{settings.collection}/{name}", op=EventOp.UPSERT, content=text)
                     for name, text in DOCUMENTS.items()

@@ -14,6 +14,7 @@ from consumers.controller import ScalingReport
 from query_api.routes.stats import router
 from query_api.stats import StatsTail
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 
 
 def _counters(consumer_id: str, events_consumed: int, seconds_ago: float) -> tuple[bytes, bytes]:
@@ -27,7 +28,7 @@ def _counters(consumer_id: str, events_consumed: int, seconds_ago: float) -> tup
 
 def _stats_route(*messages: tuple[bytes, bytes]) -> TestClient:
     """The route on an app of its own, as on a replica that has just started."""
-    tail = StatsTail("127.0.0.1:1", "stats")
+    tail = StatsTail(KafkaConnection("127.0.0.1:1"), "stats")
     for key, value in messages:
         tail.apply(key, value)
     app = FastAPI()

@@ -458,7 +458,7 @@ async def test_feedback_is_recorded_under_the_tenant_of_its_key_and_becomes_a_ca
     response = await api.post("/v1/feedback", json=body, headers=auth("acme"))
 
     assert response.status_code == 202, response.text
-    log = await read_feedback(security_settings.bootstrap_servers, security_settings.feedback_topic)
+    log = await read_feedback(security_settings.kafka, security_settings.feedback_topic)
     [event] = [e for e in log.events if e.feedback_id == response.json()["feedback_id"]]
     assert event.tenant == "acme" and event.doc_id == "shared/handbook"
     # The case names the document as the index stores it: acme's, not globex's "shared/handbook".

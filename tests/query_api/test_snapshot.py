@@ -26,6 +26,7 @@ from query_api.lexical import LexicalIndex
 from query_api.snapshot import SnapshotStore, ViewShape
 from query_api.vector_index import VectorChange, VectorIndex
 from schemas.chunk_log import chunk_record, embedding_header
+from schemas.kafka_connection import KafkaConnection
 
 DIMENSION = 16
 TOPIC = "snap.chunks"
@@ -364,7 +365,7 @@ async def caught_up_view(
     index = LexicalIndex()
     try:
         async with ChunkLogView(
-            index, bootstrap_servers, topic, vectors=VectorIndex(), snapshot_dir=snapshot_dir
+            index, KafkaConnection(bootstrap_servers), topic, vectors=VectorIndex(), snapshot_dir=snapshot_dir
         ) as view:
             assert await view.wait_caught_up(60)
             assert await view.wait_for(until, timeout=30)
@@ -385,7 +386,9 @@ async def test_a_view_from_a_snapshot_and_the_tail_equals_one_replayed_from_the_
 
     # A replica that replayed the log writes a snapshot.
     index = LexicalIndex()
-    async with ChunkLogView(index, servers, topic, vectors=VectorIndex(), snapshot_dir=tmp_path) as first:
+    async with ChunkLogView(
+        index, KafkaConnection(servers), topic, vectors=VectorIndex(), snapshot_dir=tmp_path
+    ) as first:
         assert await first.wait_caught_up(60)
         written = await first.write_snapshot()
     index.close()
@@ -429,7 +432,12 @@ async def test_a_view_that_replayed_the_whole_log_leaves_a_snapshot_without_wait
     index = LexicalIndex()
     try:
         async with ChunkLogView(
-            index, servers, topic, vectors=VectorIndex(), snapshot_dir=tmp_path, snapshot_interval_s=3600
+            index,
+            KafkaConnection(servers),
+            topic,
+            vectors=VectorIndex(),
+            snapshot_dir=tmp_path,
+            snapshot_interval_s=3600,
         ) as view:
             assert await view.wait_caught_up(60)
             deadline = time.monotonic() + 60

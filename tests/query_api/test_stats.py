@@ -8,10 +8,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from consumers.controller import ScalingReport
 from query_api.prometheus_metrics import PipelineCollector
 from query_api.stats import StatsTail
+from schemas.kafka_connection import KafkaConnection
 
 
 def _tail_with(*messages: tuple[bytes, bytes]) -> StatsTail:
-    tail = StatsTail("127.0.0.1:1", "stats")
+    tail = StatsTail(KafkaConnection("127.0.0.1:1"), "stats")
     for key, value in messages:
         tail.apply(key, value)
     return tail

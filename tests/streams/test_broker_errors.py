@@ -7,12 +7,13 @@ from aiokafka.errors import KafkaError
 
 from deploy import free_port
 from schemas import DocumentEvent, EventOp
+from schemas.kafka_connection import KafkaConnection
 from streams.errors import BrokerUnavailable
 from streams.publisher import EventPublisher
 
 
 async def test_a_publisher_without_a_broker_raises_a_retriable_kafka_error_that_says_where() -> None:
-    publisher = EventPublisher(f"127.0.0.1:{free_port()}", "docs.events")
+    publisher = EventPublisher(KafkaConnection(f"127.0.0.1:{free_port()}"), "docs.events")
 
     with pytest.raises(BrokerUnavailable) as caught:
         async with publisher:

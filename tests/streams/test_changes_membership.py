@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 from streams.changes.membership import remove_static_member, remove_static_member_or_log
 from streams.topics import ensure_topics
 
@@ -57,9 +58,11 @@ async def test_a_removed_static_member_hands_its_partitions_to_the_other_before_
         # A static member sends no LeaveGroup when it stops: to the group it is a process that died.
         await dead.stop()
 
-        assert await remove_static_member(servers, group, "dead") is True
+        assert await remove_static_member(KafkaConnection(servers), group, "dead") is True
         await until_holding(survivor, 2, timeout=SESSION_TIMEOUT_MS / 1000 / 2)
-        assert await remove_static_member(servers, group, "dead") is False  # no longer a member
+        assert (
+            await remove_static_member(KafkaConnection(servers), group, "dead") is False
+        )  # no longer a member
     finally:
         with contextlib.suppress(Exception):
             await dead.stop()
@@ -68,5 +71,5 @@ async def test_a_removed_static_member_hands_its_partitions_to_the_other_before_
 
 def test_a_removal_without_a_broker_is_logged_and_left_to_the_session_timeout(caplog):
     caplog.set_level(logging.WARNING)
-    remove_static_member_or_log("127.0.0.1:1", "a-group", "a-worker")
+    remove_static_member_or_log(KafkaConnection("127.0.0.1:1"), "a-group", "a-worker")
     assert "could not remove a-worker from a-group" in caplog.text

@@ -19,15 +19,15 @@ async def test_events_published_in_batches_arrive_in_order_and_each_batch_is_rep
     settings = Settings(bootstrap_servers=kafka_broker.bootstrap_servers, partitions=1)
     settings = settings.namespaced(f"batches-{uuid.uuid4().hex[:8]}")
     await ensure_topics(settings)
-    servers, topic = settings.bootstrap_servers, settings.events_topic
+    topic = settings.events_topic
     events = [DocumentEvent(doc_id=f"d{i}", op=EventOp.UPSERT, content=f"text {i}") for i in range(5)]
     reported: list[list[str]] = []
 
-    async with EventPublisher(servers, topic) as publisher:
+    async with EventPublisher(settings.kafka, topic) as publisher:
         await publisher.publish_in_batches(
             events, batch_size=2, on_batch=lambda batch: reported.append([e.doc_id for e in batch])
         )
 
     assert reported == [["d0", "d1"], ["d2", "d3"], ["d4"]]
-    records = await read_topic_records(servers, topic)
+    records = await read_topic_records(settings.kafka, topic)
     assert [orjson.loads(r.value)["doc_id"] for r in records] == [e.doc_id for e in events]

@@ -8,6 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 from streams.lag import LagReader
 from streams.topic_records import read_partition_range
 from streams.topics import ensure_topics
@@ -28,11 +29,11 @@ async def test_a_range_holds_exactly_its_records_in_order(kafka_broker):
         for i in range(20):
             await producer.send_and_wait(topic, value=f"event {i}".encode(), partition=0)
 
-    records = await read_partition_range(kafka_broker.bootstrap_servers, topic, 0, 5, 12)
+    records = await read_partition_range(KafkaConnection(kafka_broker.bootstrap_servers), topic, 0, 5, 12)
     assert [r.offset for r in records] == list(range(5, 12))
     assert [r.value for r in records] == [f"event {i}".encode() for i in range(5, 12)]
     # A range past the end stops at the end instead of waiting for records to come.
-    tail = await read_partition_range(kafka_broker.bootstrap_servers, topic, 0, 18, 30)
+    tail = await read_partition_range(KafkaConnection(kafka_broker.bootstrap_servers), topic, 0, 18, 30)
     assert [r.offset for r in tail] == [18, 19]
 
 
@@ -50,7 +51,7 @@ async def test_offsets_that_hold_transaction_markers_read_as_nothing(kafka_broke
     finally:
         await producer.stop()
 
-    records = await read_partition_range(kafka_broker.bootstrap_servers, topic, 0, 0, 8)
+    records = await read_partition_range(KafkaConnection(kafka_broker.bootstrap_servers), topic, 0, 0, 8)
     # Each commit marker takes an offset of its own: 3 and 7.
     assert [(r.offset, r.value) for r in records] == [
         (0, b"0.0"), (1, b"0.1"), (2, b"0.2"), (4, b"1.0"), (5, b"1.1"), (6, b"1.2"),
@@ -64,7 +65,7 @@ async def test_a_group_resumes_at_its_committed_offset_else_at_the_first_record(
     async with AIOKafkaProducer(bootstrap_servers=servers, acks="all") as producer:
         for _ in range(6):
             await producer.send_and_wait(topic, value=b"x", partition=0)
-    async with LagReader(servers) as reader:
+    async with LagReader(KafkaConnection(servers)) as reader:
         assert await reader.resume_offset(topic, group, 0) == 0
 
         consumer = AIOKafkaConsumer(
