@@ -15,6 +15,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from deploy._process import DeployError, ManagedProcess, ServiceStartError, free_port, tail
+from deploy.tls import CertificateAuthority
+from schemas.kafka_connection import KafkaConnection
 
 __all__ = [
     "DEFAULT_KAFKA_VERSION",
     "SECOND_KAFKA_VERSION",
     "VERSION_VARIABLE",
+    "BrokerSecurity",
     "KafkaBroker",
     "ensure_kafka_jars",
     "kafka_version",
@@ -164,6 +168,30 @@ async def _describe_cluster(bootstrap_servers: str) -> bool:
         await admin.close()
 
 
+# What the storage tool's --add-scram accepts unquoted: no "=", ",", "[", "]" or spaces.
+_SCRAM_TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """A second listener that takes only TLS connections logging in with SCRAM-SHA-512.
+
+    `authority` signs the broker's certificate (clients trust its `ca_file`); `users` maps each
+    user name to its password. Users are stored when the broker's data directory is formatted,
+    so a broker started again on its data keeps the users it was first made with.
+    """
+
+    authority: CertificateAuthority
+    users: Mapping[str, str] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        for name, password in self.users.items():
+            if not (_SCRAM_TOKEN.fullmatch(name) and _SCRAM_TOKEN.fullmatch(password)):
+                raise DeployError(
+                    f"SCRAM user {name!r}: names and passwords may hold only letters, digits and ._~-"
+                )
+
+
 class KafkaBroker:
     """One KRaft node acting as broker and controller, listening on 127.0.0.1 only.
 
@@ -171,6 +199,10 @@ class KafkaBroker:
     directory keeps its topics and messages. For a multi-node cluster pass the same
     `cluster_id` and `voters` (node id -> controller port) to every node. `version` is a Kafka
     release (`kafka_version()` by default).
+
+    With `security`, the broker also listens on `secure_port` for SASL_SSL clients logging in
+    with SCRAM-SHA-512 (`client_connection(user)`); the plaintext `port` stays for the
+    launcher's readiness check and between brokers.
     """
 
     def __init__(
@@ -184,6 +216,7 @@ class KafkaBroker:
         voters: Mapping[int, int] | None = None,
         overrides: Mapping[str, str] | None = None,
         version: str | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         self.version = version or kafka_version()
         self.libs = LIBS / self.version
@@ -193,7 +226,9 @@ class KafkaBroker:
         self.data_dir = self.home / "data"
         self.properties_file = self.home / "server.properties"
         self.server_log = self.home / "logs" / "server.log"
-        self.controller_port = controller_port or self._saved_controller_port() or free_port()
+        self.controller_port = controller_port or self._saved_port("CONTROLLER") or free_port()
+        self.security = security
+        self.secure_port = (self._saved_port("SASL_SSL") or free_port()) if security else None
         self.voters = dict(voters) if voters is not None else {node_id: self.controller_port}
         self.cluster_id = cluster_id
         self.overrides = dict(overrides or {})
@@ -210,6 +245,29 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def secure_bootstrap_servers(self) -> str:
+        """The SASL_SSL listener's address; only on a broker started with `security`."""
+        if self.secure_port is None:
+            raise DeployError(f"the Kafka broker on port {self.port} has no secured listener")
+        return f"127.0.0.1:{self.secure_port}"
+
+    def client_connection(self, user: str) -> KafkaConnection:
+        """How `user` reaches this broker over SASL_SSL with SCRAM-SHA-512, trusting its CA."""
+        if self.security is None or user not in self.security.users:
+            known = sorted(self.security.users) if self.security else []
+            raise DeployError(
+                f"no SCRAM user {user!r} on the Kafka broker on port {self.port} (users: {known})"
+            )
+        return KafkaConnection(
+            bootstrap_servers=self.secure_bootstrap_servers,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username=user,
+            sasl_password=self.security.users[user],
+            ssl_cafile=self.security.authority.ca_file,
+        )
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid
 
@@ -222,7 +280,7 @@ class KafkaBroker:
                 self._format()
             self._process.start()
         self._process.wait_until(
-            lambda: _broker_answers("127.0.0.1", self.port),
+            self._answers,
             timeout,
             f"Kafka broker at {self.bootstrap_servers}",
             not_yet=(OSError, KafkaError),
@@ -247,14 +305,21 @@ class KafkaBroker:
             logging = f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}"
         return [*_JAVA_OPTS, logging, "-cp", f"{self.libs}/*"]
 
-    def _saved_controller_port(self) -> int | None:
-        # A restart from another process must keep the controller port the data was made with.
+    def _answers(self) -> bool:
+        if self.secure_port is not None:
+            # Both listeners open together, but a connection refused here says so at once.
+            socket.create_connection(("127.0.0.1", self.secure_port), timeout=2.0).close()
+        return _broker_answers("127.0.0.1", self.port)
+
+    def _saved_port(self, listener_name: str) -> int | None:
+        # A restart from another process must keep the controller port the data was made with,
+        # and the secured port its clients were told.
         with contextlib.suppress(FileNotFoundError):
             for line in self.properties_file.read_text().splitlines():
                 key, _, value = line.partition("=")
                 if key == "listeners":
                     for listener in value.split(","):
-                        if listener.startswith("CONTROLLER://"):
+                        if listener.startswith(f"{listener_name}://"):
                             return int(listener.rsplit(":", 1)[1])
         return None
 
@@ -289,14 +354,44 @@ class KafkaBroker:
             # 50 partitions each (the defaults) cost seconds per start and first join on 2 cores.
             "offsets.topic.num.partitions": "4",
             "transaction.state.log.num.partitions": "4",
-            **self.overrides,
         }
+        if self.security is not None:
+            properties |= self._secure_listener(properties)
+        properties |= self.overrides
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+        if self.security is not None:
+            self.properties_file.chmod(0o600)  # it holds the keystore's password
+
+    def _secure_listener(self, plain: Mapping[str, str]) -> dict[str, str]:
+        """The properties that add the SASL_SSL listener to the `plain` ones."""
+        assert self.security is not None
+        server = self.security.authority.issue(f"kafka-{self.port}")
+        secure = f"SASL_SSL://127.0.0.1:{self.secure_port}"
+        prefix = "listener.name.sasl_ssl."
+        return {
+            "listeners": f"{plain['listeners']},{secure}",
+            "advertised.listeners": f"{plain['advertised.listeners']},{secure}",
+            "listener.security.protocol.map": f"{plain['listener.security.protocol.map']},SASL_SSL:SASL_SSL",
+            f"{prefix}sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            # The broker only checks logins here (against the users stored at format time); it
+            # logs in nowhere itself, so the module needs no user of its own.
+            f"{prefix}scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            f"{prefix}ssl.keystore.type": "PKCS12",
+            f"{prefix}ssl.keystore.location": str(server.keystore),
+            f"{prefix}ssl.keystore.password": server.keystore_password,
+            f"{prefix}ssl.key.password": server.keystore_password,
+            f"{prefix}ssl.truststore.type": "PEM",
+            f"{prefix}ssl.truststore.location": str(self.security.authority.ca_file),
+        }
 
     def _format(self) -> None:
         cluster_id = self.cluster_id or _random_cluster_id()
         cmd = [self._java(), *self._jvm_args(), "kafka.tools.StorageTool", "format"]
         cmd += ["-t", cluster_id, "-c", str(self.properties_file)]
+        for name, password in (self.security.users if self.security else {}).items():
+            cmd += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()
