@@ -163,6 +163,7 @@ class ServingGeneration:
                     settings.chroma_port,
                     str(collection.id),
                     max_batch=settings.query_batch_max,
+                    token=settings.chroma_token.get_secret_value() if settings.chroma_token else None,
                 )
             )
             coverage = await stack.enter_async_context(VectorCoverage(view, collection))

@@ -59,10 +59,13 @@ class NearestChunks:
         database: str = "default_database",
         max_batch: int = 32,
         timeout_s: float = 30.0,
+        token: str | None = None,
     ) -> None:
         path = f"/api/v2/tenants/{tenant}/databases/{database}/collections/{collection_id}/query"
         self._url = f"http://{host}:{port}{urllib.parse.quote(path)}"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # What Chroma's token authentication reads (its default transport header).
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
         self._batcher: MicroBatcher[_Query, Neighbours] = MicroBatcher(
             self._query,
@@ -73,7 +76,7 @@ class NearestChunks:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
 
     async def stop(self) -> None:
         """Close the connections; safe to call twice."""
@@ -121,6 +124,8 @@ class NearestChunks:
                 content = await response.read()
                 if response.status != 200:
                     said = f"Chroma answered {response.status}: {content[:500].decode(errors='replace')}"
+                    if response.status in (401, 403):
+                        said += " (check RAGSTREAM_CHROMA_TOKEN)"
                     # 5xx: the server's trouble, worth a retry; 4xx: a query we should not have sent.
                     raise IndexUnreachable(said) if response.status >= 500 else RuntimeError(said)
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -37,6 +37,8 @@ SAMPLE_INDEX_TIMEOUT_S = 900.0
 #: The component that the log lines of each long-running command name; every other command is
 #: the "cli" and logs only warnings, so that its own output stays readable.
 _SERVICE_COMPONENTS = {"streams": "stage", "consume": "consumers", "serve": "api", "watch": "watcher"}
+#: The commands that talk to a Kafka the user runs (``up`` starts its own).
+_KAFKA_COMMANDS = {"publish", "watch", "consume", "streams", "serve", "status", "trace", "reindex", "dlq"}
 
 
 @app.callback()
@@ -44,7 +46,23 @@ def _configure_logs(context: typer.Context) -> None:
     """Logging is configured once here, for every command, from RAGSTREAM_LOG_FORMAT."""
     component = _SERVICE_COMPONENTS.get(context.invoked_subcommand or "", "cli")
     level = logging.WARNING if component == "cli" else logging.INFO
-    configure_logging(component, _settings().log_format, level)
+    settings = _settings()
+    configure_logging(component, settings.log_format, level)
+    kafka = settings.kafka
+    if context.invoked_subcommand in _KAFKA_COMMANDS and (kafka.uses_sasl or kafka.uses_tls):
+        _check_kafka_login(settings)
+
+
+def _check_kafka_login(settings: Settings) -> None:
+    """End the command at once, saying what to fix, when a secured Kafka refuses us: its clients
+    would otherwise retry a wrong password like a broker that is down."""
+    from streams.kafka_clients import KafkaRefused, check_kafka_connection
+
+    try:
+        asyncio.run(check_kafka_connection(settings.kafka))
+    except KafkaRefused as exc:
+        console.print(f"[red]Kafka refused the connection[/]: {exc}")
+        raise typer.Exit(2) from exc
 
 
 def _settings() -> Settings:
