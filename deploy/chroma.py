@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import string
 import sys
-import types
 from pathlib import Path
 
 import httpx
@@ -99,15 +98,6 @@ class ChromaServer:
 def serve_with_token() -> None:
     """Run chromadb's Python server on the host and port given as arguments, configured by the
     environment ``ChromaServer`` sets (the process of a server with a token)."""
-    try:
-        import chromadb.telemetry.opentelemetry.fastapi  # noqa: F401
-    except ModuleNotFoundError:
-        # chromadb's FastAPI server imports OpenTelemetry's FastAPI instrumentation, which chromadb
-        # installs only with its dev extra. It only traces requests to an OpenTelemetry collector,
-        # which this server is never given, so a stand-in that does nothing takes its place.
-        tracing = types.ModuleType("chromadb.telemetry.opentelemetry.fastapi")
-        tracing.instrument_fastapi = lambda app, excluded_urls=None: None  # type: ignore[attr-defined]
-        sys.modules[tracing.__name__] = tracing
     import uvicorn
 
     host, port = sys.argv[1:3]
