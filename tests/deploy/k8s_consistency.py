@@ -1,23 +1,29 @@
 """Checks that rendered manifests say what the code does: every ``RAGSTREAM_*`` variable is a
 setting, every topic is one ``streams/topics.py`` creates with its partitions and config, every
-port is one the code or Ray listens on. Each returns the problems it found; [] when none."""
+port is one the code or Ray listens on, every Kafka client reaches a listener with the protocol,
+login and CA certificate it asks for. Each returns the problems it found; [] when none."""
 
 from __future__ import annotations
 
 import os
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import yaml
-from k8s_manifests import by_kind, environment_of, one, pod_templates
+from k8s_manifests import PodTemplate, by_kind, environment_of, one, pod_templates
+from pydantic import SecretStr
 from ray._private.ray_constants import DEFAULT_DASHBOARD_PORT, DEFAULT_PORT
 
 from schemas import Settings
+from schemas.kafka_connection import KafkaConnection
 from streams.topics import topic_specs
 
 __all__ = [
     "RAY_CLIENT_PORT",
+    "kafka_client_problems",
+    "made_by_strimzi",
     "port_problems",
     "reference_problems",
     "setting_problems",
@@ -26,6 +32,9 @@ __all__ = [
 ]
 
 PREFIX = "RAGSTREAM_"
+#: What a secret setting read from a Secret stands for when the settings are validated offline:
+#: any text is a valid password or token.
+FROM_A_SECRET = "value-from-a-secret"
 #: `ray start --ray-client-server-port`'s default, which Ray keeps in its CLI, not in a constant.
 RAY_CLIENT_PORT = 10001
 
@@ -33,6 +42,15 @@ RAY_CLIENT_PORT = 10001
 def setting_names() -> set[str]:
     """The variables the settings read (env_prefix + field name; no nested settings)."""
     return {f"{PREFIX}{name.upper()}" for name in Settings.model_fields}
+
+
+def secret_setting_names() -> set[str]:
+    """The variables of the settings that hold secrets (SecretStr): passwords and tokens."""
+    return {
+        f"{PREFIX}{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if SecretStr in (field.annotation, *typing.get_args(field.annotation))
+    }
 
 
 def ragstream_environments(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, str | None]]]:
@@ -50,7 +68,7 @@ def setting_problems(objects: list[dict[str, Any]]) -> list[str]:
     The settings ignore variables they do not know (``extra="ignore"``), so a misspelt or renamed
     one would be silently without effect on the cluster: here it is an error."""
     known = setting_names()
-    problems = []
+    problems = _secret_placement_problems(objects)
     for where, environment in ragstream_environments(objects):
         for name in sorted(environment):
             if name.startswith(PREFIX) and name not in known:
@@ -60,6 +78,25 @@ def setting_problems(objects: list[dict[str, Any]]) -> list[str]:
                 _settings_from(environment)
             except ValueError as exc:
                 problems.append(f"{where}: settings do not validate: {exc}")
+    return problems
+
+
+def _secret_placement_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """A password or token comes from a Secret (``secretKeyRef``), never written in a manifest:
+    the settings then count it as given (``FROM_A_SECRET``)."""
+    secret_names = secret_setting_names()
+    problems = [
+        f"ConfigMap/{config_map['metadata']['name']}: {name} is a secret, not for a ConfigMap"
+        for config_map in by_kind(objects, "ConfigMap")
+        for name in sorted(secret_names & set(config_map.get("data", {})))
+    ]
+    for pod in pod_templates(objects):
+        for container in pod.containers:
+            for variable in container.get("env", []):
+                if variable["name"] in secret_names and "secretKeyRef" not in variable.get("valueFrom", {}):
+                    problems.append(
+                        f"{pod.owner} {container['name']}: {variable['name']} is a secret, not from a Secret"
+                    )
     return problems
 
 
@@ -114,7 +151,8 @@ def topic_problems(objects: list[dict[str, Any]]) -> list[str]:
 
 
 def port_problems(objects: list[dict[str, Any]]) -> list[str]:
-    """Every port is one the code serves on (its settings), Strimzi's listener, or Ray's own."""
+    """Every port is one the code serves on (its settings) or Ray's own (Kafka's: see
+    ``kafka_client_problems``)."""
     ray_service = one(objects, "RayService")
     cluster = ray_service["spec"]["rayClusterConfig"]
     settings = settings_of(objects, "RayService/")
@@ -141,18 +179,164 @@ def port_problems(objects: list[dict[str, Any]]) -> list[str]:
             if kind == "ray" and ports and _named(container, "serve") != settings.api_port:
                 problems.append(f"{pod.owner}: KubeRay's serve port is not RAGSTREAM_API_PORT")
     problems += _chroma_port_problems(objects, settings)
-    problems += _kafka_port_problems(objects, settings)
     return problems
 
 
-def reference_problems(objects: list[dict[str, Any]], made_by_the_operator: set[str]) -> list[str]:
-    """Every ConfigMap and Secret a container names is rendered, or is one the operator makes."""
-    present = {(item["kind"], item["metadata"]["name"]) for item in objects}
+def kafka_client_problems(objects: list[dict[str, Any]], users: list[dict[str, Any]]) -> list[str]:
+    """Every container that reads the settings reaches a listener of the Kafka through its
+    bootstrap Service, speaking that listener's protocol: TLS where it has TLS, trusting the CA
+    that signs its certificates (Strimzi's cluster CA, mounted from its Secret), and a SCRAM-SHA-512
+    login where it has that authentication, as a KafkaUser of ``users`` (applied apart from the
+    rendered objects) with the password from that user's Secret."""
+    kafka = one(objects, "Kafka")
+    listeners = {listener["port"]: listener for listener in kafka["spec"]["kafka"]["listeners"]}
+    hosts = _bootstrap_hosts(kafka)
     problems = []
     for pod in pod_templates(objects):
         for container in pod.containers:
+            environment = environment_of(container, objects)
+            if not any(name.startswith(PREFIX) for name in environment):
+                continue
+            where = f"{pod.owner} {container['name']}"
+            try:
+                connection = _settings_from(environment).kafka
+            except ValueError:
+                continue  # setting_problems reports it
+            for address in connection.bootstrap_servers.split(","):
+                host, _, port = address.strip().rpartition(":")
+                listener = listeners.get(int(port))
+                if host not in hosts or listener is None:
+                    problems.append(
+                        f"{where}: RAGSTREAM_BOOTSTRAP_SERVERS {address}: not {hosts} on {sorted(listeners)}"
+                    )
+                else:
+                    problems += [
+                        f"{where}: {problem}" for problem in _protocol_problems(connection, listener)
+                    ]
+            checks = []
+            if connection.uses_tls:
+                checks += _ca_problems(pod, container, connection, kafka)
+            if connection.uses_sasl:
+                checks += _login_problems(container, connection, kafka, users)
+            problems += [f"{where}: {problem}" for problem in checks]
+    return problems
+
+
+def made_by_strimzi(objects: list[dict[str, Any]], users: list[dict[str, Any]]) -> set[str]:
+    """The Secrets Strimzi writes that pods may read: each Kafka's cluster CA certificate, and
+    each KafkaUser's credentials."""
+    secrets = set()
+    for kafka in by_kind(objects, "Kafka"):
+        secrets.add(f"{kafka['metadata']['name']}-cluster-ca-cert")
+        secrets.update(_user_secret(kafka, user) for user in _users_of(kafka, users))
+    return secrets
+
+
+def _bootstrap_hosts(kafka: dict[str, Any]) -> list[str]:
+    # The names Strimzi's broker certificates carry for the bootstrap Service (so that TLS
+    # hostname checks pass), from pods of the Kafka's own namespace.
+    service = f"{kafka['metadata']['name']}-kafka-bootstrap"
+    namespace = kafka["metadata"].get("namespace")
+    if namespace is None:
+        return [service]
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
+
+
+def _protocol_problems(connection: KafkaConnection, listener: dict[str, Any]) -> list[str]:
+    protocol = f"RAGSTREAM_KAFKA_SECURITY_PROTOCOL={connection.security_protocol}"
+    name = f"listener {listener['name']} ({listener['port']})"
+    authentication = listener.get("authentication", {}).get("type")
+    problems = []
+    if connection.uses_tls != listener["tls"]:
+        problems.append(f"{protocol}, but {name} {'has' if listener['tls'] else 'has no'} TLS")
+    if authentication == "scram-sha-512":
+        if not connection.uses_sasl or connection.sasl_mechanism != "SCRAM-SHA-512":
+            problems.append(f"{protocol} {connection.sasl_mechanism}, but {name} takes SCRAM-SHA-512 logins")
+    elif authentication is None:
+        if connection.uses_sasl:
+            problems.append(f"{protocol}, but {name} has no authentication")
+    else:
+        problems.append(f"{name}: authentication {authentication} is not checked here")
+    return problems
+
+
+def _ca_problems(
+    pod: PodTemplate, container: dict[str, Any], connection: KafkaConnection, kafka: dict[str, Any]
+) -> list[str]:
+    # Strimzi signs the listeners' certificates with its own cluster CA, which no system trusts.
+    expected = ("Secret", f"{kafka['metadata']['name']}-cluster-ca-cert", "ca.crt")
+    if connection.ssl_cafile is None:
+        return [f"no RAGSTREAM_KAFKA_SSL_CAFILE: the system's CAs do not trust Strimzi's, {expected[1]}"]
+    source = pod.file_source(container, str(connection.ssl_cafile))
+    if source != expected:
+        return [f"RAGSTREAM_KAFKA_SSL_CAFILE {connection.ssl_cafile} is {source}, not the key {expected}"]
+    return []
+
+
+def _login_problems(
+    container: dict[str, Any], connection: KafkaConnection, kafka: dict[str, Any], users: list[dict[str, Any]]
+) -> list[str]:
+    scram_users = {
+        user["spec"].get("userName", user["metadata"]["name"]): user
+        for user in _users_of(kafka, users)
+        if user["spec"].get("authentication", {}).get("type") == "scram-sha-512"
+    }
+    user = scram_users.get(connection.sasl_username or "")
+    if user is None:
+        return [
+            f"RAGSTREAM_KAFKA_SASL_USERNAME {connection.sasl_username}: no SCRAM-SHA-512 KafkaUser of that "
+            "name, for this Kafka, where its User Operator watches"
+        ]
+    variables = container.get("env", [])
+    password: dict[str, Any] = next(
+        (v for v in variables if v["name"] == "RAGSTREAM_KAFKA_SASL_PASSWORD"), {}
+    )
+    reference = password.get("valueFrom", {}).get("secretKeyRef", {})
+    expected = {"name": _user_secret(kafka, user), "key": "password"}
+    if {key: reference.get(key) for key in expected} != expected:
+        return [f"RAGSTREAM_KAFKA_SASL_PASSWORD is not the KafkaUser's password, {expected}"]
+    return []
+
+
+def _users_of(kafka: dict[str, Any], users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The KafkaUsers that the Kafka's User Operator serves: of its cluster, in the namespace it
+    watches; none without a User Operator."""
+    operator = kafka["spec"].get("entityOperator", {}).get("userOperator")
+    if operator is None:
+        return []
+    namespace = operator.get("watchedNamespace", kafka["metadata"].get("namespace"))
+    return [
+        user
+        for user in users
+        if user["kind"] == "KafkaUser"
+        and user["metadata"].get("labels", {}).get("strimzi.io/cluster") == kafka["metadata"]["name"]
+        and user["metadata"].get("namespace") == namespace
+    ]
+
+
+def _user_secret(kafka: dict[str, Any], user: dict[str, Any]) -> str:
+    # The User Operator names the Secret after the user, with its secretPrefix if one is set.
+    operator = kafka["spec"]["entityOperator"]["userOperator"]
+    return f"{operator.get('secretPrefix', '')}{user['metadata']['name']}"
+
+
+def reference_problems(objects: list[dict[str, Any]], made_elsewhere: set[str]) -> list[str]:
+    """Every ConfigMap and Secret a container or a volume names is rendered, or is one of
+    ``made_elsewhere`` (by hand, or by an operator)."""
+    present = {(item["kind"], item["metadata"]["name"]) for item in objects}
+    problems = []
+    for pod in pod_templates(objects):
+        for kind, name in pod.volume_references:
+            if (kind, name) not in present and name not in made_elsewhere:
+                problems.append(f"{pod.owner}: a volume of no {kind} {name}")
+        for container in pod.containers:
             for kind, name in _references(container):
-                if (kind, name) not in present and name not in made_by_the_operator:
+                if (kind, name) not in present and name not in made_elsewhere:
                     problems.append(f"{pod.owner} {container['name']}: no {kind} {name}")
     return problems
 
@@ -187,26 +371,19 @@ def _chroma_port_problems(objects: list[dict[str, Any]], settings: Settings) -> 
     return problems
 
 
-def _kafka_port_problems(objects: list[dict[str, Any]], settings: Settings) -> list[str]:
-    kafka = one(objects, "Kafka")
-    listeners = {listener["port"] for listener in kafka["spec"]["kafka"]["listeners"]}
-    bootstrap = f"{kafka['metadata']['name']}-kafka-bootstrap"
-    problems = []
-    for address in settings.bootstrap_servers.split(","):
-        host, _, port = address.strip().rpartition(":")
-        if host.split(".")[0] != bootstrap or int(port) not in listeners:
-            problems.append(f"RAGSTREAM_BOOTSTRAP_SERVERS {address}: not {bootstrap} on {sorted(listeners)}")
-    return problems
-
-
 def _named(container: dict[str, Any], name: str) -> int | None:
     ports = container.get("ports", [])
     return next((port["containerPort"] for port in ports if port.get("name") == name), None)
 
 
 def _settings_from(environment: dict[str, str | None]) -> Settings:
-    """Settings as a process with ``environment`` would build them (secrets left out)."""
+    """Settings as a process with ``environment`` would build them: a password or token read
+    from a Secret counts as given, any other value read at run time is left out."""
+    secret_names = secret_setting_names()
     given = {name: value for name, value in environment.items() if value is not None}
+    given |= {
+        name: FROM_A_SECRET for name in secret_names if name in environment and environment[name] is None
+    }
     with _only_environment(given):
         return Settings()
 

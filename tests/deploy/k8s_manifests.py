@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "APPLIED_ON_THEIR_OWN",
     "K8S_DIR",
     "OVERLAYS",
     "PodTemplate",
+    "applied_on_their_own",
     "by_kind",
     "environment_of",
     "one",
@@ -25,6 +27,10 @@ __all__ = [
 
 K8S_DIR = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
+#: Files of an overlay that `kubectl apply -k` leaves out and deploy/k8s/README.md says to apply
+#: on their own: objects whose CRD the offline checks do not have, so that they are never taken
+#: for validated. The tests still compare them with the rendered objects that depend on them.
+APPLIED_ON_THEIR_OWN = {"dev": (), "prod": ("kafka-user.yaml",)}
 
 
 @functools.cache
@@ -42,6 +48,13 @@ def render(overlay: str) -> list[dict[str, Any]]:
     """The objects of ``overlay`` (``dev``, ``prod``, or ``base``), a fresh copy each call."""
     folder = K8S_DIR / "base" if overlay == "base" else K8S_DIR / "overlays" / overlay
     return [document for document in yaml.safe_load_all(_rendered(folder)) if document]
+
+
+def applied_on_their_own(overlay: str) -> list[dict[str, Any]]:
+    """The objects of ``overlay``'s files in ``APPLIED_ON_THEIR_OWN``, as written (not rendered)."""
+    folder = K8S_DIR / "overlays" / overlay
+    texts = [(folder / name).read_text() for name in APPLIED_ON_THEIR_OWN[overlay]]
+    return [document for text in texts for document in yaml.safe_load_all(text) if document]
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -67,6 +80,40 @@ class PodTemplate:
     @property
     def containers(self) -> list[dict[str, Any]]:
         return list(self.template["spec"]["containers"])
+
+    def file_source(self, container: dict[str, Any], path: str) -> tuple[str, str, str] | None:
+        """(kind, name, key): the Secret or ConfigMap key that the file ``path`` of ``container``
+        is, through a volume; None when no such volume is mounted there."""
+        mounts = sorted(container.get("volumeMounts", []), key=lambda mount: len(mount["mountPath"]))
+        for mount in reversed(mounts):
+            folder = mount["mountPath"].rstrip("/")
+            if "subPath" in mount:
+                relative = mount["subPath"] if path == folder else None
+            else:
+                relative = path[len(folder) + 1 :] if path.startswith(f"{folder}/") else None
+            if relative is None:
+                continue
+            volumes = self.template["spec"].get("volumes", [])
+            volume: dict[str, Any] = next((v for v in volumes if v["name"] == mount["name"]), {})
+            for kind, field, name_key in (
+                ("Secret", "secret", "secretName"),
+                ("ConfigMap", "configMap", "name"),
+            ):
+                if field in volume:
+                    items = {item["path"]: item["key"] for item in volume[field].get("items", [])}
+                    key = items.get(relative) if items else relative
+                    return (kind, volume[field][name_key], key) if key else None
+            return None
+        return None
+
+    @property
+    def volume_references(self) -> Iterator[tuple[str, str]]:
+        """(kind, name) of each Secret and ConfigMap the pod's volumes hold."""
+        for volume in self.template["spec"].get("volumes", []):
+            if "secret" in volume:
+                yield "Secret", volume["secret"]["secretName"]
+            if "configMap" in volume:
+                yield "ConfigMap", volume["configMap"]["name"]
 
 
 def pod_templates(objects: list[dict[str, Any]]) -> Iterator[PodTemplate]:

@@ -15,8 +15,16 @@ from typing import Any
 import pytest
 import ray
 import yaml
-from k8s_consistency import port_problems, reference_problems, setting_problems, settings_of, topic_problems
-from k8s_manifests import K8S_DIR, OVERLAYS, by_kind, one, pod_templates, render
+from k8s_consistency import (
+    kafka_client_problems,
+    made_by_strimzi,
+    port_problems,
+    reference_problems,
+    setting_problems,
+    settings_of,
+    topic_problems,
+)
+from k8s_manifests import K8S_DIR, OVERLAYS, applied_on_their_own, by_kind, one, pod_templates, render
 from k8s_schemas import CrdSchemas, builtin_errors, to_json_schema
 from unavailable import skip_or_fail
 
@@ -39,7 +47,7 @@ def _crd_dir() -> Path:
 
 CRD_DIR = _crd_dir()
 #: Secrets the operator makes by hand (deploy/k8s/README.md): API keys never live in the repository.
-MADE_BY_THE_OPERATOR = {"dev": set(), "prod": {"ragstream-api-keys"}}
+MADE_BY_HAND = {"dev": set(), "prod": {"ragstream-api-keys"}}
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +306,23 @@ def test_a_serve_port_other_than_the_api_port_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_config_map_and_secret_a_container_names_exists_or_is_the_operators(overlay: str) -> None:
-    assert reference_problems(render(overlay), MADE_BY_THE_OPERATOR[overlay]) == []
+def test_every_config_map_and_secret_a_pod_names_exists_or_is_made_by_hand_or_by_strimzi(
+    overlay: str,
+) -> None:
+    objects = render(overlay)
+    made_elsewhere = MADE_BY_HAND[overlay] | made_by_strimzi(objects, applied_on_their_own(overlay))
+    assert reference_problems(objects, made_elsewhere) == []
+
+
+def test_a_volume_of_a_secret_nobody_makes_is_rejected() -> None:
+    objects = render("prod")
+    stage = next(pod for pod in pod_templates(objects) if pod.owner == "Deployment/changes-stage")
+    (ca,) = [volume for volume in stage.template["spec"]["volumes"] if "secret" in volume]
+    ca["secret"]["secretName"] = "ragstream-cluster-ca"
+    made_elsewhere = MADE_BY_HAND["prod"] | made_by_strimzi(objects, applied_on_their_own("prod"))
+    assert reference_problems(objects, made_elsewhere) == [
+        "Deployment/changes-stage: a volume of no Secret ragstream-cluster-ca"
+    ]
 
 
 def test_the_api_keys_come_from_a_secret_in_every_ray_pod() -> None:
@@ -340,6 +363,7 @@ def test_the_ray_service_runs_the_serve_app_that_ragstream_serve_builds(
     deployment = app._bound_deployment
     assert deployment.name == DEPLOYMENT_NAME
     assert deployment.num_replicas == settings.api_replicas == 3
+    assert deployment.ray_actor_options is not None
     assert deployment.ray_actor_options["memory"] == settings.api_replica_memory_bytes
 
 
@@ -378,6 +402,168 @@ def test_the_changes_stage_runs_two_workers_in_one_group() -> None:
 def _bytes(quantity: str) -> int:
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
     return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+# Kafka's listeners against the clients' settings
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_ragstream_container_reaches_a_kafka_listener_as_that_listener_asks(overlay: str) -> None:
+    assert kafka_client_problems(render(overlay), applied_on_their_own(overlay)) == []
+
+
+def test_prod_kafka_takes_only_tls_connections_with_a_scram_login_and_every_client_makes_one() -> None:
+    objects = render("prod")
+    kafka = one(objects, "Kafka")
+    listeners = [
+        (item["name"], item["port"], item["tls"], item.get("authentication"))
+        for item in kafka["spec"]["kafka"]["listeners"]
+    ]
+    assert listeners == [("tls", 9093, True, {"type": "scram-sha-512"})]
+    clients = [pod for pod in pod_templates(objects) if pod.owner != "StatefulSet/chroma"]
+    assert {pod.owner for pod in clients} == {
+        "Deployment/changes-stage",
+        "RayService/ragstream head",
+        "RayService/ragstream workers",
+    }
+    for pod in clients:
+        connection = settings_of(objects, pod.owner).kafka
+        assert connection.bootstrap_servers == "ragstream-kafka-bootstrap:9093", pod.owner
+        assert (connection.security_protocol, connection.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+        assert connection.sasl_username == "ragstream" and connection.sasl_password is not None
+        assert pod.file_source(pod.containers[0], str(connection.ssl_cafile)) == (
+            "Secret",
+            "ragstream-cluster-ca-cert",
+            "ca.crt",
+        )
+
+
+def test_dev_kafka_stays_plaintext_without_logins() -> None:
+    objects = render("dev")
+    (listener,) = one(objects, "Kafka")["spec"]["kafka"]["listeners"]
+    assert (listener["port"], listener["tls"], "authentication" in listener) == (9092, False, False)
+    assert settings_of(objects, "Deployment/").kafka.security_protocol == "PLAINTEXT"
+
+
+def test_the_kafka_user_is_applied_on_its_own_as_the_readme_says() -> None:
+    objects = render("prod")
+    (user,) = applied_on_their_own("prod")
+    assert (user["apiVersion"], user["kind"]) == (one(objects, "Kafka")["apiVersion"], "KafkaUser")
+    assert user["metadata"]["namespace"] == one(objects, "Kafka")["metadata"]["namespace"]
+    assert by_kind(objects, "KafkaUser") == []
+    readme = (K8S_DIR / "README.md").read_text()
+    assert "kubectl -n ragstream apply -f deploy/k8s/overlays/prod/kafka-user.yaml" in readme
+
+
+def _config(objects: list[dict[str, Any]]) -> dict[str, str]:
+    data: dict[str, str] = one(objects, "ConfigMap")["data"]
+    return data
+
+
+def _listener(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    listener: dict[str, Any] = one(objects, "Kafka")["spec"]["kafka"]["listeners"][0]
+    return listener
+
+
+def _stage_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    stage = next(pod for pod in pod_templates(objects) if pod.owner == "Deployment/changes-stage")
+    return stage.containers[0]
+
+
+def _stage_volume(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    stage = next(pod for pod in pod_templates(objects) if pod.owner == "Deployment/changes-stage")
+    return next(volume for volume in stage.template["spec"]["volumes"] if volume["name"] == name)
+
+
+def _stage_password(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    variables = _stage_container(objects)["env"]
+    return next(v for v in variables if v["name"] == "RAGSTREAM_KAFKA_SASL_PASSWORD")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda o: _config(o).update(RAGSTREAM_BOOTSTRAP_SERVERS="ragstream-kafka-bootstrap:9092"),
+            "RAGSTREAM_BOOTSTRAP_SERVERS ragstream-kafka-bootstrap:9092: not",
+        ),
+        (
+            lambda o: _config(o).update(
+                RAGSTREAM_BOOTSTRAP_SERVERS="ragstream-kafka-bootstrap.elsewhere:9093"
+            ),
+            "RAGSTREAM_BOOTSTRAP_SERVERS ragstream-kafka-bootstrap.elsewhere:9093: not",
+        ),
+        (lambda o: _listener(o).pop("authentication"), "listener tls (9093) has no authentication"),
+        (lambda o: _listener(o).update(tls=False), "listener tls (9093) has no TLS"),
+        (
+            lambda o: _config(o).update(RAGSTREAM_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT"),
+            "tls (9093) has TLS",
+        ),
+        (lambda o: _config(o).update(RAGSTREAM_KAFKA_SASL_MECHANISM="SCRAM-SHA-256"), "takes SCRAM-SHA-512"),
+        (lambda o: _config(o).pop("RAGSTREAM_KAFKA_SSL_CAFILE"), "no RAGSTREAM_KAFKA_SSL_CAFILE"),
+        (lambda o: _config(o).update(RAGSTREAM_KAFKA_SSL_CAFILE="/etc/ragstream/ca.crt"), "is None, not"),
+        (
+            lambda o: _stage_volume(o, "kafka-ca")["secret"].update(secretName="ragstream-clients-ca-cert"),
+            "is ('Secret', 'ragstream-clients-ca-cert', 'ca.crt')",
+        ),
+        (lambda o: _config(o).update(RAGSTREAM_KAFKA_SASL_USERNAME="admin"), "no SCRAM-SHA-512 KafkaUser"),
+        (
+            lambda o: one(o, "Kafka")["spec"]["entityOperator"].pop("userOperator"),
+            "no SCRAM-SHA-512 KafkaUser",
+        ),
+        (
+            lambda o: _stage_password(o)["valueFrom"]["secretKeyRef"].update(name="ragstream-api-keys"),
+            "not the KafkaUser's password",
+        ),
+    ],
+    ids=[
+        "plain-port",
+        "other-namespace",
+        "listener-without-login",
+        "listener-without-tls",
+        "sasl-plaintext",
+        "scram-sha-256",
+        "no-ca-file",
+        "ca-file-not-mounted",
+        "ca-of-another-secret",
+        "unknown-user",
+        "no-user-operator",
+        "password-of-another-secret",
+    ],
+)
+def test_a_kafka_client_that_the_listener_would_refuse_is_rejected(change: Any, expected: str) -> None:
+    objects = render("prod")
+    change(objects)
+    problems = kafka_client_problems(objects, applied_on_their_own("prod"))
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_a_kafka_user_that_strimzi_would_not_serve_is_rejected() -> None:
+    (user,) = applied_on_their_own("prod")
+    user["metadata"]["namespace"] = "ragstream-dev"
+    problems = kafka_client_problems(render("prod"), [user])
+    assert any("no SCRAM-SHA-512 KafkaUser" in problem for problem in problems)
+
+
+def test_a_kafka_password_that_is_missing_or_written_in_a_manifest_is_rejected() -> None:
+    objects = render("prod")
+    _stage_container(objects)["env"].remove(_stage_password(objects))
+    assert any(
+        p.startswith("Deployment/changes-stage") and "SASL_SSL needs a SASL user name and password" in p
+        for p in setting_problems(objects)
+    )
+    objects = render("prod")
+    _stage_password(objects).pop("valueFrom")
+    _stage_password(objects)["value"] = "hunter2"
+    assert "Deployment/changes-stage stage: RAGSTREAM_KAFKA_SASL_PASSWORD is a secret, not from a Secret" in (
+        setting_problems(objects)
+    )
+    objects = render("prod")
+    _config(objects)["RAGSTREAM_KAFKA_SASL_PASSWORD"] = "hunter2"
+    assert any(
+        "RAGSTREAM_KAFKA_SASL_PASSWORD is a secret, not for a ConfigMap" in p
+        for p in setting_problems(objects)
+    )
 
 
 # The image the manifests run (deploy/Dockerfile; never built here, see deploy/k8s/README.md)
