@@ -168,7 +168,7 @@ async def preload(
         max_request_size=settings.max_record_bytes,
     )
     columns = (TextColumn("loading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    async with producer, ChromaSink(settings.chroma_host, settings.chroma_port, settings.collection) as sink:
+    async with producer, ChromaSink(settings) as sink:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("loading", total=len(corpus.chunks))
             for events in _steps(corpus.indexed):

@@ -106,7 +106,7 @@ class IndexingConsumer:
 
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self._settings = settings
-        self._sink = ChromaSink(settings.chroma_host, settings.chroma_port, settings.collection)
+        self._sink = ChromaSink(settings)
         self._indexer = DocumentIndexer(
             Chunker(settings.chunk_size, settings.chunk_overlap), embedder, self._sink
         )

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 
-import chromadb
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupIdNotFound,
@@ -24,6 +23,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from chromadb.errors import NotFoundError
 
 from consumers.errors import chroma_calls, kafka_calls
+from engines.chroma_client import open_chroma
 from schemas import Settings
 from streams.kafka_clients import client_options
 
@@ -78,7 +78,7 @@ async def drop_generation(settings: Settings, *, active: Settings) -> None:
 
 
 async def _delete_collection(settings: Settings) -> None:
-    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    client = await open_chroma(settings)
     try:
         await client.delete_collection(settings.collection)
     except NotFoundError:

@@ -7,12 +7,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import chromadb
 import numpy as np
 from chromadb.api.models.AsyncCollection import AsyncCollection
 
 from consumers.errors import chroma_calls
 from engines.chroma import open_collection
+from engines.chroma_client import open_chroma
+from schemas.settings_groups import ChromaSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,17 @@ class ChunkChanges:
 class ChromaSink:
     """Reads and writes a batch's chunks; every Chroma failure is raised as an ``IndexingError``."""
 
-    def __init__(self, host: str, port: int, collection: str) -> None:
-        self._host, self._port, self._collection_name = host, port, collection
+    def __init__(self, settings: ChromaSettings) -> None:
+        self._settings = settings
+        self._collection_name = settings.collection
         self._collection: AsyncCollection | None = None
         self._max_batch = 1000
 
     async def start(self) -> None:
         if self._collection is not None:
             return
-        with chroma_calls(f"opening collection {self._collection_name} at {self._host}:{self._port}"):
-            client = await chromadb.AsyncHttpClient(host=self._host, port=self._port)
+        with chroma_calls(f"opening collection {self._collection_name} at {self._settings.chroma_url}"):
+            client = await open_chroma(self._settings)
             self._max_batch = min(await client.get_max_batch_size(), 5000)
             self._collection = await open_collection(client, self._collection_name)
 

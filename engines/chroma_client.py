@@ -5,7 +5,6 @@ from __future__ import annotations
 import chromadb
 import httpx
 from chromadb.api import AsyncClientAPI
-from chromadb.config import Settings as ClientSettings
 from chromadb.errors import ChromaAuthError
 
 from schemas.settings_groups import ChromaSettings
@@ -42,8 +41,9 @@ async def open_chroma(settings: ChromaSettings) -> AsyncClientAPI:
     Raises ``ChromaTokenRefused`` when the server refuses the token or its absence.
 
     chromadb 1.5.9's async client shares one HTTP connection pool, with the headers of the first
-    client made on the event loop, among all the clients made on that loop; so a process opens
-    every Chroma client through this function, from the same settings.
+    client made on the event loop, among all the clients made on that loop, and refuses a second
+    client of one server with other client settings; so a process opens every Chroma client
+    through this function, from the same settings (chromadb's default client settings otherwise).
     """
     headers = None
     if settings.chroma_token is not None:
@@ -56,7 +56,6 @@ async def open_chroma(settings: ChromaSettings) -> AsyncClientAPI:
             host=settings.chroma_host,
             port=settings.chroma_port,
             headers=headers,
-            settings=ClientSettings(anonymized_telemetry=False),
         )
     except Exception as exc:
         if _refused(exc):

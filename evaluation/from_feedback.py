@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engines.chroma_client import open_chroma
 from evaluation.cases import EvalCase, shared_query_count
 from evaluation.feedback_cases import FeedbackCases, cases_from_feedback
 from evaluation.results import new_run_id, save_json, settings_summary
@@ -136,13 +137,12 @@ def _counts(selected: FeedbackCases, cases: Sequence[EvalCase], unreadable: int)
 
 async def _indexed_doc_ids(settings: Settings, doc_ids: set[str]) -> set[str]:
     """Those of ``doc_ids`` that have at least one chunk in the collection."""
-    import chromadb
 
     from engines.chroma import open_collection
 
     if not doc_ids:
         return set()
-    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    client = await open_chroma(settings)
     collection = await open_collection(client, settings.collection)
     wanted = sorted(doc_ids)
     found: set[str] = set()

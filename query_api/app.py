@@ -9,13 +9,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import chromadb
 import httpx
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Info
 
+from engines.chroma_client import open_chroma
 from query_api.auth import ApiKeyMiddleware
 from query_api.chunk_log_view import ChunkLogView
 from query_api.generations import QueryModels, ReplicaGenerations, SharedServices, default_replica_id
@@ -56,9 +56,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            # The default client settings on purpose: chromadb allows one settings object per
-            # server address in a process, and the sink in the consumers uses the default.
-            chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+            chroma = await open_chroma(settings)
             lag_reader = LagReader(settings.kafka)
             stack.push_async_callback(lag_reader.stop)
             try:

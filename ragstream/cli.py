@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engines.chroma_client import open_chroma
 from ragstream.api_key_cli import api_key_app
 from ragstream.dlq_cli import dlq_app
 from ragstream.reindex_cli import reindex_app
@@ -317,7 +318,6 @@ def _serve_replicas(settings: Settings, count: int) -> None:
 
 
 async def _status(settings: Settings) -> tuple[list, int, int]:
-    import chromadb
 
     from engines.chroma import open_collection
     from streams.hops import read_pipeline_lag
@@ -325,7 +325,7 @@ async def _status(settings: Settings) -> tuple[list, int, int]:
 
     async with LagReader(settings.kafka) as lag:
         hops = await read_pipeline_lag(lag, settings)
-    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    client = await open_chroma(settings)
     collection = await open_collection(client, settings.collection)
     chunks = await collection.count()
     # Every indexed document has exactly one chunk with index 0.
@@ -351,7 +351,6 @@ def status() -> None:
 
 
 async def _trace(settings: Settings, doc_id: str, versions: int, api_url: str, api_key: str | None) -> Any:
-    import chromadb
     import httpx
 
     from engines.chroma import open_collection
@@ -379,7 +378,7 @@ async def _trace(settings: Settings, doc_id: str, versions: int, api_url: str, a
             return True, f"a search through {api_url} returns it"
         return False, f"in Chroma, but a search through {api_url} returns versions {sorted(found) or 'none'}"
 
-    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    client = await open_chroma(settings)
     collection = await open_collection(client, settings.collection)
     return await read_trace(settings, doc_id, collection, versions=versions, visible=visible)
 

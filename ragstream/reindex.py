@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, cast
 
-import chromadb
 import orjson
 from chromadb.api import AsyncClientAPI
 from chromadb.errors import NotFoundError
 
+from engines.chroma_client import open_chroma
 from engines.chunking import Chunker
 from schemas import Settings
 from schemas.generations import (
@@ -207,7 +207,7 @@ class BuildProgress:
 
 
 async def _chroma(settings: Settings) -> AsyncClientAPI:
-    return await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    return await open_chroma(settings)
 
 
 async def _count(chroma: AsyncClientAPI, name: str) -> int | None:

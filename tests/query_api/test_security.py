@@ -198,7 +198,7 @@ async def index_new_events(settings: Settings, embedder: Embedder) -> None:
         while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
             batch = await consumer.getmany(timeout_ms=500)
             events.extend(DocumentEvent.from_json(r.value) for records in batch.values() for r in records)
-        async with ChromaSink(settings.chroma_host, settings.chroma_port, settings.collection) as sink:
+        async with ChromaSink(settings) as sink:
             indexer = DocumentIndexer(Chunker(settings.chunk_size, settings.chunk_overlap), embedder, sink)
             changes, _ = await indexer.plan(events)
             await publish_chunk_changes(producer, settings.chunks_topic, changes)
