@@ -24,7 +24,7 @@ from schemas import Settings
 if TYPE_CHECKING:
     from query_api.query_embedding import TextEncoder
 
-__all__ = ["FeedbackEvaluationReport", "NoFeedbackCases", "run_feedback_evaluation"]
+__all__ = ["FeedbackEvaluationReport", "NoFeedbackCases", "indexed_feedback_cases", "run_feedback_evaluation"]
 
 #: Documents asked about per Chroma request when checking which are still indexed.
 LOOKUP_BATCH = 200
@@ -121,6 +121,18 @@ def run_feedback_evaluation(
     )
     report.path = save_json(report.to_json(), results_dir, f"eval-feedback-{run_id}")
     return report
+
+
+def indexed_feedback_cases(settings: Settings, tenant: str | None = None) -> list[EvalCase]:
+    """The confirmed cases of the feedback topic whose document is still indexed; with
+    ``tenant``, only those of feedback given with that tenant's keys."""
+    from streams.feedback import read_feedback
+
+    log = asyncio.run(read_feedback(settings.kafka, settings.feedback_topic))
+    events = [event for event in log.events if tenant is None or event.tenant == tenant]
+    selected = cases_from_feedback(events)
+    indexed = asyncio.run(_indexed_doc_ids(settings, {case.relevant_doc_id for case in selected.cases}))
+    return [case for case in selected.cases if case.relevant_doc_id in indexed]
 
 
 def _counts(selected: FeedbackCases, cases: Sequence[EvalCase], unreadable: int) -> dict[str, int]:

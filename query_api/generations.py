@@ -40,6 +40,7 @@ from query_api.stats import StatsTail
 from query_api.vector_coverage import VectorCoverage
 from query_api.vector_index import VectorIndex
 from schemas.generations import ControlState, Generation, ReplicaReport, replica_key
+from schemas.search_tuning import TunedFusion
 from schemas.settings import Settings
 from streams.control import ControlFollower
 from streams.kafka_clients import client_options
@@ -246,6 +247,11 @@ class ReplicaGenerations:
                 raise RuntimeError("no generation is open: call start() first")
             return self._pending
         return self._held[self._serving]
+
+    def tuned_for(self, tenant: str | None) -> TunedFusion | None:
+        """The fusion parameters ``ragstream tune`` set for ``tenant``'s searches, as the control
+        topic says now (``ControlState.tuned_for``)."""
+        return self._follower.state.tuned_for(tenant)
 
     @property
     def held(self) -> tuple[int, ...]:

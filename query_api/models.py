@@ -188,6 +188,11 @@ class SearchResponse(BaseModel):
         default=0,
         description="the index generation that answered: every hit comes from it, none from another",
     )
+    tuning_version: int | None = Field(
+        default=None,
+        description="the version of the fusion parameters `ragstream tune` set that this hybrid search "
+        "used (the tenant's own, else every tenant's); null = the configured ones",
+    )
 
 
 class DocumentInfo(BaseModel):

@@ -26,6 +26,7 @@ from query_api.tenancy import UNRESTRICTED, TenantScope
 from query_api.timings import Timings
 from query_api.vector_search import vector_ranked
 from schemas import Settings
+from schemas.search_tuning import TunedFusion
 
 __all__ = ["LexicalIndexNotReady", "hybrid_weights", "search"]
 
@@ -36,10 +37,12 @@ class LexicalIndexNotReady(Exception):
     """The BM25 index has not replayed the chunk log yet; lexical-only results would be partial."""
 
 
-def hybrid_weights(settings: Settings) -> dict[str, float]:
-    """Each retriever's weight in the configured fusion: the convex fusion's priors, or RRF's."""
+def hybrid_weights(settings: Settings, tuned: TunedFusion | None = None) -> dict[str, float]:
+    """Each retriever's weight in the configured fusion: the convex fusion's priors (the vector
+    prior ``ragstream tune`` chose, when ``tuned``), or RRF's."""
     if settings.hybrid_fusion == "convex":
-        return {"vector": settings.hybrid_vector_prior, "lexical": 1.0 - settings.hybrid_vector_prior}
+        prior = tuned.vector_prior if tuned is not None else settings.hybrid_vector_prior
+        return {"vector": prior, "lexical": 1.0 - prior}
     return {"vector": settings.hybrid_vector_weight, "lexical": settings.hybrid_lexical_weight}
 
 
@@ -56,9 +59,11 @@ async def search(
     request: SearchRequest,
     scope: TenantScope = UNRESTRICTED,
     timings: Timings | None = None,
+    tuned: TunedFusion | None = None,
 ) -> SearchResponse:
     """Answer ``request`` from the documents ``scope`` may see; the caller has checked that
-    ``k + offset`` is within the candidate depth. ``timings`` gets the time of each step."""
+    ``k + offset`` is within the candidate depth. ``timings`` gets the time of each step;
+    ``tuned``, the fusion parameters of the caller's tenant, if ``ragstream tune`` set any."""
     timings = timings if timings is not None else Timings()
     started = time.perf_counter()
     settings = services.settings
@@ -73,7 +78,10 @@ async def search(
     # One ranking alone does not depend on depth; fusion reads each retriever's whole depth.
     depth = settings.hybrid_candidates if request.mode == "hybrid" else shown
     search_filter = scope.restrict(SearchFilter.from_request(request))
-    ranking = await _ranking(services, request, depth, shown, search_filter, timings)
+    # Tuning sets the convex fusion's prior: nothing else reads it.
+    if request.mode != "hybrid" or settings.hybrid_fusion != "convex":
+        tuned = None
+    ranking = await _ranking(services, request, depth, shown, search_filter, timings, tuned)
     with timings.measure("load"):
         candidates = await _loaded(services, ranking)
     if rerank and services.reranker is not None:
@@ -92,6 +100,7 @@ async def search(
         hits=[scope.hit(hit) for hit in candidates[request.offset : window]],
         took_ms=took_s * 1000,
         generation=services.generation,
+        tuning_version=tuned.version if tuned is not None else None,
     )
 
 
@@ -102,6 +111,7 @@ async def _ranking(
     shown: int,
     search_filter: SearchFilter,
     timings: Timings,
+    tuned: TunedFusion | None,
 ) -> list[_Ranked]:
     """The first ``shown`` chunks of the ranking by ``request.mode``, each retriever ``depth`` deep."""
     settings = services.settings
@@ -113,7 +123,7 @@ async def _ranking(
             )
             for rank, chunk in enumerate(found[:shown], start=1)
         ]
-    weights = hybrid_weights(settings)
+    weights = hybrid_weights(settings, tuned)
     # A retriever weighted 0 could only append hits nobody else ranked: skip its work.
     names = [name for name in RETRIEVERS if weights[name] > 0]
     results = await asyncio.gather(

@@ -20,6 +20,7 @@ from engines.chroma_client import open_chroma
 from ragstream.api_key_cli import api_key_app
 from ragstream.dlq_cli import dlq_app
 from ragstream.reindex_cli import reindex_app
+from ragstream.tune_cli import tune
 from schemas import DocumentEvent, Settings
 from schemas.logs import configure_logging
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(api_key_app, name="api-key")
 app.add_typer(reindex_app, name="reindex")
+app.command(name="tune")(tune)
 console = Console()
 
 PUBLISH_BATCH = 200
@@ -39,7 +41,18 @@ SAMPLE_INDEX_TIMEOUT_S = 900.0
 #: the "cli" and logs only warnings, so that its own output stays readable.
 _SERVICE_COMPONENTS = {"streams": "stage", "consume": "consumers", "serve": "api", "watch": "watcher"}
 #: The commands that talk to a Kafka the user runs (``up`` starts its own).
-_KAFKA_COMMANDS = {"publish", "watch", "consume", "streams", "serve", "status", "trace", "reindex", "dlq"}
+_KAFKA_COMMANDS = {
+    "publish",
+    "watch",
+    "consume",
+    "streams",
+    "serve",
+    "status",
+    "trace",
+    "reindex",
+    "dlq",
+    "tune",
+}
 
 
 @app.callback()

@@ -9,7 +9,9 @@ The control topic (compacted, one partition) holds, by key:
 
 - ``generation/<n>``: a generation that exists (a tombstone: it was dropped);
 - ``active``: which generation answers searches, which one it replaced, and when;
-- ``replica/<id>``: each API replica's heartbeat: the generation it serves, those it holds ready.
+- ``replica/<id>``: each API replica's heartbeat: the generation it serves, those it holds ready;
+- ``search/*`` and ``search/<tenant>``: fusion parameters ``ragstream tune`` chose
+  (:mod:`schemas.search_tuning`).
 
 Every consumer process and API replica folds these records into a ``ControlState``; the record
 under ``active`` is the single source of truth of which generation serves.
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 import orjson
 
+from schemas.search_tuning import EVERY_TENANT, TUNING_PREFIX, TunedFusion
 from schemas.settings import Settings
 
 __all__ = [
@@ -154,6 +157,8 @@ class ControlState:
     generations: dict[int, Generation] = field(default_factory=dict)
     active: ActiveGeneration = field(default_factory=lambda: ActiveGeneration(0))
     replicas: dict[str, ReplicaReport] = field(default_factory=dict)
+    #: scope (``*`` or a tenant) → the fusion parameters tuned for it
+    tuned: dict[str, TunedFusion] = field(default_factory=dict)
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Fold one record in; an unknown key is ignored (a newer writer's record)."""
@@ -172,6 +177,19 @@ class ControlState:
                 self.replicas.pop(replica, None)
             else:
                 self.replicas[replica] = ReplicaReport.from_json(value)
+        elif name.startswith(TUNING_PREFIX):
+            scope = name[len(TUNING_PREFIX) :]
+            if value is None:
+                self.tuned.pop(scope, None)
+            else:
+                self.tuned[scope] = TunedFusion.from_json(value)
+
+    def tuned_for(self, tenant: str | None) -> TunedFusion | None:
+        """The parameters a search of ``tenant`` (None: a caller without one) uses: the tenant's
+        own, else those of every tenant, else None (the configured ones)."""
+        if tenant is not None and tenant in self.tuned:
+            return self.tuned[tenant]
+        return self.tuned.get(EVERY_TENANT)
 
     def generation(self, number: int, settings: Settings) -> Generation | None:
         """Generation ``number``'s record; generation 0 is the settings' while it is active and

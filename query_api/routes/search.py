@@ -7,18 +7,20 @@ import contextlib
 from typing import Annotated
 
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from query_api import retrieval
 from query_api.auth import CallerDep
 from query_api.consistency import ConsistencyToken, IndexBehind, InvalidToken, wait_until_indexed
+from query_api.generations import ReplicaGenerations
 from query_api.models import SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
 from query_api.search_activity import note_search
 from query_api.services import Services, ServicesDep
 from query_api.tenancy import TenantScope
 from query_api.timings import Timings
+from schemas.search_tuning import TunedFusion
 
 __all__ = ["router"]
 
@@ -35,6 +37,7 @@ router = APIRouter()
 )
 async def search(
     body: SearchRequest,
+    request: Request,
     services: ServicesDep,
     caller: CallerDep,
     response: Response,
@@ -66,13 +69,21 @@ async def search(
     with timings.measure("wait") if body.consistent_with or consistent_with else contextlib.nullcontext():
         await _wait_for_write(services, body, consistent_with)
     try:
-        found = await retrieval.search(services, body, TenantScope(caller.tenant), timings)
+        found = await retrieval.search(
+            services, body, TenantScope(caller.tenant), timings, _tuned_for(request, caller.tenant)
+        )
     except RerankerUnavailable as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from exc
     except retrieval.LexicalIndexNotReady as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
     response.headers["Server-Timing"] = timings.header()
     return found
+
+
+def _tuned_for(request: Request, tenant: str | None) -> TunedFusion | None:
+    # The replica's generations follow the control topic, where `ragstream tune` writes.
+    generations: ReplicaGenerations | None = getattr(request.app.state, "generations", None)
+    return generations.tuned_for(tenant) if generations is not None else None
 
 
 async def _wait_for_write(services: Services, body: SearchRequest, from_query: str | None) -> None:
