@@ -1,17 +1,21 @@
 """Checks that rendered manifests say what the code does: every ``RAGSTREAM_*`` variable is a
 setting, every topic is one ``streams/topics.py`` creates with its partitions and config, every
 port is one the code or Ray listens on, every Kafka client reaches a listener with the protocol,
-login and CA certificate it asks for. Each returns the problems it found; [] when none."""
+login and CA certificate it asks for, and Chroma checks the token its clients send, or none of them
+is given one. Each returns the problems it found; [] when none."""
 
 from __future__ import annotations
 
 import os
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import chromadb.config
 import yaml
+from chromadb.auth.token_authn import TokenAuthenticationServerProvider, TokenTransportHeader
 from k8s_manifests import PodTemplate, by_kind, environment_of, one, pod_templates
 from pydantic import SecretStr
 from ray._private.ray_constants import DEFAULT_DASHBOARD_PORT, DEFAULT_PORT
@@ -22,6 +26,10 @@ from streams.topics import topic_specs
 
 __all__ = [
     "RAY_CLIENT_PORT",
+    "ChromaAuth",
+    "chroma_auth",
+    "chroma_server",
+    "chroma_token_problems",
     "kafka_client_problems",
     "made_by_strimzi",
     "port_problems",
@@ -37,6 +45,16 @@ PREFIX = "RAGSTREAM_"
 FROM_A_SECRET = "value-from-a-secret"
 #: `ray start --ray-client-server-port`'s default, which Ray keeps in its CLI, not in a constant.
 RAY_CLIENT_PORT = 10001
+#: The setting whose token the ragstream processes send Chroma, as ``Authorization: Bearer``.
+CHROMA_TOKEN = "RAGSTREAM_CHROMA_TOKEN"
+#: The variable chromadb's Python server takes the token it checks from.
+CHROMA_CREDENTIALS = "CHROMA_SERVER_AUTHN_CREDENTIALS"
+#: chromadb's Python server, as uvicorn runs it: it checks a token. ``chroma run`` (chromadb 1.5's
+#: Rust server) lets every request through, whatever its auth settings say (docs/security.md).
+CHROMA_APP = "chromadb.app:app"
+TOKEN_PROVIDER = (
+    f"{TokenAuthenticationServerProvider.__module__}.{TokenAuthenticationServerProvider.__name__}"
+)
 
 
 def setting_names() -> set[str]:
@@ -48,8 +66,8 @@ def secret_setting_names() -> set[str]:
     """The variables of the settings that hold secrets (SecretStr): passwords and tokens."""
     return {
         f"{PREFIX}{name.upper()}"
-        for name, field in Settings.model_fields.items()
-        if SecretStr in (field.annotation, *typing.get_args(field.annotation))
+        for name, setting in Settings.model_fields.items()
+        if SecretStr in (setting.annotation, *typing.get_args(setting.annotation))
     }
 
 
@@ -82,9 +100,9 @@ def setting_problems(objects: list[dict[str, Any]]) -> list[str]:
 
 
 def _secret_placement_problems(objects: list[dict[str, Any]]) -> list[str]:
-    """A password or token comes from a Secret (``secretKeyRef``), never written in a manifest:
-    the settings then count it as given (``FROM_A_SECRET``)."""
-    secret_names = secret_setting_names()
+    """A password or token (ours, or the one Chroma checks) comes from a Secret (``secretKeyRef``),
+    never written in a manifest: the settings then count it as given (``FROM_A_SECRET``)."""
+    secret_names = secret_setting_names() | {CHROMA_CREDENTIALS}
     problems = [
         f"ConfigMap/{config_map['metadata']['name']}: {name} is a secret, not for a ConfigMap"
         for config_map in by_kind(objects, "ConfigMap")
@@ -364,11 +382,184 @@ def _chroma_port_problems(objects: list[dict[str, Any]], settings: Settings) -> 
     problems = []
     if ports != [settings.chroma_port]:
         problems.append(f"Service {settings.chroma_host} ports {ports}, not RAGSTREAM_CHROMA_PORT")
-    chroma = next(pod for pod in pod_templates(objects) if pod.owner == "StatefulSet/chroma").containers[0]
-    command = chroma["command"]
-    if command[command.index("--port") + 1] != str(settings.chroma_port):
-        problems.append("chroma run --port is not RAGSTREAM_CHROMA_PORT")
+    server = chroma_server(objects, settings)
+    if server is None:
+        return [*problems, f"Service {settings.chroma_host} selects no one container of one pod"]
+    if _option(_argv(server[1]), "--port") != str(settings.chroma_port):
+        problems.append("Chroma's server --port is not RAGSTREAM_CHROMA_PORT")
     return problems
+
+
+def chroma_server(
+    objects: list[dict[str, Any]], settings: Settings
+) -> tuple[PodTemplate, dict[str, Any]] | None:
+    """The pod template and container behind the Service ``RAGSTREAM_CHROMA_HOST``; None unless
+    its selector picks exactly one pod template with a container serving its port."""
+    services = [
+        item for item in by_kind(objects, "Service") if item["metadata"]["name"] == settings.chroma_host
+    ]
+    if len(services) != 1:
+        return None
+    selector = services[0]["spec"].get("selector", {}).items()
+    pods = [pod for pod in pod_templates(objects) if selector and selector <= pod.labels.items()]
+    if len(pods) != 1:
+        return None
+    targets = {port.get("targetPort", port["port"]) for port in services[0]["spec"]["ports"]}
+    for container in pods[0].containers:
+        if any({port.get("name"), port["containerPort"]} & targets for port in container.get("ports", [])):
+            return pods[0], container
+    return None
+
+
+@dataclass(frozen=True)
+class ChromaAuth:
+    """What Chroma's server checks: the Secret key its token comes from, where it checks one."""
+
+    #: Whether Chroma's server refuses requests without the token (all but heartbeat and version).
+    checks_token: bool
+    #: (Secret, key) of the token it checks; None where it checks none, or where the token is
+    #: not from a Secret's key (a problem).
+    secret_key: tuple[str, str] | None
+    #: Why it checks no token, for the clients that would send one in vain.
+    open_because: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+def chroma_auth(objects: list[dict[str, Any]]) -> ChromaAuth:
+    """How Chroma's container runs: ``chroma run``, which checks no token, or chromadb's Python
+    server under uvicorn, read through chromadb's own settings (a misspelt variable is ignored
+    there, as it would be in the pod): the token provider, the header the clients use, the token
+    from a Secret's key, its data on the pod's volume and one worker."""
+    server = chroma_server(objects, settings_of(objects, "RayService/"))
+    if server is None:
+        return ChromaAuth(
+            False, None, "there is no Chroma server", ["RAGSTREAM_CHROMA_HOST: no Chroma server"]
+        )
+    pod, container = server
+    where = f"{pod.owner} {container['name']}"
+    argv = _argv(container)
+    if argv[:2] == ["chroma", "run"]:
+        return ChromaAuth(False, None, f"{where} runs `chroma run`, which lets every request through")
+    if not argv or argv[0].rpartition("/")[2] != "uvicorn" or CHROMA_APP not in argv:
+        return ChromaAuth(
+            False,
+            None,
+            f"{where} runs no server known to check tokens",
+            [f"{where}: runs {argv}, neither `chroma run` nor chromadb's Python server ({CHROMA_APP})"],
+        )
+    environment = environment_of(container, objects)
+    problems = []
+    workers = _option(argv, "--workers") or environment.get("WEB_CONCURRENCY") or "1"
+    if workers != "1":
+        problems.append(f"{workers} uvicorn workers: Chroma's storage takes one process per directory")
+    chroma = _chroma_settings(environment)
+    if not chroma.is_persistent or not _on_a_claimed_volume(
+        objects, pod, container, chroma.persist_directory
+    ):
+        problems.append(
+            f"IS_PERSISTENT {chroma.is_persistent}, PERSIST_DIRECTORY {chroma.persist_directory}: "
+            "not kept on the pod's persistent volume"
+        )
+    header = chroma.chroma_auth_token_transport_header or TokenTransportHeader.AUTHORIZATION.value
+    if header != TokenTransportHeader.AUTHORIZATION.value:
+        problems.append(
+            f"CHROMA_AUTH_TOKEN_TRANSPORT_HEADER {header}: the clients send Authorization: Bearer"
+        )
+    if chroma.chroma_server_authn_provider != TOKEN_PROVIDER:
+        problems.append(
+            f"CHROMA_SERVER_AUTHN_PROVIDER is {chroma.chroma_server_authn_provider}, not {TOKEN_PROVIDER}"
+        )
+        why = f"{where} runs chromadb's Python server without its token provider"
+        return ChromaAuth(False, None, why, [f"{where}: {problem}" for problem in problems])
+    secret_key = _secret_key(container, CHROMA_CREDENTIALS)
+    if secret_key is None:
+        problems.append(f"{CHROMA_CREDENTIALS}, the token it checks, is not from a Secret's key")
+    return ChromaAuth(True, secret_key, problems=[f"{where}: {problem}" for problem in problems])
+
+
+def chroma_token_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """Chroma's server and its clients agree on the token: where the server checks one, every
+    container that reads the settings sends ``RAGSTREAM_CHROMA_TOKEN`` from the same Secret key;
+    where it checks none, no container is given a token it would send in vain."""
+    auth = chroma_auth(objects)
+    server = chroma_server(objects, settings_of(objects, "RayService/"))
+    chroma = f"{server[0].owner} {server[1]['name']}" if server is not None else None
+    problems = list(auth.problems)
+    for pod in pod_templates(objects):
+        for container in pod.containers:
+            where = f"{pod.owner} {container['name']}"
+            environment = environment_of(container, objects)
+            if where == chroma or not any(name.startswith(PREFIX) for name in environment):
+                continue
+            if not auth.checks_token and CHROMA_TOKEN in environment:
+                problems.append(f"{where}: {CHROMA_TOKEN} is given, but {auth.open_because}")
+            elif auth.checks_token and (
+                auth.secret_key is None or _secret_key(container, CHROMA_TOKEN) != auth.secret_key
+            ):
+                problems.append(
+                    f"{where}: {CHROMA_TOKEN} is {_secret_key(container, CHROMA_TOKEN)}, not Chroma's token "
+                    f"{auth.secret_key}: Chroma refuses it"
+                )
+    return problems
+
+
+def _argv(container: dict[str, Any]) -> list[str]:
+    return [*container.get("command", []), *container.get("args", [])]
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``name value`` or ``name=value`` on a command line, the last one given as the
+    CLI of uvicorn (click) takes it; None when absent."""
+    value = None
+    for index, word in enumerate(argv):
+        if word == name and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif word.startswith(f"{name}="):
+            value = word.partition("=")[2]
+    return value
+
+
+def _secret_key(container: dict[str, Any], variable: str) -> tuple[str, str] | None:
+    """(Secret, key) that ``variable`` of ``container`` is read from; None when it is not."""
+    for item in container.get("env", []):
+        reference = item.get("valueFrom", {}).get("secretKeyRef")
+        if item["name"] == variable and reference is not None:
+            return reference["name"], reference["key"]
+    return None
+
+
+def _on_a_claimed_volume(
+    objects: list[dict[str, Any]], pod: PodTemplate, container: dict[str, Any], path: str
+) -> bool:
+    """Whether ``path`` is in a folder mounted whole from a persistent volume claim: one of the
+    StatefulSet's claim templates, or a claim the pod names."""
+    kind, _, name = pod.owner.partition("/")
+    owner = next((item for item in by_kind(objects, kind) if item["metadata"]["name"] == name), {})
+    claims = {claim["metadata"]["name"] for claim in owner.get("spec", {}).get("volumeClaimTemplates", [])}
+    claims |= {
+        volume["name"]
+        for volume in pod.template["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in volume
+    }
+    for mount in container.get("volumeMounts", []):
+        folder = mount["mountPath"].rstrip("/")
+        if (
+            mount["name"] in claims
+            and "subPath" not in mount
+            and (path == folder or path.startswith(f"{folder}/"))
+        ):
+            return True
+    return False
+
+
+def _chroma_settings(environment: dict[str, str | None]) -> chromadb.config.Settings:
+    """chromadb's settings as its server in a container with ``environment`` reads them (a value
+    read from a Secret counts as given)."""
+    given = {name: FROM_A_SECRET if value is None else value for name, value in environment.items()}
+    with _only_environment(given, lambda name: name.lower() in chromadb.config.Settings.model_fields):
+        # Not a .env file of this machine: the pod has none. (chromadb's class declares its
+        # settings without pydantic-settings' own keyword arguments.)
+        return chromadb.config.Settings(_env_file=None)  # type: ignore[call-arg]
 
 
 def _named(container: dict[str, Any], name: str) -> int | None:
@@ -384,19 +575,21 @@ def _settings_from(environment: dict[str, str | None]) -> Settings:
     given |= {
         name: FROM_A_SECRET for name in secret_names if name in environment and environment[name] is None
     }
-    with _only_environment(given):
+    with _only_environment(given, lambda name: name.startswith(PREFIX)):
         return Settings()
 
 
 @contextmanager
-def _only_environment(variables: dict[str, str]) -> Iterator[None]:
-    saved = {name: value for name, value in os.environ.items() if name.startswith(PREFIX)}
+def _only_environment(variables: dict[str, str], read: Callable[[str], bool]) -> Iterator[None]:
+    """The process's environment holds, of the variables that ``read`` says settings read, only
+    those of ``variables``, until the block ends."""
+    saved = {name: value for name, value in os.environ.items() if read(name)}
     for name in saved:
         del os.environ[name]
-    os.environ.update({name: value for name, value in variables.items() if name.startswith(PREFIX)})
+    os.environ.update({name: value for name, value in variables.items() if read(name)})
     try:
         yield
     finally:
-        for name in [name for name in os.environ if name.startswith(PREFIX)]:
+        for name in [name for name in os.environ if read(name)]:
             del os.environ[name]
         os.environ.update(saved)

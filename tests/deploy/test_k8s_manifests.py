@@ -1,7 +1,8 @@
 """deploy/k8s, checked without a cluster: kustomize renders every overlay; built-in kinds match
 Kubernetes' OpenAPI schemas and custom resources their operators' CRDs (tests/deploy/k8s_schemas.py
-says how); the topics, ports and RAGSTREAM_* variables in them are those the code uses. Each check
-is also shown to fail on a manifest that is wrong in the way it looks for.
+says how); the topics, ports and RAGSTREAM_* variables in them are those the code uses; Kafka and
+Chroma check the logins and the token their clients present. Each check is also shown to fail on a
+manifest that is wrong in the way it looks for.
 
 Nothing here was applied to a real cluster: see deploy/k8s/README.md."""
 
@@ -9,13 +10,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import ray
 import yaml
 from k8s_consistency import (
+    chroma_auth,
+    chroma_server,
+    chroma_token_problems,
     kafka_client_problems,
     made_by_strimzi,
     port_problems,
@@ -28,6 +34,7 @@ from k8s_manifests import K8S_DIR, OVERLAYS, applied_on_their_own, by_kind, one,
 from k8s_schemas import CrdSchemas, builtin_errors, to_json_schema
 from unavailable import skip_or_fail
 
+from deploy._process import ManagedProcess, free_port
 from ragstream.api_replicas import APP_NAME, CONTROLLER_ENV, DEPLOYMENT_NAME
 
 #: The oldest Kubernetes the manifests are checked against, and the newest schemas bundled.
@@ -46,8 +53,9 @@ def _crd_dir() -> Path:
 
 
 CRD_DIR = _crd_dir()
-#: Secrets the operator makes by hand (deploy/k8s/README.md): API keys never live in the repository.
-MADE_BY_HAND = {"dev": set(), "prod": {"ragstream-api-keys"}}
+#: Secrets the operator makes by hand (deploy/k8s/README.md): API keys and Chroma's token never
+#: live in the repository.
+MADE_BY_HAND = {"dev": set(), "prod": {"ragstream-api-keys", "ragstream-chroma-token"}}
 
 
 @pytest.fixture(scope="module")
@@ -325,6 +333,12 @@ def test_a_volume_of_a_secret_nobody_makes_is_rejected() -> None:
     ]
 
 
+def test_the_readme_says_how_to_make_every_secret_made_by_hand() -> None:
+    readme = (K8S_DIR / "README.md").read_text()
+    for name in MADE_BY_HAND["prod"]:
+        assert f"kubectl -n ragstream create secret generic {name} " in readme, name
+
+
 def test_the_api_keys_come_from_a_secret_in_every_ray_pod() -> None:
     objects = render("prod")
     for pod in pod_templates(objects):
@@ -564,6 +578,249 @@ def test_a_kafka_password_that_is_missing_or_written_in_a_manifest_is_rejected()
         "RAGSTREAM_KAFKA_SASL_PASSWORD is a secret, not for a ConfigMap" in p
         for p in setting_problems(objects)
     )
+
+
+# Chroma's token against its clients
+
+#: The Secret and key of Chroma's token in prod, made by hand (deploy/k8s/README.md).
+CHROMA_SECRET = ("ragstream-chroma-token", "RAGSTREAM_CHROMA_TOKEN")
+CLIENTS = {"Deployment/changes-stage", "RayService/ragstream head", "RayService/ragstream workers"}
+
+
+def _chroma(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    server = chroma_server(objects, settings_of(objects, "RayService/"))
+    assert server is not None
+    return server[1]
+
+
+def _variable(container: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(variable for variable in container["env"] if variable["name"] == name)
+
+
+def _client(objects: list[dict[str, Any]], owner: str) -> dict[str, Any]:
+    return next(pod for pod in pod_templates(objects) if pod.owner == owner).containers[0]
+
+
+def _set(container: dict[str, Any], name: str, value: str) -> None:
+    container["env"] = [v for v in container["env"] if v["name"] != name] + [{"name": name, "value": value}]
+
+
+def _unset(container: dict[str, Any], name: str) -> None:
+    container["env"] = [v for v in container["env"] if v["name"] != name]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_chroma_checks_the_token_every_client_sends_or_no_client_is_given_one(overlay: str) -> None:
+    assert chroma_token_problems(render(overlay)) == []
+
+
+def test_prod_chroma_requires_the_token_of_a_secret_made_by_hand_and_every_client_sends_it() -> None:
+    objects = render("prod")
+    auth = chroma_auth(objects)
+    assert (auth.checks_token, auth.secret_key, auth.problems) == (True, CHROMA_SECRET, [])
+    assert _chroma(objects)["command"][:2] == ["uvicorn", "chromadb.app:app"]
+    assert CHROMA_SECRET[0] in MADE_BY_HAND["prod"] and by_kind(objects, "Secret") == []
+    clients = [pod for pod in pod_templates(objects) if pod.owner != "StatefulSet/chroma"]
+    assert {pod.owner for pod in clients} == CLIENTS
+    for pod in clients:
+        token = _variable(pod.containers[0], "RAGSTREAM_CHROMA_TOKEN")["valueFrom"]["secretKeyRef"]
+        assert (token["name"], token["key"]) == CHROMA_SECRET, pod.owner
+        assert settings_of(objects, pod.owner).chroma_token is not None, pod.owner
+
+
+def test_dev_chroma_stays_open_and_no_client_is_given_a_token() -> None:
+    objects = render("dev")
+    assert chroma_auth(objects).checks_token is False
+    assert _chroma(objects)["command"][:2] == ["chroma", "run"]
+    for pod in pod_templates(objects):
+        assert settings_of(objects, pod.owner).chroma_token is None, pod.owner
+
+
+PLAIN_CHROMA_RUN = ["chroma", "run", "--path", "/data", "--host", "0.0.0.0", "--port", "8000"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(
+            lambda o: _chroma(o).update(command=PLAIN_CHROMA_RUN),
+            "RayService/ragstream workers ray-worker: RAGSTREAM_CHROMA_TOKEN is given, but "
+            "StatefulSet/chroma chroma runs `chroma run`, which lets every request through",
+            id="chroma-run",
+        ),
+        pytest.param(
+            lambda o: _chroma(o).update(command=["python", "-m", "chromadb.cli.cli", "run"]),
+            "neither `chroma run` nor chromadb's Python server",
+            id="unknown-server",
+        ),
+        pytest.param(
+            lambda o: _unset(_chroma(o), "CHROMA_SERVER_AUTHN_PROVIDER"),
+            "CHROMA_SERVER_AUTHN_PROVIDER is None, not "
+            "chromadb.auth.token_authn.TokenAuthenticationServerProvider",
+            id="no-token-provider",
+        ),
+        pytest.param(
+            # chromadb 0.4's name, which 1.5 ignores.
+            lambda o: _variable(_chroma(o), "CHROMA_SERVER_AUTHN_PROVIDER").update(
+                name="CHROMA_SERVER_AUTH_PROVIDER"
+            ),
+            "CHROMA_SERVER_AUTHN_PROVIDER is None",
+            id="misspelt-provider-variable",
+        ),
+        pytest.param(
+            lambda o: _set(_chroma(o), "CHROMA_AUTH_TOKEN_TRANSPORT_HEADER", "X-Chroma-Token"),
+            "the clients send Authorization: Bearer",
+            id="another-header",
+        ),
+        pytest.param(
+            lambda o: _set(_chroma(o), "CHROMA_SERVER_AUTHN_CREDENTIALS", "hunter2"),
+            "CHROMA_SERVER_AUTHN_CREDENTIALS, the token it checks, is not from a Secret's key",
+            id="token-in-plain-text",
+        ),
+        pytest.param(
+            lambda o: _variable(_chroma(o), "CHROMA_SERVER_AUTHN_CREDENTIALS")["valueFrom"][
+                "secretKeyRef"
+            ].update(name="ragstream-api-keys", key="RAGSTREAM_API_KEYS"),
+            "Deployment/changes-stage stage: RAGSTREAM_CHROMA_TOKEN is ('ragstream-chroma-token', "
+            "'RAGSTREAM_CHROMA_TOKEN'), not Chroma's token ('ragstream-api-keys', 'RAGSTREAM_API_KEYS')",
+            id="token-of-another-secret",
+        ),
+        pytest.param(
+            lambda o: _unset(_client(o, "RayService/ragstream workers"), "RAGSTREAM_CHROMA_TOKEN"),
+            "RayService/ragstream workers ray-worker: RAGSTREAM_CHROMA_TOKEN is None, not Chroma's token",
+            id="client-without-token",
+        ),
+        pytest.param(
+            lambda o: _variable(_client(o, "Deployment/changes-stage"), "RAGSTREAM_CHROMA_TOKEN")[
+                "valueFrom"
+            ]["secretKeyRef"].update(key="token"),
+            "Deployment/changes-stage stage: RAGSTREAM_CHROMA_TOKEN is ('ragstream-chroma-token', 'token')",
+            id="client-token-of-another-key",
+        ),
+        pytest.param(
+            lambda o: _chroma(o).update(command=[*_chroma(o)["command"], "--workers", "2"]),
+            "2 uvicorn workers",
+            id="several-workers",
+        ),
+        pytest.param(
+            lambda o: _set(_chroma(o), "PERSIST_DIRECTORY", "/tmp/chroma"),
+            "PERSIST_DIRECTORY /tmp/chroma: not kept on the pod's persistent volume",
+            id="data-off-the-volume",
+        ),
+        pytest.param(
+            lambda o: _unset(_chroma(o), "IS_PERSISTENT"),
+            "IS_PERSISTENT False, PERSIST_DIRECTORY /data: not kept",
+            id="not-persistent",
+        ),
+    ],
+)
+def test_a_chroma_and_clients_that_disagree_on_the_token_are_rejected(change: Any, expected: str) -> None:
+    objects = render("prod")
+    change(objects)
+    problems = chroma_token_problems(objects)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_a_token_given_to_a_client_of_an_open_chroma_is_rejected() -> None:
+    objects = render("dev")
+    token = {"name": "RAGSTREAM_CHROMA_TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "t"}}}
+    _client(objects, "Deployment/changes-stage")["env"].append(token)
+    assert chroma_token_problems(objects) == [
+        "Deployment/changes-stage stage: RAGSTREAM_CHROMA_TOKEN is given, but StatefulSet/chroma chroma "
+        "runs `chroma run`, which lets every request through"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda o: _config(o).update(RAGSTREAM_CHROMA_TOKEN="hunter2"),
+            "RAGSTREAM_CHROMA_TOKEN is a secret, not for a ConfigMap",
+        ),
+        (
+            lambda o: _config(o).update(CHROMA_SERVER_AUTHN_CREDENTIALS="hunter2"),
+            "CHROMA_SERVER_AUTHN_CREDENTIALS is a secret, not for a ConfigMap",
+        ),
+        (
+            lambda o: _set(_client(o, "RayService/ragstream head"), "RAGSTREAM_CHROMA_TOKEN", "hunter2"),
+            "RayService/ragstream head ray-head: RAGSTREAM_CHROMA_TOKEN is a secret, not from a Secret",
+        ),
+        (
+            lambda o: _set(_chroma(o), "CHROMA_SERVER_AUTHN_CREDENTIALS", "hunter2"),
+            "StatefulSet/chroma chroma: CHROMA_SERVER_AUTHN_CREDENTIALS is a secret, not from a Secret",
+        ),
+    ],
+    ids=["client-token-in-config-map", "chroma-token-in-config-map", "client-literal", "chroma-literal"],
+)
+def test_a_chroma_token_written_in_a_manifest_or_a_config_map_is_rejected(change: Any, expected: str) -> None:
+    objects = render("prod")
+    change(objects)
+    problems = setting_problems(objects)
+    assert any(expected in problem for problem in problems), problems
+
+
+@pytest.mark.integration
+def test_prod_chroma_as_rendered_refuses_every_request_but_its_probes_without_the_clients_token(
+    tmp_path: Path,
+) -> None:
+    """The prod Chroma container's own command and variables, run here on the chromadb that
+    uv.lock pins (the image's), with a token in the Secret's key: only its address (127.0.0.1, a
+    free port) and its data folder (the volume's /data) are this machine's."""
+    objects = render("prod")
+    container = _chroma(objects)
+    secrets = {CHROMA_SECRET: "prod-chroma-test.1"}
+
+    def value(variable: dict[str, Any]) -> str:
+        if "value" in variable:
+            return str(variable["value"])
+        reference = variable["valueFrom"]["secretKeyRef"]
+        return secrets[(reference["name"], reference["key"])]
+
+    port = free_port()
+    argv = list(container["command"])
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    argv[argv.index("--port") + 1] = str(port)
+    # The image puts its venv first on PATH; here that is this interpreter's.
+    argv[0] = str(Path(sys.executable).parent / argv[0])
+    environment = {variable["name"]: value(variable) for variable in container["env"]}
+    data = tmp_path / "data"
+    data.mkdir()
+    environment["PERSIST_DIRECTORY"] = str(data)
+    server = ManagedProcess(
+        "prod Chroma",
+        argv,
+        log_file=tmp_path / "chroma.log",
+        pid_file=tmp_path / "chroma.pid",
+        env=environment,
+        cwd=tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    probes = {
+        container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    collections = f"{url}/api/v2/tenants/default_tenant/databases/default_database/collections"
+    try:
+        server.start()
+        server.wait_until(
+            lambda: httpx.get(url + "/api/v2/heartbeat", trust_env=False).status_code == 200, 60, url
+        )
+        # kubelet's probes send no token.
+        answers = {path: httpx.get(url + path, trust_env=False).status_code for path in probes}
+        assert answers == dict.fromkeys(probes, 200)
+        assert httpx.get(collections, trust_env=False).status_code == 403
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert httpx.get(collections, headers=wrong, trust_env=False).status_code == 403
+        for index, owner in enumerate(sorted(CLIENTS)):
+            # What engines.chroma_client.open_chroma sends with this client's RAGSTREAM_CHROMA_TOKEN.
+            token = value(_variable(_client(objects, owner), "RAGSTREAM_CHROMA_TOKEN"))
+            bearer = {"Authorization": f"Bearer {token}"}
+            made = httpx.post(collections, json={"name": f"client-{index}"}, headers=bearer, trust_env=False)
+            assert made.status_code == 200, (owner, made.text)
+        # Kept where the StatefulSet's volume is mounted.
+        assert (data / "chroma.sqlite3").is_file()
+    finally:
+        server.stop()
 
 
 # The image the manifests run (deploy/Dockerfile; never built here, see deploy/k8s/README.md)
