@@ -1,9 +1,10 @@
-"""The status page on ``GET /``: a search box, and the pipeline's lag, events/s, freshness and
-consumer actors, live.
+"""The status page on ``GET /``: a search box, the pipeline's lag, events/s, freshness and
+consumer actors, live, and a form that traces one document through every hop ("why is my edit
+not searchable yet?").
 
 The page is one static file that calls the JSON API from the browser (``/v1/search``,
-``/v1/freshness`` and ``/v1/stats``), so it needs no build step and shows exactly what any other
-client of the API would get.
+``/v1/freshness``, ``/v1/stats`` and ``/v1/trace/{doc_id}``), so it needs no build step and shows
+exactly what any other client of the API would get.
 """
 
 from __future__ import annotations

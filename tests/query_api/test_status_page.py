@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import ray
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from playwright.async_api import BrowserContext, Error, Page, async_playwright, expect
+from stage_process import StageProcess
 from unavailable import skip_or_fail
 
+from consumers.actors import ConsumerGroup
 from consumers.controller import ScalingReport
 from engines.embedder import Embedder
 from query_api import create_app
 from query_api.routes.status_page import router
+from schemas import DocumentEvent, EventOp
 from schemas.api_keys import ApiKeyEntry
 from schemas.settings import Settings
+from streams.publisher import EventPublisher
 from streams.topics import ensure_topics
 
 IndexChunks = Callable[..., Awaitable[None]]
@@ -53,6 +60,18 @@ CORPUS = [
     ("science/photosynthesis", "Plants turn sunlight, water and carbon dioxide into sugar.", 7200),
 ]
 
+API_KEY = "rsk_status-page-test"
+
+#: The hops of a searchable version, in the order the trace lists them, and how the page names them.
+EVERY_HOP = {
+    "published": "published to the events topic",
+    "changes": "changes stage → changes topic",
+    "consumer batch": "consumer batch (chunked, embedded)",
+    "chunks": "chunk log",
+    "chroma": "Chroma",
+    "searchable": "visible to search",
+}
+
 
 # --- the page's file -----------------------------------------------------------------------------
 
@@ -66,6 +85,7 @@ def test_the_page_is_served_as_html_by_itself() -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert 'id="query"' in response.text
+    assert 'id="trace-doc"' in response.text
 
 
 # --- the page in a browser ------------------------------------------------------------------------
@@ -124,17 +144,26 @@ async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bro
         await context.close()
 
 
-@pytest.fixture
-async def page(browser: BrowserContext, base_url: str) -> AsyncIterator[Page]:
+@asynccontextmanager
+async def _opened(browser: BrowserContext, url: str) -> AsyncIterator[Page]:
+    """The page at ``url`` in a new tab; its script must not fail."""
     page = await browser.new_page()
     errors: list[Error] = []
     page.on("pageerror", lambda error: errors.append(error))
-    await page.goto(base_url)
-    yield page
-    # The profile outlives the page: a key saved by one test must not reach the next.
-    await page.evaluate("localStorage.clear()")
-    await page.close()
+    await page.goto(url)
+    try:
+        yield page
+    finally:
+        # The profile outlives the page: a key saved by one test must not reach the next.
+        await page.evaluate("localStorage.clear()")
+        await page.close()
     assert errors == [], "the page's script failed"
+
+
+@pytest.fixture
+async def page(browser: BrowserContext, base_url: str) -> AsyncIterator[Page]:
+    async with _opened(browser, base_url) as page:
+        yield page
 
 
 @pytest.mark.integration
@@ -210,40 +239,194 @@ async def test_live_panel_shows_lag_and_freshness_and_updates_events_per_second(
     await expect(page.locator("#chart-lag-max")).to_have_text("max 5")
 
 
+@pytest.fixture(scope="module")
+async def keyed_url(
+    page_settings: Settings, embedder: Embedder, indexed: None, serve_http: ServeHttp
+) -> AsyncIterator[str]:
+    """The same API, on the same index, with ``API_KEY`` required on every ``/v1`` route."""
+    settings = page_settings.model_copy(update={"api_keys": (ApiKeyEntry.for_key(API_KEY),)})
+    async with serve_http(create_app(settings, embedder=embedder)) as url:
+        yield url
+
+
 @pytest.mark.integration
 async def test_with_api_keys_the_page_opens_asks_for_a_key_and_sends_the_one_pasted(
-    browser: BrowserContext,
-    page_settings: Settings,
-    embedder: Embedder,
-    indexed: None,
-    serve_http: ServeHttp,
+    browser: BrowserContext, keyed_url: str
 ) -> None:
-    key = "rsk_status-page-test"
-    settings = page_settings.model_copy(update={"api_keys": (ApiKeyEntry.for_key(key),)})
-    async with serve_http(create_app(settings, embedder=embedder)) as url:
-        page = await browser.new_page()
-        try:
-            await page.goto(url)
-            await expect(page.locator("#note")).to_have_text("this API needs a key (below)")
-            await expect(page.locator("#key-box")).to_have_attribute("open", "")
+    async with _opened(browser, keyed_url) as page:
+        await expect(page.locator("#note")).to_have_text("this API needs a key (below)")
+        await expect(page.locator("#key-box")).to_have_attribute("open", "")
 
-            await page.locator("#api-key").fill(key)
-            await page.locator("#save-key").click()
-            await expect(page.locator("#note")).to_have_text(re.compile(r"^updated "))
-            async with page.expect_request("**/v1/search") as searched:
-                await page.locator("#query").fill("sourdough")
-                await page.locator("#query").press("Enter")
-            await expect(page.locator("#results .doc").first).to_have_text("recipes/sourdough")
-            assert await (await searched.value).header_value("authorization") == f"Bearer {key}"
-            # Kept in the browser across visits.
-            await page.reload()
-            await expect(page.locator("#api-key")).to_have_value(key)
-        finally:
-            await page.evaluate("localStorage.clear()")
-            await page.close()
+        await page.locator("#api-key").fill(API_KEY)
+        await page.locator("#save-key").click()
+        await expect(page.locator("#note")).to_have_text(re.compile(r"^updated "))
+        async with page.expect_request("**/v1/search") as searched:
+            await page.locator("#query").fill("sourdough")
+            await page.locator("#query").press("Enter")
+        await expect(page.locator("#results .doc").first).to_have_text("recipes/sourdough")
+        assert await (await searched.value).header_value("authorization") == f"Bearer {API_KEY}"
+        # Kept in the browser across visits.
+        await page.reload()
+        await expect(page.locator("#api-key")).to_have_value(API_KEY)
 
 
 async def _report_stats(producer: AIOKafkaProducer, settings: Settings, *, events_consumed: int) -> None:
     """What a consumer publishes after a batch: its cumulative counters."""
     stats = {"consumer_id": "a", "events_consumed": events_consumed, "updated_at": time.time() - 5}
     await producer.send_and_wait(settings.stats_topic, orjson.dumps(stats), key=b"a")
+
+
+# --- tracing a document from the page ------------------------------------------------------------
+
+
+def _start_consumers(group: ConsumerGroup) -> None:
+    group.start()
+    group.wait_ready()
+
+
+@pytest.fixture(scope="module")
+async def running_pipeline(
+    module_settings: Callable[..., Settings],
+    embedder: Embedder,
+    serve_http: ServeHttp,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Settings, str]]:
+    """A pipeline of the module's own as it runs: the changes stage in its own process, a consumer
+    actor in Ray, and the API over HTTP; its settings and the API's address."""
+    state = tmp_path_factory.mktemp("trace-pipeline")
+    settings = module_settings("trace-page", consumer_input="changes", state_dir=state)
+    await ensure_topics(settings)
+    stage = StageProcess(settings, state / "stage.log")
+    stage.start()
+    ray_was_up = ray.is_initialized()
+    group = ConsumerGroup(settings, count=1)
+    try:
+        await asyncio.to_thread(_start_consumers, group)
+        async with serve_http(create_app(settings, embedder=embedder)) as url:
+            yield settings, url
+    finally:
+        await asyncio.to_thread(group.stop)
+        if not ray_was_up:
+            ray.shutdown()
+        await asyncio.to_thread(stage.stop)
+
+
+async def _trace_from_page(page: Page, doc_id: str) -> None:
+    await page.locator("#trace-doc").fill(doc_id)
+    await page.locator("#trace-doc").press("Enter")
+
+
+@pytest.mark.integration
+async def test_tracing_a_published_document_shows_every_hop_with_its_time_until_it_is_searchable(
+    browser: BrowserContext, running_pipeline: tuple[Settings, str]
+) -> None:
+    settings, url = running_pipeline
+    doc_id = f"handbook/{uuid.uuid4().hex[:8]}"
+    event = DocumentEvent(
+        doc_id=doc_id, op=EventOp.UPSERT, content="New starters walk through the office first. " * 20
+    )
+    before = time.time()
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
+        (receipt,) = await publisher.publish_many([event])
+    after = time.time()
+
+    async with _opened(browser, url) as page:
+        await _trace_from_page(page, doc_id)
+
+        # Traced at once, the version may still wait at a hop: the page reads it again until then.
+        newest = page.locator("#trace-versions .version").first
+        await expect(newest.locator(".state")).to_have_text("visible to search", timeout=180_000)
+        await expect(newest.locator(".version-head .meta")).to_have_text(f"version {event.version} · upsert")
+        await expect(page.locator("#trace-summary")).to_have_text(
+            re.compile(rf"^“{re.escape(doc_id)}”: 1 version, newest first · read [^,]+$")
+        )
+        rows = newest.locator("tbody tr")
+        assert await rows.evaluate_all("rows => rows.map((row) => row.dataset.hop)") == list(EVERY_HOP)
+        assert await rows.locator(".hop").all_inner_texts() == list(EVERY_HOP.values())
+        # Published, passed the stage, batched and logged have times; Chroma and search do not.
+        ats = await rows.locator(".at").all_inner_texts()
+        assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", at) for at in ats[:4]), ats
+        assert ats[4:] == ["—", "—"]
+        published = datetime.fromisoformat(await rows.first.locator(".at").get_attribute("title") or "")
+        assert before - 1 <= published.timestamp() <= after + 1
+        since = [
+            float(text.removeprefix("+").removesuffix(" s"))
+            for text in await rows.locator(".since").all_inner_texts()
+            if text
+        ]
+        assert len(since) == 4 and since[0] == 0 and since == sorted(since)
+        details = await rows.locator(".detail").all_inner_texts()
+        assert details[0] == f"{settings.events_topic}[{receipt.partition}]@{receipt.offset}"
+        assert details[-1] == "this replica's search views have applied its chunk records"
+
+
+@pytest.mark.integration
+async def test_a_document_that_no_stage_has_read_shows_it_waits_at_the_changes_stage_and_why(
+    browser: BrowserContext,
+    module_settings: Callable[..., Settings],
+    embedder: Embedder,
+    serve_http: ServeHttp,
+) -> None:
+    # Topics and groups of its own, read by no stage and no consumer.
+    settings = module_settings("trace-idle", consumer_input="changes")
+    await ensure_topics(settings)
+    doc_id = "handbook/waiting"
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
+        (receipt,) = await publisher.publish_many(
+            [DocumentEvent(doc_id=doc_id, op=EventOp.UPSERT, content="Nothing reads this yet.")]
+        )
+
+    async with serve_http(create_app(settings, embedder=embedder)) as url, _opened(browser, url) as page:
+        await _trace_from_page(page, doc_id)
+
+        newest = page.locator("#trace-versions .version").first
+        await expect(newest.locator(".state")).to_have_text("waiting at the changes stage", timeout=30_000)
+        rows = newest.locator("tbody tr")
+        assert await rows.evaluate_all("rows => rows.map((row) => [row.dataset.hop, row.className])") == [
+            ["published", "passed"],
+            ["changes", "waiting"],
+            ["consumer batch", "ahead"],
+            ["chunks", "ahead"],
+            ["chroma", "ahead"],
+            ["searchable", "ahead"],
+        ]
+        waiting = newest.locator("tr.waiting")
+        await expect(waiting.locator(".detail")).to_have_text(
+            f"waits for the changes stage: group {settings.streams_app_id!r} has never committed on "
+            f"{settings.events_topic}[{receipt.partition}], and this record is at offset {receipt.offset}"
+        )
+        await expect(waiting.locator(".since")).to_have_text(re.compile(r"^for \d+ s$"))
+        await expect(page.locator("#trace-summary")).to_contain_text("again every 2 s while it waits")
+
+
+@pytest.mark.integration
+async def test_tracing_an_unknown_doc_id_says_that_no_event_of_it_was_found(page: Page) -> None:
+    await _trace_from_page(page, "nobody/never-published")
+
+    await expect(page.locator("#trace-summary")).to_have_text(
+        "No event for “nobody/never-published” in the events topic: it was never published under "
+        "this id, or its events are older than the topic keeps."
+    )
+    await expect(page.locator("#trace-versions .version")).to_have_count(0)
+
+
+@pytest.mark.integration
+async def test_with_api_keys_tracing_asks_for_a_key_and_then_sends_the_one_pasted(
+    browser: BrowserContext, keyed_url: str
+) -> None:
+    async with _opened(browser, keyed_url) as page:
+        await _trace_from_page(page, "recipes/sourdough")
+        await expect(page.locator("#trace-summary")).to_have_text(
+            "could not trace “recipes/sourdough”: this API needs a key (below)"
+        )
+        await expect(page.locator("#key-box")).to_have_attribute("open", "")
+
+        await page.locator("#api-key").fill(API_KEY)
+        await page.locator("#save-key").click()
+        async with page.expect_request("**/v1/trace/**") as traced:
+            await _trace_from_page(page, "recipes/sourdough")
+        # Indexed straight into Chroma by the fixture, never published: no event of it to trace.
+        await expect(page.locator("#trace-summary")).to_have_text(
+            re.compile(r"^No event for “recipes/sourdough”")
+        )
+        assert await (await traced.value).header_value("authorization") == f"Bearer {API_KEY}"
