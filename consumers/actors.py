@@ -35,8 +35,11 @@ class ConsumerActor:
             lower_this_process(niceness)
         # One line per Chroma request would drown what matters.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        embedder = Embedder(settings.model, settings.precision, settings.embed_batch_size, torch_threads)
-        self._encoder = _yielding_to_searches(embedder, settings)
+        self._embedder = Embedder(
+            settings.model, settings.precision, settings.embed_batch_size, torch_threads
+        )
+        self._fixed_threads = settings.torch_threads
+        self._encoder = _yielding_to_searches(self._embedder, settings)
         # The consumer asks only for what Embedder and the wrapper share (consumers.indexer.Encoder).
         self._consumer = IndexingConsumer(settings, cast(Embedder, self._encoder))
         self._stopping = asyncio.Event()
@@ -63,6 +66,21 @@ class ConsumerActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node_id(self) -> str:
+        """The Ray node this member runs on."""
+        return str(ray.get_runtime_context().get_node_id())
+
+    def share_cores(self, members_on_node: int) -> int:
+        """Embed with this node's cores divided among the group's members on it (unless
+        ``torch_threads`` fixes the count); returns the threads the next batch uses."""
+        if not self._fixed_threads:
+            self._embedder.threads = max(1, (os.cpu_count() or 1) // max(1, members_on_node))
+        return self._embedder.threads
+
+    def threads(self) -> int:
+        """The torch threads this member's next batch embeds with."""
+        return self._embedder.threads
 
 
 def lower_this_process(niceness: int) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -84,6 +84,8 @@ class ScalingController:
         #: keeps its ping until it answers.
         self._pings: dict[Any, tuple[Any, float]] = {}
         self._serving: set[Any] = set()
+        #: The node each member serving runs on, as its last ping said.
+        self._nodes: dict[Any, str] = {}
         self._lag: LagReader | None = None
         self._producer: AIOKafkaProducer | None = None
         self.last: ScalingDecision | None = None
@@ -145,9 +147,10 @@ class ScalingController:
         now, members = self._clock(), self._group.actors
         self._pings = {actor: ping for actor, ping in self._pings.items() if actor in members}
         self._serving = {actor for actor in self._serving if actor in members}
+        self._nodes = {actor: node for actor, node in self._nodes.items() if actor in members}
         for actor in members:
             if actor not in self._pings:
-                self._pings[actor] = (actor.pid.remote(), now)
+                self._pings[actor] = (actor.node_id.remote(), now)
         refs = [ref for ref, _ in self._pings.values()]
         # A short wait: a healthy member answers in milliseconds, and a slow one keeps its ping.
         ready = set(ray.wait(refs, num_returns=len(refs), timeout=0.5)[0])
@@ -155,13 +158,23 @@ class ScalingController:
             if ref in ready:
                 del self._pings[actor]
                 try:
-                    ray.get(ref)
+                    self._nodes[actor] = ray.get(ref)
                     self._serving.add(actor)
                 except ray.exceptions.RayError:
                     self._serving.discard(actor)
             elif now - sent > self._answer_timeout_s:
                 self._serving.discard(actor)
-        return [actor for actor in members if actor in self._serving]
+        answering = [actor for actor in members if actor in self._serving]
+        self._share_cores(answering)
+        return answering
+
+    def _share_cores(self, answering: list[Any]) -> None:
+        """Each member serving embeds with its node's cores divided among the members serving
+        there: one member alone uses them all, instead of the share it would have at the most
+        members. Sent every round, so that a member Ray restarted gets its share again."""
+        on_node = Counter(self._nodes[actor] for actor in answering)
+        for actor in answering:
+            actor.share_cores.remote(on_node[self._nodes[actor]])
 
     def _memory_budget(self) -> int | None:
         """The settings' budget (None: the policy reads it there), else the memory of the cluster's

@@ -81,6 +81,8 @@ class Embedder:
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
+        #: torch threads for the next encode (0 = leave torch's own setting).
+        self.threads = torch_threads
         self.batch_size = batch_size
         self.precision = (
             "bf16" if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()) else "fp32"
@@ -101,6 +103,7 @@ class Embedder:
         global _tokenise_seconds
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        self._apply_threads()
         started = time.perf_counter()
         token_ids = self._tokenizer(
             texts,
@@ -117,6 +120,14 @@ class Embedder:
             vectors[batch.indices] = self._forward(rows, batch.rows, batch.length)[: len(rows)]
         # Normalised again in float32: in bf16 a vector's length is only within ~0.5% of 1.
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def _apply_threads(self) -> None:
+        # OpenMP keeps the thread count per calling thread, and encode runs on whichever worker
+        # thread the caller uses: set it here, where the kernels run, whenever it differs.
+        import torch
+
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def _forward(self, rows: list[list[int]], padded_rows: int, length: int) -> np.ndarray:
         """One forward of ``rows`` padded to ``padded_rows`` × ``length``; a vector per row.

@@ -1,5 +1,7 @@
 """Bucketed shapes change nothing a search would see: the same vectors as a plain encode."""
 
+import concurrent.futures
+
 import numpy as np
 import pytest
 
@@ -51,3 +53,20 @@ def test_tokenising_time_is_counted(embedder: Embedder):
     before = tokenise_seconds()
     embedder.encode(TEXTS)
     assert tokenise_seconds() > before
+
+
+def test_a_changed_thread_count_applies_in_the_thread_that_encodes() -> None:
+    # OpenMP keeps the count per thread: what matters is the thread that runs the kernels.
+    import torch
+
+    embedder_for_threads = Embedder(torch_threads=1)
+
+    def encode_and_count() -> int:
+        embedder_for_threads.encode(["one short text"])
+        return torch.get_num_threads()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as worker:
+        embedder_for_threads.threads = 1
+        assert worker.submit(encode_and_count).result() == 1
+        embedder_for_threads.threads = 2
+        assert worker.submit(encode_and_count).result() == 2

@@ -105,6 +105,20 @@ async def scaled_group(scenario, **controller_options) -> AsyncIterator[tuple[Co
         await controller
 
 
+async def until_threads(group: ConsumerGroup, wanted: list[int], timeout: float = 30) -> None:
+    """Wait until the members embed with ``wanted`` torch threads each (the controller shares a
+    node's cores among its serving members every round)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        threads = await asyncio.to_thread(
+            lambda: ray.get([actor.threads.remote() for actor in group.actors], timeout=60)
+        )
+        if threads == wanted:
+            return
+        assert time.monotonic() < deadline, f"members embed with {threads} threads, not {wanted}"
+        await asyncio.sleep(0.5)
+
+
 async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrinks_back(
     kafka_broker, chroma_server, module_namespace, scenario_factory
 ):
@@ -118,20 +132,27 @@ async def test_a_backlog_grows_the_group_to_its_max_and_the_drained_group_shrink
         consumer_scale_up_after_s=2,
         consumer_scale_down_after_s=4,
         consumer_scale_cooldown_s=6,
+        # The default: the members share the cores (the fault scenarios fix one thread each).
+        torch_threads=0,
     )
     scenario = scenario_factory(settings)
+    cores = os.cpu_count() or 1
     async with scaled_group(scenario, interval_s=1) as (group, watch):
         await watch.until(lambda r: r.actual == 1, "one actor serving before the burst", timeout=60)
+        # Alone, the member embeds with every core, not with its share at the group's most.
+        await until_threads(group, [cores])
 
         await scenario.publish(event_stream(11, DOCUMENTS, BURST, "scaling"), slice_size=500, pause=0)
         grown = await watch.until(lambda r: r.actual == 2, "the group grown to 2 actors", timeout=180)
         # Read after the report of 2 serving actors: they served while events were waiting.
         assert grown.lag > 0, "the group grew only after the backlog had drained"
         assert grown.desired == 2
+        await until_threads(group, [max(1, cores // 2)] * 2)
 
         await scenario.drain()
         await watch.until(lambda r: r.actual == 1 and r.lag == 0, "the drained group at 1", timeout=120)
         assert len(group.actors) == 1
+        await until_threads(group, [cores])
 
         await scenario.publish(event_stream(12, DOCUMENTS, AFTERWARDS, "after-scaling"), slice_size=100)
         await scenario.assert_index_matches_oracle()
