@@ -245,7 +245,8 @@ class EmbeddingSettings(SettingsGroup):
     torch_threads: int = Field(
         default=0,
         ge=0,
-        description="torch threads per consumer actor; 0 = the host's cores shared among them",
+        description="torch threads per consumer actor; 0 = each node's cores shared among the actors "
+        "serving on it, updated as the group grows and shrinks (a lone actor uses them all)",
     )
     chunk_size: int = Field(default=1000, ge=50, description="characters per chunk")
     chunk_overlap: int = Field(
