@@ -32,7 +32,7 @@ from consumers.fetch_queue import FetchedBatch, FetchQueue
 from consumers.indexer import BatchResult, DocumentIndexer
 from consumers.memory import release_free_heap
 from consumers.sink import ChromaSink, ChunkChanges
-from consumers.stats import ConsumerCounters
+from consumers.stats import ConsumerCounters, freshness_of
 from engines.chunking import Chunker
 from engines.embedder import Embedder, tokenise_seconds
 from schemas import DocumentEvent, InvalidEvent, Settings
@@ -110,7 +110,7 @@ class IndexingConsumer:
         self._indexer = DocumentIndexer(
             Chunker(settings.chunk_size, settings.chunk_overlap), embedder, self._sink
         )
-        self.stats = ConsumerCounters()
+        self.stats = ConsumerCounters(consumer_group=settings.consumer_group)
         self._queue = FetchQueue(settings.max_queued_batches, settings.max_queued_bytes)
         # Bumped whenever fetched-but-unwritten work must be dropped (rebalance, retry):
         # a batch planned under an older generation is never written or committed.
@@ -347,7 +347,13 @@ class IndexingConsumer:
         )
         release_free_heap()
         self.stats.record_batch(
-            len(planned.records), len(planned.dead), planned.result, seconds, planned.timings
+            len(planned.records),
+            len(planned.dead),
+            planned.result,
+            seconds,
+            planned.timings,
+            # Measured after the commit: the chunks are in Chroma, the events will not be read again.
+            freshness_of(planned.records, planned.dead, time.time()),
         )
         try:
             with kafka_calls("publishing the consumer's stats"):

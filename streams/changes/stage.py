@@ -31,6 +31,7 @@ from streams.changes.normalise import normalise_event
 from streams.changes.watchdog import StallDetector
 from streams.kafka_clients import faust_broker_options
 from streams.lag import LagReader
+from streams.publish_time import published_at_header
 from streams.topic_records import read_partition_range
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class SourceRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    #: Unix seconds in faust's ``Message``, milliseconds in aiokafka's ``ConsumerRecord``.
+    @property
+    def timestamp(self) -> float | None: ...
 
 
 class ChangesStage:
@@ -190,7 +194,7 @@ class ChangesStage:
         decision = decide(state, document)
         self.counts[decision.value] += 1
         if decision is Decision.EMIT:
-            await self._emit(document)
+            await self._emit(document, _published_at(message))
         else:
             log.debug("skipping %s v%d: %s", document.doc_id, document.version, decision.value)
         updated = next_state(state, document, decision)
@@ -209,9 +213,11 @@ class ChangesStage:
             raise InvalidEvent(f"no text left after normalising its {document.content_type} content")
         return document
 
-    async def _emit(self, document: DocumentEvent) -> None:
+    async def _emit(self, document: DocumentEvent, published_at: float | None) -> None:
         key = document.doc_id.encode()
-        await (await self.changes_topic.send(key=key, value=document.to_json()))
+        # The record is stamped now; the consumers measure freshness from the event's own time.
+        headers = [published_at_header(published_at)] if published_at is not None else None
+        await (await self.changes_topic.send(key=key, value=document.to_json(), headers=headers))
         if document.op is EventOp.DELETE:
             # The tombstone lets compaction forget the document. Sent only once the delete is
             # acknowledged, so that a retried send can never put it before the delete.
@@ -258,6 +264,14 @@ class ChangesStage:
     async def _log_counts(self) -> None:
         if self.counts:
             log.info("events so far: %s", dict(sorted(self.counts.items())))
+
+
+def _published_at(message: SourceRecord) -> float | None:
+    """Unix seconds of the event's record on the events topic."""
+    stamp = message.timestamp
+    if stamp is None or stamp < 0:
+        return None
+    return stamp / 1000 if isinstance(message, ConsumerRecord) else stamp
 
 
 def run_stage(settings: Settings, worker_index: int = 0, loglevel: str = "INFO") -> None:
