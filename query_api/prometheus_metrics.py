@@ -1,7 +1,8 @@
 """Prometheus metrics of the whole pipeline, served by the query API on ``/metrics``.
 
-Counters come from the consumers' stats messages; lag, committed offsets, dead letters and the
-oldest waiting event's age from the broker, read when scraped. Each app owns its registry, so
+Counters come from the consumers' stats messages, freshness among them (publication to index,
+per event, per consumer group: one group per index generation); lag, committed offsets, dead
+letters and the oldest waiting event's age from the broker, read when scraped. Each app owns its registry, so
 several apps can live in one process. Search latency is this process's own: behind a load
 balancer each replica labels it with its name, so that scrapes reaching different replicas give
 separate series instead of one that jumps between their counts.
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from query_api.gc_pauses import gc_pauses
@@ -53,6 +60,15 @@ SEARCH_SECONDS_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 @dataclass(frozen=True)
+class ServedIndex:
+    """The index generation a replica answers searches from, and its consumers' group: the
+    alerts read the freshness of that group alone (one being built replays old events)."""
+
+    generation: int
+    consumer_group: str
+
+
+@dataclass(frozen=True)
 class KafkaReadings:
     """What one scrape read from the broker; each part None where it could not be read."""
 
@@ -68,25 +84,49 @@ class PipelineCollector(Collector):
         self._stats = stats
         self._settings = settings
         self.kafka = KafkaReadings()
+        self.served: ServedIndex | None = None
 
     def collect(self) -> Iterable[Metric]:
-        totals = self._stats.totals()
-        for name, documentation in _COUNTERS:
-            yield CounterMetricFamily(f"ragstream_{name}", documentation, value=getattr(totals, name))
-
-        buckets = sorted(totals.batch_seconds_buckets.items(), key=lambda item: _bound(item[0]))
-        if not buckets or buckets[-1][0] != "+Inf":
-            buckets.append(("+Inf", totals.batches))
-        yield HistogramMetricFamily(
-            "ragstream_batch_seconds",
-            "Seconds a consumer spent on one batch, fetch to commit",
-            buckets=[(bound, float(count)) for bound, count in buckets],
-            sum_value=totals.batch_seconds_sum,
-        )
+        # Sums read from part of the stats topic would go backwards: a counter reset to Prometheus.
+        if not self._stats.replaying:
+            yield from self._counters()
+        if self.served is not None:
+            served = InfoMetricFamily(
+                "ragstream_serving_generation",
+                "The index generation this replica answers searches from, and its consumer group",
+            )
+            served.add_metric(
+                [], {"generation": str(self.served.generation), "consumer_group": self.served.consumer_group}
+            )
+            yield served
 
         yield from self._scaling()
 
         yield from self._kafka()
+
+    def _counters(self) -> Iterable[Metric]:
+        totals = self._stats.totals()
+        for name, documentation in _COUNTERS:
+            yield CounterMetricFamily(f"ragstream_{name}", documentation, value=getattr(totals, name))
+        yield HistogramMetricFamily(
+            "ragstream_batch_seconds",
+            "Seconds a consumer spent on one batch, fetch to commit",
+            buckets=_buckets(totals.batch_seconds_buckets, totals.batches),
+            sum_value=totals.batch_seconds_sum,
+        )
+        freshness = HistogramMetricFamily(
+            "ragstream_freshness_seconds",
+            "Seconds from an event's publication (its record's time on the events topic) until its "
+            "chunks were in the index and its offset committed, per consumer group (one per index "
+            "generation)",
+            labels=["consumer_group"],
+        )
+        for group, stats in sorted(self._stats.totals_by_group().items()):
+            if stats.freshness_seconds_buckets:  # consumers that predate the histogram send none
+                freshness.add_metric(
+                    [group], _buckets(stats.freshness_seconds_buckets, 0), stats.freshness_seconds_sum
+                )
+        yield freshness
 
     def _kafka(self) -> Iterable[Metric]:
         lag = GaugeMetricFamily(
@@ -161,6 +201,14 @@ class PipelineCollector(Collector):
         return max(min(settings.consumers_max, settings.partitions), 1)
 
 
+def _buckets(counts: dict[str, int], count: int) -> list[tuple[str, float]]:
+    """Cumulative counts per upper bound in order, ending with "+Inf" (``count`` where absent)."""
+    buckets = sorted(counts.items(), key=lambda item: _bound(item[0]))
+    if not buckets or buckets[-1][0] != "+Inf":
+        buckets.append(("+Inf", count))
+    return [(bound, float(n)) for bound, n in buckets]
+
+
 def _bound(text: str) -> float:
     return math.inf if text == "+Inf" else float(text)
 
@@ -198,14 +246,16 @@ class PipelineMetrics:
         """Count one search of ``mode`` that took ``seconds``."""
         self._search_seconds.labels(mode, self._replica).observe(seconds)
 
-    async def render(self, names: Collection[str] = ()) -> bytes:
+    async def render(self, names: Collection[str] = (), served: ServedIndex | None = None) -> bytes:
         """Every metric, or with ``names`` only those series (Prometheus's ``name[]`` filter, by
         sample name as in ``ragstream_api_gc_pause_seconds_count``). Kafka is asked for nothing
-        unless one of ``KAFKA_METRICS`` is among them."""
+        unless one of ``KAFKA_METRICS`` is among them. ``served``: the generation the request's
+        services answer from, for ``ragstream_serving_generation_info``."""
         if not names or KAFKA_METRICS & set(names):
             self._collector.kafka = await self._read_kafka()
         else:
             self._collector.kafka = KafkaReadings()
+        self._collector.served = served
         # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
         return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from query_api.prometheus_metrics import ServedIndex
 from query_api.services import ServicesDep
 
 __all__ = ["router"]
@@ -26,6 +27,7 @@ async def metrics(
         ),
     ] = None,
 ) -> Response:
-    """Pipeline counters, batch durations, consumer lag and the API's garbage collection pauses
-    in the Prometheus text format."""
-    return Response(await services.metrics.render(names or ()), media_type=CONTENT_TYPE_LATEST)
+    """Pipeline counters, batch durations, freshness, consumer lag and the API's garbage collection
+    pauses in the Prometheus text format."""
+    served = ServedIndex(services.generation, services.settings.consumer_group)
+    return Response(await services.metrics.render(names or (), served), media_type=CONTENT_TYPE_LATEST)

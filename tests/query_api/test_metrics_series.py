@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
 from consumers.controller import ScalingReport
-from query_api.prometheus_metrics import KafkaReadings, PipelineCollector, PipelineMetrics
+from consumers.indexer import BatchResult
+from consumers.stats import ConsumerCounters
+from query_api.prometheus_metrics import KafkaReadings, PipelineCollector, PipelineMetrics, ServedIndex
 from query_api.stats import StatsTail
 from schemas import Settings
 from schemas.kafka_connection import KafkaConnection
@@ -86,3 +89,73 @@ async def test_search_latency_is_counted_per_mode_under_the_replicas_name() -> N
 
     assert 'ragstream_search_seconds_count{mode="lexical",replica="r1"} 1.0' in text
     assert 'ragstream_search_seconds_count{mode="hybrid",replica="r1"} 1.0' in text
+
+
+def _counters(
+    consumer_id: str, group: str, ages: list[float], updated_at: float = 1.0
+) -> tuple[bytes, bytes]:
+    counters = ConsumerCounters(consumer_id=consumer_id, consumer_group=group)
+    counters.record_batch(len(ages), 0, BatchResult(), 0.5, freshness=ages)
+    message = orjson.loads(counters.to_json()) | {"updated_at": updated_at}
+    return consumer_id.encode(), orjson.dumps(message)
+
+
+def _tail_of(*messages: tuple[bytes, bytes]) -> StatsTail:
+    tail = _tail()
+    for key, value in messages:
+        tail.apply(key, value)
+    return tail
+
+
+def test_freshness_is_one_histogram_per_consumer_group_summed_over_its_consumers() -> None:
+    tail = _tail_of(
+        _counters("a", "indexer", [0.2, 0.4]),
+        _counters("b", "indexer", [1.2]),
+        # Generation 1 being built replays old events.
+        _counters("c", "indexer-g1", [3600.0]),
+    )
+
+    lines = _lines(PipelineCollector(tail))
+
+    assert "# TYPE ragstream_freshness_seconds histogram" in lines
+    assert 'ragstream_freshness_seconds_bucket{consumer_group="indexer",le="0.3"} 1.0' in lines
+    assert 'ragstream_freshness_seconds_bucket{consumer_group="indexer",le="1.0"} 2.0' in lines
+    assert 'ragstream_freshness_seconds_bucket{consumer_group="indexer",le="+Inf"} 3.0' in lines
+    assert 'ragstream_freshness_seconds_count{consumer_group="indexer"} 3.0' in lines
+    assert 'ragstream_freshness_seconds_sum{consumer_group="indexer"} 1.8' in lines
+    assert 'ragstream_freshness_seconds_bucket{consumer_group="indexer-g1",le="60.0"} 0.0' in lines
+    assert 'ragstream_freshness_seconds_count{consumer_group="indexer-g1"} 1.0' in lines
+
+
+def test_a_restarted_consumer_adds_to_the_freshness_counts_instead_of_resetting_them() -> None:
+    tail = _tail_of(_counters("before", "indexer", [0.2, 0.2, 0.2], updated_at=1.0))
+    before = _lines(PipelineCollector(tail))
+    # The consumer died; its successor starts from zero under a new id.
+    tail.apply(*_counters("after", "indexer", [0.4], updated_at=2.0))
+
+    after = _lines(PipelineCollector(tail))
+
+    assert 'ragstream_freshness_seconds_count{consumer_group="indexer"} 3.0' in before
+    assert 'ragstream_freshness_seconds_count{consumer_group="indexer"} 4.0' in after
+    assert 'ragstream_freshness_seconds_bucket{consumer_group="indexer",le="0.3"} 3.0' in after
+
+
+def test_consumers_that_predate_the_histogram_add_no_freshness_series() -> None:
+    tail = _tail_of((b"old", orjson.dumps({"consumer_id": "old", "events_consumed": 5})))
+
+    lines = _lines(PipelineCollector(tail))
+
+    assert "ragstream_events_consumed_total 5.0" in lines
+    assert not [line for line in lines if line.startswith("ragstream_freshness_seconds_")]
+
+
+async def test_a_scrape_names_the_generation_and_consumer_group_it_was_served_from() -> None:
+    metrics = PipelineMetrics(_tail(), LagReader(KafkaConnection("127.0.0.1:1")), Settings())
+
+    served = (
+        await metrics.render(["ragstream_serving_generation_info"], ServedIndex(2, "indexer-g2"))
+    ).decode()
+    unnamed = (await metrics.render(["ragstream_serving_generation_info"])).decode()
+
+    assert 'ragstream_serving_generation_info{consumer_group="indexer-g2",generation="2"} 1.0' in served
+    assert "ragstream_serving_generation_info{" not in unnamed
