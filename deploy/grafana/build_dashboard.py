@@ -35,6 +35,15 @@ class PanelSpec:
     description: str = ""
 
 
+def _freshness_quantile(quantile: float) -> Query:
+    """The freshness of the served generation's events at ``quantile`` (the recording rule keeps
+    the consumer group a replica serves from)."""
+    per_bucket = "sum by (le, consumer_group) (ragstream:freshness_seconds_bucket:rate5m)"
+    return Query(
+        f"histogram_quantile({quantile}, {per_bucket})", f"p{round(quantile * 100)} {{{{consumer_group}}}}"
+    )
+
+
 PANELS = (
     PanelSpec(
         "Throughput per hop",
@@ -53,7 +62,14 @@ PANELS = (
         "Events published but not yet committed, per hop",
     ),
     PanelSpec(
-        "Freshness",
+        "Freshness per event",
+        "s",
+        (_freshness_quantile(0.5), _freshness_quantile(0.95), _freshness_quantile(0.99)),
+        "Seconds from each event's publication to its chunks in the served index, over the events "
+        "indexed in the last 5 minutes (its consumer group's histogram)",
+    ),
+    PanelSpec(
+        "Oldest waiting event",
         "s",
         (
             Query(
@@ -70,7 +86,8 @@ PANELS = (
                 "p99 batch, fetch to commit",
             ),
         ),
-        "How long the oldest event not yet indexed had waited, over the scrapes of the last 5 minutes",
+        "How long the oldest event not yet indexed had waited, over the scrapes of the last 5 minutes: "
+        "what the histogram cannot show until the event is indexed",
     ),
     PanelSpec(
         "Search latency per mode",

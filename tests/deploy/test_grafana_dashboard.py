@@ -26,7 +26,8 @@ def test_the_dashboard_shows_each_figure_an_operator_watches() -> None:
     assert titles == [
         "Throughput per hop",
         "Lag",
-        "Freshness",
+        "Freshness per event",
+        "Oldest waiting event",
         "Search latency per mode",
         "Dead letters",
         "Consumer actors",

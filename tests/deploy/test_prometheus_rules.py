@@ -12,6 +12,7 @@ from prometheus_files import RULE_TESTS, RULES, RULES_DIR
 EXPECTED_ALERTS = {
     "RagstreamConsumerLagGrowing",
     "RagstreamFreshnessP99Over1s",
+    "RagstreamEventWaitingOverAMinute",
     "RagstreamDeadLettersArriving",
     "RagstreamApiReplicaDownOrBehind",
     "RagstreamChangesStageStalled",

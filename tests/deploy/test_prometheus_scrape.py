@@ -21,8 +21,9 @@ from deploy.ray_cluster import RayCluster
 pytestmark = pytest.mark.integration
 
 
-#: A series name in PromQL: ours, and Ray Serve's. Recording rules' names have colons.
-SERIES = re.compile(r"\b(?:ragstream[a-z_:]*|ray_serve_[a-z_]+)\b")
+#: A series name in PromQL: ours, and Ray Serve's. Recording rules' names have colons, and may
+#: end in their range (``…:rate5m``).
+SERIES = re.compile(r"\b(?:ragstream[a-z0-9_:]*|ray_serve_[a-z_]+)\b")
 
 
 def used_series() -> set[str]:
