@@ -3,13 +3,16 @@
 The consumers run as ``ragstream consume`` does (``GenerationSupervisor``, one group per index
 generation), the API follows the control topic, and the reindex is driven by the functions behind
 ``ragstream reindex``. While the new generation is built from the changes topic, documents are
-written at 5/s and searched at 20/s; every response is kept and checked afterwards.
+written at 5/s and searched at 20/s, and its consumer is killed (SIGKILL) part way through; every
+response is kept and checked afterwards, and the new index chunk for chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import threading
 import time
 import traceback
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 import chromadb
 import httpx
 import pytest
+import ray
 from index_oracle import differences, expected_index, paragraph
 from scale import scaled, scaled_timeout
 
@@ -229,8 +233,11 @@ class Build:
     served: float  # every live replica said it serves the new generation
 
 
-async def _reindex_under(traffic: LiveTraffic, settings: Settings, api: httpx.AsyncClient) -> Build:
-    """What `ragstream reindex --chunk-size 400 --chunk-overlap 40` does, while ``traffic`` runs."""
+async def _reindex_under(
+    traffic: LiveTraffic, settings: Settings, api: httpx.AsyncClient, supervisor: GenerationSupervisor
+) -> Build:
+    """What `ragstream reindex --chunk-size 400 --chunk-overlap 40` does, while ``traffic`` runs,
+    with the rebuilding consumer killed (SIGKILL) part way through."""
     # A write through the API before the switch: its token must still be honoured after it.
     receipt = await _put(api, "token-doc", TOKEN_DOC)
     size, overlap = NEW_CHUNKING
@@ -240,6 +247,15 @@ async def _reindex_under(traffic: LiveTraffic, settings: Settings, api: httpx.As
     # The rebuild is under way while writes and searches run: it has read part of the log.
     progress = await _started_building(settings, generation)
     assert progress.lag > 0, f"the rebuild finished before it could be observed in flight: {progress}"
+    # Killed like a crash, with part of the log still to read: Ray restarts it, and it resumes
+    # from its group's committed offsets (the chunk-for-chunk check below finds any loss).
+    group = supervisor.groups[generation.number]
+    pid = await asyncio.to_thread(lambda: ray.get(group.actors[0].pid.remote(), timeout=60))
+    os.kill(pid, signal.SIGKILL)
+    chroma = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    async with LagReader(settings.kafka) as lag:
+        left = await read_progress(settings, lag, chroma, generation)
+    assert left.lag > 0, f"the kill landed after the rebuild had read everything: {left}"
     record = await switch(settings, within_s=scaled(480, 1800))
     switched = time.monotonic()
     assert (record.generation, record.previous) == (generation.number, 0)
@@ -274,7 +290,7 @@ async def test_a_reindex_under_writes_and_searches_switches_every_search_at_once
         traffic = LiveTraffic(api, publisher, CORPUS)
         traffic.start()
         try:
-            build = await _reindex_under(traffic, settings, api)
+            build = await _reindex_under(traffic, settings, api, supervisor)
         finally:
             await traffic.stop()
     generation, receipt = build.generation, build.receipt
