@@ -246,29 +246,33 @@ class PipelineMetrics:
         """Count one search of ``mode`` that took ``seconds``."""
         self._search_seconds.labels(mode, self._replica).observe(seconds)
 
-    async def render(self, names: Collection[str] = (), served: ServedIndex | None = None) -> bytes:
+    async def render(
+        self, names: Collection[str] = (), served: ServedIndex | None = None, settings: Settings | None = None
+    ) -> bytes:
         """Every metric, or with ``names`` only those series (Prometheus's ``name[]`` filter, by
         sample name as in ``ragstream_api_gc_pause_seconds_count``). Kafka is asked for nothing
         unless one of ``KAFKA_METRICS`` is among them. ``served``: the generation the request's
-        services answer from, for ``ragstream_serving_generation_info``."""
+        services answer from, for ``ragstream_serving_generation_info``; ``settings``, that
+        generation's, whose consumer group the lag and the oldest waiting event are read for
+        (default: the settings this was made with, generation 0's)."""
         if not names or KAFKA_METRICS & set(names):
-            self._collector.kafka = await self._read_kafka()
+            self._collector.kafka = await self._read_kafka(settings or self._settings)
         else:
             self._collector.kafka = KafkaReadings()
         self._collector.served = served
         # No await between setting the lag and formatting it: concurrent scrapes cannot interleave.
         return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
 
-    async def _read_kafka(self) -> KafkaReadings:
+    async def _read_kafka(self, settings: Settings) -> KafkaReadings:
         # Imported here: the freshness routes import the services, which import this module.
         from query_api.freshness import oldest_unindexed_age_s
 
         try:
             async with asyncio.timeout(self._lag_timeout_s):
                 await self._lag_reader.start()
-                lag = await read_pipeline_lag(self._lag_reader, self._settings)
-                ends = await self._lag_reader.end_offsets(self._settings.dlq_topic)
-                age = await oldest_unindexed_age_s(self._settings, lag)
+                lag = await read_pipeline_lag(self._lag_reader, settings)
+                ends = await self._lag_reader.end_offsets(settings.dlq_topic)
+                age = await oldest_unindexed_age_s(settings, lag)
         except (KafkaError, OSError, TimeoutError) as exc:
             # A scrape still reports the counters; what we cannot read is left out, not shown as 0.
             log.warning("pipeline metrics not read from Kafka: %r", exc)

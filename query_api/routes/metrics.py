@@ -30,4 +30,6 @@ async def metrics(
     """Pipeline counters, batch durations, freshness, consumer lag and the API's garbage collection
     pauses in the Prometheus text format."""
     served = ServedIndex(services.generation, services.settings.consumer_group)
-    return Response(await services.metrics.render(names or (), served), media_type=CONTENT_TYPE_LATEST)
+    # The serving generation's settings: its consumer group is the one whose lag matters.
+    rendered = await services.metrics.render(names or (), served, services.settings)
+    return Response(rendered, media_type=CONTENT_TYPE_LATEST)

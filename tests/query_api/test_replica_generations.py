@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 from engines.chunking import Chunker
@@ -33,6 +34,7 @@ from schemas.generations import (
 )
 from schemas.settings import Settings
 from streams.control import publish_control, read_control_state
+from streams.kafka_clients import client_options
 from streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -202,6 +204,27 @@ async def test_switching_active_answers_every_search_from_one_generation_then_th
         return report is not None and report.serving == 1 and report.ready == (0, 1)
 
     await eventually(heartbeat_serves_1, "the heartbeat says: serving 1, 0 kept ready")
+
+
+async def test_after_the_switch_the_metrics_give_the_lag_of_the_serving_generation_s_consumers(
+    replica: Replica,
+) -> None:
+    base = replica.settings
+    serving = Generation(1, IndexShape.of(base.model_copy(update={"chunk_size": 200, "chunk_overlap": 20})))
+    settings = serving.settings(base)
+    # Each generation's consumers commit in a group of their own: an offset only generation 1's has.
+    partition = TopicPartition(settings.input_topic, 0)
+    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=settings.consumer_group)
+    await consumer.start()
+    try:
+        consumer.assign([partition])
+        await consumer.commit({partition: 7})
+    finally:
+        await consumer.stop()
+
+    response = await replica.api.get("/metrics", params={"name[]": "ragstream_consumer_committed_offset"})
+    assert response.status_code == 200, response.text
+    assert 'ragstream_consumer_committed_offset{hop="indexer",partition="0"} 7.0' in response.text
 
 
 async def test_a_replica_started_after_the_switch_serves_the_active_generation(
