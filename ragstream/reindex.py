@@ -16,17 +16,16 @@ from typing import Literal, cast
 
 import orjson
 from chromadb.api import AsyncClientAPI
-from chromadb.errors import NotFoundError
 
 from engines.chroma_client import open_chroma
 from engines.chunking import Chunker
+from ragstream.reindex_progress import BuildProgress, Coverage, check_coverage, count_chunks, read_progress
 from schemas import Settings
 from schemas.generations import (
     ACTIVE_KEY,
     ActiveGeneration,
     ControlState,
     Generation,
-    GenerationRole,
     IndexShape,
     ReplicaReport,
     generation_key,
@@ -39,13 +38,9 @@ from streams.topics import ensure_topics
 __all__ = [
     "REPLICA_LIVE_S",
     "AbortResult",
-    "BuildProgress",
-    "Coverage",
-    "GenerationStatus",
     "NothingToRollBack",
     "Refused",
     "ReindexError",
-    "ReindexStatus",
     "SwitchBlocked",
     "SwitchCheck",
     "abort",
@@ -53,7 +48,6 @@ __all__ = [
     "consumers_running",
     "follow_build",
     "load_model",
-    "read_status",
     "requested_shape",
     "rollback",
     "start_generation",
@@ -66,8 +60,6 @@ __all__ = [
 REPLICA_LIVE_S = 15.0
 #: Live writes move both collections while the coverage check pages through them: a difference
 #: seen this many times in a row is real.
-COVERAGE_ATTEMPTS = 3
-COVERAGE_PAGE = 1000
 POLL_S = 1.0
 #: A consumer group whose scaling controller has not reported for this long is not running
 #: (it reports every 2 s).
@@ -195,102 +187,12 @@ async def start_generation(settings: Settings, generation: Generation) -> Genera
     return generation
 
 
-@dataclass(frozen=True)
-class BuildProgress:
-    """How far a generation's consumer group has read its input, and what its collection holds."""
-
-    generation: int
-    read: int  # records of the input topic behind the group's committed offsets
-    end: int  # the input topic's end offsets, summed
-    lag: int
-    chunks: int | None  # None: the collection does not exist (yet, or any more)
-
-
-async def _chroma(settings: Settings) -> AsyncClientAPI:
-    return await open_chroma(settings)
-
-
-async def _count(chroma: AsyncClientAPI, name: str) -> int | None:
-    try:
-        # get_collection, never get_or_create: looking must not make a collection.
-        return await (await chroma.get_collection(name)).count()
-    except NotFoundError:
-        return None
-
-
-async def read_progress(
-    settings: Settings, lag: LagReader, chroma: AsyncClientAPI, generation: Generation
-) -> BuildProgress:
-    own = generation.settings(settings)
-    partitions = await lag.read(own.input_topic, own.consumer_group)
-    end = sum(p.end_offset for p in partitions)
-    behind = sum(p.lag for p in partitions)
-    return BuildProgress(generation.number, end - behind, end, behind, await _count(chroma, own.collection))
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """Documents with chunks in one generation's collection and none in the other's."""
-
-    only_active: frozenset[str]
-    only_new: frozenset[str]
-
-    @property
-    def passed(self) -> bool:
-        return not self.only_active and not self.only_new
-
-    def describe(self) -> str:
-        def some(ids: frozenset[str]) -> str:
-            return ", ".join(sorted(ids)[:3]) + (", …" if len(ids) > 3 else "")
-
-        parts = []
-        if self.only_active:
-            parts.append(
-                f"{len(self.only_active)} documents are only in the active one ({some(self.only_active)})"
-            )
-        if self.only_new:
-            parts.append(f"{len(self.only_new)} only in the new one ({some(self.only_new)})")
-        return "; ".join(parts) or "every document is in both"
-
-
-async def _doc_ids(chroma: AsyncClientAPI, name: str) -> set[str]:
-    try:
-        collection = await chroma.get_collection(name)
-    except NotFoundError:
-        return set()
-    found: set[str] = set()
-    offset = 0
-    while True:
-        page = await collection.get(include=["metadatas"], limit=COVERAGE_PAGE, offset=offset)
-        found.update(str(m["doc_id"]) for m in page["metadatas"] or [] if m and "doc_id" in m)
-        if len(page["ids"]) < COVERAGE_PAGE:
-            return found
-        offset += COVERAGE_PAGE
-
-
-async def check_coverage(
-    settings: Settings, chroma: AsyncClientAPI, active: Generation, new: Generation
-) -> Coverage:
-    """Every document with chunks in the active collection has chunks in the new one, and the
-    other way round; tried a few times, since live writes move both collections meanwhile."""
-    coverage = Coverage(frozenset(), frozenset())
-    for attempt in range(COVERAGE_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(POLL_S)
-        old_ids = await _doc_ids(chroma, active.settings(settings).collection)
-        new_ids = await _doc_ids(chroma, new.settings(settings).collection)
-        coverage = Coverage(frozenset(old_ids - new_ids), frozenset(new_ids - old_ids))
-        if coverage.passed:
-            break
-    return coverage
-
-
 async def follow_build(
     settings: Settings, generation: Generation, on_progress: Callable[[BuildProgress], None]
 ) -> BuildProgress:
     """Report the build's progress every second until its group has read every change and its
     collection covers the active one's documents; ``Refused`` if it is aborted meanwhile."""
-    chroma = await _chroma(settings)
+    chroma = await open_chroma(settings)
     async with ControlFollower(settings) as control, LagReader(settings.kafka) as lag:
         while True:
             state = await _confirmed(settings, control.state, _building(generation.number))
@@ -369,7 +271,7 @@ async def switch(
     """Make the building generation the active one once every condition holds: its group's lag
     is 0, the coverage check passes and every live replica holds it ready. ``SwitchBlocked`` if
     they do not all hold within ``within_s``."""
-    chroma = await _chroma(settings)
+    chroma = await open_chroma(settings)
     async with ControlFollower(settings) as control, LagReader(settings.kafka) as lag:
         deadline = time.monotonic() + within_s
         while True:
@@ -467,7 +369,7 @@ async def consumers_running(settings: Settings, groups: list[str]) -> bool:
 
 async def _resources_left(settings: Settings, chroma: AsyncClientAPI, own: Settings) -> list[str]:
     left = []
-    if await _count(chroma, own.collection) is not None:
+    if await count_chunks(chroma, own.collection) is not None:
         left.append(f"collection {own.collection}")
     async with LagReader(settings.kafka) as lag:
         if await lag.end_offsets(own.chunks_topic):
@@ -487,44 +389,10 @@ async def abort(settings: Settings, within_s: float) -> AbortResult:
     groups = [state.active_generation(settings).settings(settings).consumer_group, own.consumer_group]
     if not await consumers_running(settings, groups):
         return AbortResult(building, consumers_running=False, dropped=False)
-    chroma = await _chroma(settings)
+    chroma = await open_chroma(settings)
     deadline = time.monotonic() + within_s
     while left := await _resources_left(settings, chroma, own):
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(POLL_S)
     return AbortResult(building, consumers_running=True, dropped=not left)
-
-
-@dataclass(frozen=True)
-class GenerationStatus:
-    generation: Generation
-    role: GenerationRole
-    chunks: int | None
-    lag: int | None  # None: its group has no input topic to read
-    drop_at: float | None  # a kept one: when the consumers' process drops it
-
-
-@dataclass(frozen=True)
-class ReindexStatus:
-    active: ActiveGeneration
-    generations: list[GenerationStatus]
-    replicas: list[ReplicaReport]  # every heartbeat the topic holds, live or not
-    read_at: float
-
-
-async def read_status(settings: Settings) -> ReindexStatus:
-    """Every generation with its role, shape, chunks and lag; every replica's last heartbeat."""
-    state = await read_control_state(settings)
-    chroma = await _chroma(settings)
-    found = []
-    async with LagReader(settings.kafka) as lag:
-        for number, role in state.roles().items():
-            generation = state.generation(number, settings)
-            if generation is None:
-                continue
-            progress = await read_progress(settings, lag, chroma, generation)
-            keep_until = state.active.switched_at + settings.reindex_keep_s if role == "kept" else None
-            found.append(GenerationStatus(generation, role, progress.chunks, progress.lag, keep_until))
-    replicas = sorted(state.replicas.values(), key=lambda r: r.replica)
-    return ReindexStatus(state.active, found, replicas, time.time())

@@ -22,7 +22,7 @@ from schemas import Settings
 from schemas.generations import Generation
 
 if TYPE_CHECKING:
-    from ragstream import reindex
+    from ragstream import reindex, reindex_progress
 
 reindex_app = typer.Typer(
     help="Rebuild the index with another model, chunking or precision while the active one serves, "
@@ -151,7 +151,9 @@ async def _active(settings: Settings) -> Generation:
     return (await read_control_state(settings)).active_generation(settings)
 
 
-def _show_build(settings: Settings, generation: Generation, console: Console) -> reindex.BuildProgress:
+def _show_build(
+    settings: Settings, generation: Generation, console: Console
+) -> reindex_progress.BuildProgress:
     from ragstream import reindex
 
     columns = (
@@ -165,7 +167,7 @@ def _show_build(settings: Settings, generation: Generation, console: Console) ->
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(f"generation {generation.number}", total=None, rate="-", chunks=0, eta="-")
 
-        def show(progress: reindex.BuildProgress) -> None:
+        def show(progress: reindex_progress.BuildProgress) -> None:
             now = time.monotonic()
             seen.append((now, progress.read))
             while now - seen[0][0] > RATE_WINDOW_S:
@@ -269,10 +271,10 @@ def rollback(timeout: TimeoutOption = 300.0) -> None:
 @reindex_app.command()
 def status() -> None:
     """Every generation with its role, shape, chunks and lag; the live API replicas."""
-    from ragstream import reindex
+    from ragstream import reindex, reindex_progress
 
     settings = Settings()
-    found = _run(reindex.read_status(settings))
+    found = _run(reindex_progress.read_status(settings))
     table = Table(title=f"index generations on {settings.control_topic}")
     for column in (
         "generation",

@@ -31,16 +31,15 @@ from engines.chroma import open_collection
 from engines.chunking import Chunker
 from query_api import create_app
 from ragstream.reindex import (
-    BuildProgress,
     abort,
     check_request,
-    read_progress,
     requested_shape,
     rollback,
     start_generation,
     switch,
     wait_serving,
 )
+from ragstream.reindex_progress import BuildProgress, read_progress
 from schemas import DocumentEvent, EventOp, Settings
 from schemas.generations import Generation, IndexShape
 from streams.control import read_control_state
