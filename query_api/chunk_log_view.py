@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from query_api.background import BackgroundLoop
 from query_api.lexical import LexicalIndex
 from query_api.snapshot import CapturedViews, SnapshotStore, ViewShape
 from query_api.vector_index import VectorChange, VectorIndex
 from schemas.chunk_log import embedding_of
 from schemas.kafka_connection import KafkaConnection
+from streams.background import BackgroundLoop
 from streams.kafka_clients import client_options
 
 log = logging.getLogger(__name__)

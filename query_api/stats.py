@@ -24,10 +24,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from query_api.background import BackgroundLoop
 from query_api.event_rate import EventRate
 from schemas.kafka_connection import KafkaConnection
 from schemas.stats import SCALING_REPORT_KIND, ConsumerStats, ScalingStats
+from streams.background import BackgroundLoop
 from streams.kafka_clients import client_options
 
 __all__ = ["ConsumerStats", "ScalingStats", "StatsTail"]

@@ -14,9 +14,9 @@ import asyncio
 import logging
 from typing import Any
 
-from query_api.background import BackgroundLoop
 from query_api.chunk_log_view import ChunkLogView
 from query_api.vector_index import VectorIndex
+from streams.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
-from typing import Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas import Settings
 from schemas.generations import ControlState
+from streams.background import BackgroundLoop
 from streams.kafka_clients import client_options
 from streams.topic_records import read_topic_records
 
@@ -47,7 +46,7 @@ async def publish_control(settings: Settings, records: list[tuple[bytes, bytes |
         await producer.stop()
 
 
-class ControlFollower:
+class ControlFollower(BackgroundLoop):
     """Keeps ``state`` equal to the control topic: replayed on ``start()``, then followed.
 
     ``start()`` returns once the topic is read to its end (or, with Kafka unreachable, after
@@ -64,11 +63,9 @@ class ControlFollower:
         self.state = ControlState()
         self._changed = asyncio.Condition()
         self._replayed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ControlFollower")
+        await super().start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._replayed.wait(), self._start_timeout_s)
         if not self._replayed.is_set():
@@ -78,13 +75,6 @@ class ControlFollower:
                 self._start_timeout_s,
                 self.state.active.generation,
             )
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def wait_changed(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Wait for the next record folded in; False if ``timeout`` passed first."""
@@ -140,12 +130,3 @@ class ControlFollower:
                         self._changed.notify_all()
         finally:
             await consumer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()

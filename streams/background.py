@@ -1,4 +1,5 @@
-"""A task that runs in the background of the API for as long as its owner is open."""
+"""A task that runs in the background for as long as its owner is open (the API's views and
+tails, the control topic's follower)."""
 
 from __future__ import annotations
 
