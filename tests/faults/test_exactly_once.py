@@ -39,13 +39,17 @@ KILLS = scaled(3, 12)
 def kill_a_running_actor(group, rng: random.Random) -> int:
     """SIGKILL a consumer picked at random among those running now (one that Ray is restarting
     answers only once it is back); returns its pid."""
-    calls = [actor.pid.remote() for actor in group.actors]
-    running, _ = ray.wait(calls, num_returns=len(calls), timeout=1)
-    if not running:
-        running, _ = ray.wait(calls, num_returns=1, timeout=180)
-    pid = rng.choice(sorted(ray.get(running)))
-    os.kill(pid, signal.SIGKILL)
-    return pid
+    while True:
+        calls = [actor.pid.remote() for actor in group.actors]
+        running, _ = ray.wait(calls, num_returns=len(calls), timeout=1)
+        if not running:
+            running, _ = ray.wait(calls, num_returns=1, timeout=180)
+        pid = rng.choice(sorted(ray.get(running)))
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue  # it died on its own since it answered (the injected crash): pick again
+        return pid
 
 
 @pytest.fixture

@@ -138,6 +138,8 @@ class Seen:
     """One search as the client saw it."""
 
     at: float
+    #: the same moment by the wall clock, which the switch record's time is on
+    wall: float
     status: int
     generation: int | None = None
     hit_generations: frozenset[int] = frozenset()
@@ -178,14 +180,14 @@ class LiveTraffic:
         await asyncio.gather(*pending)
 
     async def _one(self, query: str) -> None:
-        at = time.monotonic()
+        at, wall = time.monotonic(), time.time()
         response = await self.api.post("/v1/search", json={"query": query, "k": 5, "mode": "hybrid"})
         if response.status_code != 200:
-            self.searches.append(Seen(at, response.status_code))
+            self.searches.append(Seen(at, wall, response.status_code))
             return
         body = response.json()
         hits = frozenset(hit["generation"] for hit in body["hits"])
-        self.searches.append(Seen(at, 200, body["generation"], hits))
+        self.searches.append(Seen(at, wall, 200, body["generation"], hits))
 
 
 async def _drain(settings: Settings, timeout: float = 300) -> None:
@@ -229,6 +231,7 @@ class Build:
     receipt: dict  # of a write through the API before the switch
     started: float
     switched: float  # the switch record written
+    switched_at: float  # the time in the switch record (wall clock), set just before it is written
     served: float  # every live replica said it serves the new generation
 
 
@@ -262,7 +265,7 @@ async def _reindex_under(
     assert [r.replica for r in live] == ["reindex-test"] and not behind
     served = time.monotonic()
     await asyncio.sleep(3)  # searches and writes go on against the new generation
-    return Build(generation, receipt, started, switched, served)
+    return Build(generation, receipt, started, switched, record.switched_at, served)
 
 
 async def _started_building(settings: Settings, generation: Generation) -> BuildProgress:
@@ -302,7 +305,9 @@ async def test_a_reindex_under_writes_and_searches_switches_every_search_at_once
     assert not failed, f"{len(failed)} of {len(traffic.searches)} searches failed, e.g. {failed[:3]}"
     mixed = [seen for seen in traffic.searches if seen.hit_generations - {seen.generation}]
     assert not mixed, f"searches answered by two generations at once: {mixed[:3]}"
-    before = {seen.generation for seen in traffic.searches if seen.at < build.switched}
+    # A search is answered by the generation serving when it began; the switch record's own time
+    # precedes its write, so whatever began before it was answered by generation 0.
+    before = {seen.generation for seen in traffic.searches if seen.wall < build.switched_at}
     after_switch = {seen.generation for seen in traffic.searches if seen.at > build.served}
     assert before == {0}, "a search was answered by the new generation before the switch"
     assert after_switch == {generation.number}, "a search went to the old generation after the switch"
