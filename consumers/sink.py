@@ -44,17 +44,17 @@ class ChromaSink:
 
     def __init__(self, settings: ChromaSettings) -> None:
         self._settings = settings
-        self._collection_name = settings.collection
         self._collection: AsyncCollection | None = None
         self._max_batch = 1000
 
     async def start(self) -> None:
         if self._collection is not None:
             return
-        with chroma_calls(f"opening collection {self._collection_name} at {self._settings.chroma_url}"):
+        name = self._settings.collection
+        with chroma_calls(f"opening collection {name} at {self._settings.chroma_url}"):
             client = await open_chroma(self._settings)
             self._max_batch = min(await client.get_max_batch_size(), 5000)
-            self._collection = await open_collection(client, self._collection_name)
+            self._collection = await open_collection(client, name)
 
     async def stop(self) -> None:
         self._collection = None

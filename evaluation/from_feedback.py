@@ -23,6 +23,7 @@ from schemas import Settings
 
 if TYPE_CHECKING:
     from query_api.query_embedding import TextEncoder
+    from streams.feedback import FeedbackLog
 
 __all__ = ["FeedbackEvaluationReport", "NoFeedbackCases", "indexed_feedback_cases", "run_feedback_evaluation"]
 
@@ -78,14 +79,9 @@ def run_feedback_evaluation(
     """Evaluate every mode on the cases confirmed in ``settings.feedback_topic``; the report is
     also written as ``eval-feedback-<run id>.json`` under ``results_dir``. Raises
     ``NoFeedbackCases`` when there is nothing to evaluate."""
-    from streams.feedback import read_feedback
-
     started_at = datetime.now(UTC)
     run_id = new_run_id(started_at)
-    log = asyncio.run(read_feedback(settings.kafka, settings.feedback_topic))
-    selected = cases_from_feedback(log.events)
-    indexed = asyncio.run(_indexed_doc_ids(settings, {case.relevant_doc_id for case in selected.cases}))
-    cases = [case for case in selected.cases if case.relevant_doc_id in indexed]
+    log, selected, cases = _confirmed_cases(settings)
     counts = _counts(selected, cases, len(log.unreadable))
     say(
         f"{counts['feedback']} feedback records in {settings.feedback_topic}: {len(selected.cases)} "
@@ -126,13 +122,20 @@ def run_feedback_evaluation(
 def indexed_feedback_cases(settings: Settings, tenant: str | None = None) -> list[EvalCase]:
     """The confirmed cases of the feedback topic whose document is still indexed; with
     ``tenant``, only those of feedback given with that tenant's keys."""
+    return _confirmed_cases(settings, tenant)[2]
+
+
+def _confirmed_cases(
+    settings: Settings, tenant: str | None = None
+) -> tuple[FeedbackLog, FeedbackCases, list[EvalCase]]:
+    """The feedback topic as read, the cases it confirms (``tenant``'s only, when given), and
+    those of them whose document is still indexed."""
     from streams.feedback import read_feedback
 
     log = asyncio.run(read_feedback(settings.kafka, settings.feedback_topic))
-    events = [event for event in log.events if tenant is None or event.tenant == tenant]
-    selected = cases_from_feedback(events)
+    selected = cases_from_feedback(event for event in log.events if tenant is None or event.tenant == tenant)
     indexed = asyncio.run(_indexed_doc_ids(settings, {case.relevant_doc_id for case in selected.cases}))
-    return [case for case in selected.cases if case.relevant_doc_id in indexed]
+    return log, selected, [case for case in selected.cases if case.relevant_doc_id in indexed]
 
 
 def _counts(selected: FeedbackCases, cases: Sequence[EvalCase], unreadable: int) -> dict[str, int]:
