@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import random
 import socket
 import subprocess
 import time
@@ -37,11 +38,26 @@ class ServiceStartError(DeployError):
         super().__init__(message)
 
 
+#: Where ``free_port`` looks: below Linux's ephemeral range (32768-60999), which the kernel hands
+#: to every ``bind(0)`` (Ray picks its metrics and object-manager ports there, at random, at any
+#: time), and above the worker ports of Ray's defaults (10002-19999) and of our Ray launcher
+#: (20000-28000, ``deploy._ray_ports``). A port chosen from the ephemeral range could be taken by
+#: such a process between our choice and the server's bind.
+FREE_PORT_RANGE = (28_001, 32_767)
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 that was free a moment ago, from ``FREE_PORT_RANGE``."""
+    low, high = FREE_PORT_RANGE
+    for _ in range(200):
+        port = random.randint(low, high)  # noqa: S311 - not a secret, only spread out
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port between {low} and {high} on 127.0.0.1 after 200 tries")
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -14,8 +14,9 @@ __all__ = ["WORKER_PORTS_PER_NODE", "RayNodePorts", "choose_ports"]
 #: Ports each node's workers may bind, one per worker process (tasks, actors, Serve replicas).
 WORKER_PORTS_PER_NODE = 100
 #: Worker port ranges are drawn from here: below Linux's ephemeral ports (32768+), so that no
-#: outgoing connection takes one, and above Ray's own defaults (10002-19999).
-_WORKER_PORT_FLOOR, _WORKER_PORT_CEILING = 20_000, 32_000
+#: outgoing connection takes one, above Ray's own defaults (10002-19999), and below the ports
+#: ``free_port`` hands to the other services (``FREE_PORT_RANGE``).
+_WORKER_PORT_FLOOR, _WORKER_PORT_CEILING = 20_000, 28_000
 
 
 @dataclass(frozen=True)

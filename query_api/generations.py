@@ -366,6 +366,8 @@ class ReplicaGenerations:
             return
         self._leaving.discard(number)
         self._served_until.pop(number, None)
+        # Never report a generation this replica no longer holds, even until the next heartbeat.
+        self.ready = tuple(n for n in self.ready if n != number)
         await self._held.pop(number).close()
         log.info("index generation %d closed: its record is gone", number)
 
@@ -410,7 +412,8 @@ class ReplicaGenerations:
             behind = records_behind(view.applied_offsets(), await reader.end_offsets(view.topic))
             if behind <= held.settings.api_max_view_lag:
                 ready.append(number)
-        return tuple(ready)
+        # A generation may have started leaving while the offsets were read.
+        return tuple(n for n in ready if n in self._held and n not in self._leaving)
 
     async def _publish(self, report: ReplicaReport | None) -> None:
         """Send the heartbeat (None: its tombstone), once the control topic exists: sending to a

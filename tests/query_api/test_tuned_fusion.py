@@ -78,8 +78,10 @@ async def until_version(api: httpx.AsyncClient, who: str, version: int | None, t
         await asyncio.sleep(0.2)
 
 
-def record(prior: float, tenant: str | None = None, current: TunedFusion | None = None) -> TunedFusion:
-    tuned = TunedFusion(1, prior, tenant, time.time(), "test", 40, 0.5, 0.6)
+def record(
+    prior: float, tenant: str | None = None, current: TunedFusion | None = None, version: int = 1
+) -> TunedFusion:
+    tuned = TunedFusion(version, prior, tenant, time.time(), "test", 40, 0.5, 0.6)
     return tuned.replacing(current)
 
 
@@ -94,9 +96,10 @@ async def test_replicas_follow_published_priors_per_tenant_and_their_rollback(ap
     assert ids(await until_version(api, "admin", 1)) == vector  # a prior of 1: vectors alone
     assert ids(await until_version(api, "acme", 1)) == vector
 
-    acme = record(0.0, "acme")
+    # A version of its own, so that waiting for it cannot stop at everyone's version 1.
+    acme = record(0.0, "acme", version=7)
     await publish_control(settings, [(tuning_key("acme"), acme.to_json())])
-    assert ids(await until_version(api, "acme", 1)) == lexical  # acme's own: BM25 alone
+    assert ids(await until_version(api, "acme", 7)) == lexical  # acme's own: BM25 alone
     assert (await search(api, "admin"))["tuning_version"] == 1
     assert ids(await search(api, "admin")) == vector  # everyone else keeps theirs
 
