@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -50,7 +50,7 @@ def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago, from ``FREE_PORT_RANGE``."""
     low, high = FREE_PORT_RANGE
     for _ in range(200):
-        port = random.randint(low, high)  # noqa: S311 - not a secret, only spread out
+        port = random.randint(low, high)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
