@@ -119,6 +119,9 @@ def init_ray(consumers: int) -> None:
         ray.init(address=address, namespace=RAY_NAMESPACE)
     else:
         ray.init(
+            # Never a cluster that another `ray start` on this host left: without an address,
+            # Ray would join the last one started, whoever started it.
+            address="local",
             namespace=RAY_NAMESPACE,
             num_cpus=max(os.cpu_count() or 1, consumers),
             include_dashboard=False,
