@@ -6,7 +6,8 @@
 
 A version is a revision, or ``REV@N``: that revision's API as N replicas on Ray Serve behind its
 HTTP proxy (``ragstream serve --replicas N``, on a local Ray the API process starts), instead of
-one uvicorn process.
+one uvicorn process. ``+NAME=VALUE`` after it sets a variable in the API's environment (e.g.
+``.@2+RAY_SERVE_PROXY_USE_GRPC=1``, which ``ragstream serve`` hands on to Serve's processes).
 
 Latency on a shared 2-core machine moves more between runs, even between phases of one run, than
 most changes move it. So this starts the stack of ``bench/query.py`` once (Kafka, Chroma, 100k
@@ -51,9 +52,18 @@ def replicas_of(versions: list[str]) -> dict[str, int]:
     """``REV@N`` → N API replicas on Ray Serve; a bare ``REV`` → 0, one uvicorn process."""
     counts = {}
     for version in versions:
-        replicas = version.partition("@")[2]
+        replicas = version.split("+")[0].partition("@")[2]
         counts[version] = int(replicas) if replicas else 0
     return counts
+
+
+def environments_of(versions: list[str]) -> dict[str, dict[str, str]]:
+    """``REV…+NAME=VALUE+…`` → the variables to set in that version's API process."""
+    environments = {}
+    for version in versions:
+        pairs = [part.partition("=") for part in version.split("+")[1:]]
+        environments[version] = {name: value for name, _, value in pairs}
+    return environments
 
 
 def checkouts(versions: list[str], folder: Path) -> dict[str, Path]:
@@ -62,8 +72,10 @@ def checkouts(versions: list[str], folder: Path) -> dict[str, Path]:
     trees: dict[str, Path] = {}
     made: dict[str, Path] = {}
     for version in versions:
-        revision, _, replicas = version.partition("@")
+        served, *variables = version.split("+")
+        revision, _, replicas = served.partition("@")
         suffix = f" @ {replicas} Serve replicas" if replicas else ""
+        suffix += "".join(f" {variable}" for variable in variables)
         if revision == ".":
             trees[f"working tree{suffix}"] = REPO
             continue
@@ -95,6 +107,7 @@ async def measure_versions(
     state: Path,
     trees: dict[str, Path],
     replicas: dict[str, int],
+    environments: dict[str, dict[str, str]],
     corpus: BenchCorpus,
     args: argparse.Namespace,
     pids: dict[str, int],
@@ -109,7 +122,7 @@ async def measure_versions(
     try:
         for round_ in range(args.rounds):
             for name, tree in trees.items():
-                api = api_process(settings, state, replicas[name])
+                api = api_process(settings, state, replicas[name], environments[name])
                 api.cwd = tree  # its code: ``python -m ragstream`` imports from the working directory
                 api.start()
                 try:
@@ -208,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state = Path(folder)
         trees = checkouts(args.revisions, state / "trees")
         replicas = dict(zip(trees, replicas_of(args.revisions).values(), strict=True))
+        environments = dict(zip(trees, environments_of(args.revisions).values(), strict=True))
         try:
             with preloaded_stack(base, state, corpus, vectors) as stack:
                 console.print(f"index loaded in {stack.load_s:.0f} s; versions: {', '.join(trees)}")
@@ -220,9 +234,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "Kafka": stack.kafka_pid,
                         "consumer 0": ray.get(group.actors[0].pid.remote()),
                     }
-                    results = asyncio.run(
-                        measure_versions(stack.settings, state, trees, replicas, corpus, args, pids)
+                    measured = measure_versions(
+                        stack.settings, state, trees, replicas, environments, corpus, args, pids
                     )
+                    results = asyncio.run(measured)
                 finally:
                     group.stop()
         finally:
@@ -243,7 +258,8 @@ def main() -> None:
     parser.add_argument(
         "revisions",
         nargs="+",
-        help="git revisions to compare; . = the working tree; REV@N = REV's API as N Serve replicas",
+        help="git revisions to compare; . = the working tree; REV@N = REV's API as N Serve replicas; "
+        "+NAME=VALUE sets a variable in that API's environment",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rates", type=float, nargs="+", default=[25, 50], help="offered requests/s")

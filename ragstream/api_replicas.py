@@ -12,8 +12,10 @@ Kafka or Chroma for longer than a grace period (see ``query_api.replica_health``
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -46,6 +48,13 @@ HEALTH_CHECK_TIMEOUT_S = 15.0
 #: proxy, the one door to every replica, went unnoticed for ~30 s. Checked every second, it is
 #: replaced a few seconds after it dies.
 CONTROLLER_ENV = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "2"}
+
+
+def controller_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of Serve's controller, which its proxies and replicas inherit: ours, then
+    every ``RAY_SERVE_*`` variable ``ragstream serve`` was started with, so that Serve's own
+    settings reach its processes even on a cluster started elsewhere."""
+    return CONTROLLER_ENV | {name: value for name, value in environ.items() if name.startswith("RAY_SERVE_")}
 
 
 @serve.ingress()
@@ -101,11 +110,13 @@ def replica_deployment(settings: Settings, replicas: int) -> Any:
 def deploy_api_replicas(settings: Settings, replicas: int) -> None:
     """Start Serve on the connected Ray cluster and deploy the replicas; returns once they all
     serve. The application lives on in the cluster until ``serve.shutdown()``."""
-    # One proxy, on the head node: every proxy binds the same port, and nodes may share a host.
+    # A proxy on every node, so that no single process is the door. Nodes may share a host: Serve's
+    # proxies bind with SO_REUSEPORT, so the kernel spreads new connections over every live one
+    # and stops handing any to a proxy the moment it dies.
     serve.start(
-        proxy_location="HeadOnly",
+        proxy_location="EveryNode",
         http_options={"host": settings.api_host, "port": settings.api_port},
-        controller_options={"runtime_env": {"env_vars": CONTROLLER_ENV}},
+        controller_options={"runtime_env": {"env_vars": controller_env(os.environ)}},
     )
     serve.run(replica_deployment(settings, replicas), name=APP_NAME, route_prefix="/", blocking=False)
 
@@ -115,7 +126,10 @@ def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -
     ``stop`` is set, then take the application down. Joins the Ray cluster in ``RAY_ADDRESS``, or
     starts a local one that lives as long as this process."""
     if not ray.is_initialized():
-        ray.init(namespace=APP_NAME, include_dashboard=False, logging_level=logging.WARNING)
+        # Without RAY_ADDRESS a cluster of its own: Ray alone would join the last one any
+        # `ray start` on this host left.
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, namespace=APP_NAME, include_dashboard=False, logging_level=logging.WARNING)
     started = time.monotonic()
     deploy_api_replicas(settings, replicas)
     log.info("%d API replicas ready in %.1f s", replicas, time.monotonic() - started)
