@@ -8,13 +8,15 @@ One stack for every scenario: bench/query.py's Kafka and Chroma, with ``--chunks
 text (Wikipedia lead sections) loaded as the consumers write them. Per scenario, the rest starts
 afresh as ``make up`` starts it (``ragstream.stack.LocalStack``): a Ray cluster of two raylets on
 this host, the changes stage with its two workers, one consumer actor, and the API as 2 replicas
-behind Serve's proxy on the head node, starting from view snapshots once one is written. Then an
+behind Serve's proxies (one per node, sharing the port), starting from view snapshots once one is
+written. Then an
 open loop of ``--rate`` hybrid searches/s (Poisson arrivals; bench/_query_load.py, in a process of
 its own) runs for ``--seconds`` while ``--ingest-rate`` documents/s are published, and at
 ``--kill-at`` seconds one part gets SIGKILL:
 
 - ``replica``: one replica's process; Serve starts another.
-- ``proxy``: Serve's HTTP proxy actor; Serve's controller starts another.
+- ``proxy``: the head node's Serve proxy actor; the worker node's proxy takes every new
+  connection, and Serve's controller starts another on the head.
 - ``node``: the worker raylet and every process of its node (replicas and consumers there are
   started again on the head).
 - ``stage``: one of the two changes-stage workers; the other takes its partitions.
@@ -108,8 +110,8 @@ class Victims:
             self.stack.ray().kill_node(1)
             return f"worker node with {len(replicas.get(1, []))} of the replicas"
         if scenario == "replica":
-            # The head's replica: Serve's proxy, on the head, routes to a replica on its own node
-            # first, so that is the one whose loss requests feel.
+            # The head's replica: each node's proxy routes to a replica on its own node first, so
+            # the head proxy's share of the requests feels its loss.
             replicas = self.replicas()
             pid = min(replicas[0] or replicas[1])
         elif scenario == "proxy":

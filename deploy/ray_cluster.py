@@ -5,9 +5,9 @@ clusters run side by side (tests beside ``make up``) and ``ragstream down`` in a
 and stops one. Ray's port 6379, dashboard port 8265 and client port 10001 are never taken, and
 nothing binds 8080: Serve's HTTP proxy will.
 
-One host, several nodes: Serve must run its proxy on the head only (``proxy_location="HeadOnly"``),
-since proxies on every node would all bind the same port here. Each node offers the memory Ray
-detects, the host's, so a surviving node can take over the actors of a lost one.
+One host, several nodes: Serve runs a proxy on every node, all on the API's port (they bind with
+SO_REUSEPORT, and the kernel spreads connections over the live ones). Each node offers the memory
+Ray detects, the host's, so a surviving node can take over the actors of a lost one.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Losing a whole Ray node mid-stream: its consumers and API replicas start again on the node left,
-nothing is lost, and searches through Serve's proxy go on."""
+"""Losing Serve's proxy on one node, then a whole Ray node mid-stream: searches go on through the
+proxy left, the lost node's consumers and API replicas start again on the other, nothing is lost."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import ray
 from fault_settings import fault_settings
 from index_oracle import event_stream
 from ray import serve
+from ray.serve.schema import ProxyStatus
 from retrying_client import RetryingClient, steady_searches
 from scale import scaled, scaled_timeout
 
@@ -50,15 +53,58 @@ async def until_consuming(actor: Any, timeout: float = 300) -> None:
         await asyncio.sleep(0.2)
 
 
-def replica_nodes(cluster: RayCluster) -> list[int]:
-    """The node of each Serve replica process alive now, sorted."""
-    nodes = []
+def processes_named(cluster: RayCluster, prefix: bytes) -> list[tuple[int, int]]:
+    """(node, pid) of every process of the cluster whose command line starts with ``prefix``."""
+    found = []
     for index, node in enumerate(cluster.nodes):
         for pid in node.pids():
             with contextlib.suppress(OSError):
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ServeReplica:"):
-                    nodes.append(index)
-    return sorted(nodes)
+                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(prefix):
+                    found.append((index, pid))
+    return found
+
+
+def replica_nodes(cluster: RayCluster) -> list[int]:
+    """The node of each Serve replica process alive now, sorted."""
+    return sorted(node for node, _ in processes_named(cluster, b"ray::ServeReplica:"))
+
+
+async def kill_the_heads_proxy(cluster: RayCluster, searches: RetryingClient) -> float:
+    """SIGKILL Serve's proxy on the head once searches flow through both; returns when."""
+    deadline = time.monotonic() + 120
+    while True:
+        proxies = processes_named(cluster, b"ray::ProxyActor")
+        flowing = len(searches.answered_by) >= 20
+        if flowing and sorted(node for node, _ in proxies) == [HEAD, WORKER]:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"after 120 s: proxies (node, pid) {proxies}, {len(searches.answered_by)} answers")
+        await asyncio.sleep(0.2)
+    killed_at = time.monotonic()
+    os.kill(next(pid for node, pid in proxies if node == HEAD), signal.SIGKILL)
+    return killed_at
+
+
+def both_proxies_healthy() -> bool:
+    proxies = serve.status().proxies
+    return len(proxies) == 2 and all(status == ProxyStatus.HEALTHY for status in proxies.values())
+
+
+async def until_the_heads_proxy_is_replaced(
+    cluster: RayCluster, searches: RetryingClient, since: float
+) -> None:
+    """Until Serve runs a new proxy on the head and reports both healthy, and searches sent after
+    the kill were answered meanwhile (by the worker node's proxy, or the new one)."""
+    deadline = time.monotonic() + 120
+    while not (
+        await asyncio.to_thread(both_proxies_healthy)
+        and any(node == HEAD for node, _ in processes_named(cluster, b"ray::ProxyActor"))
+        and sum(1 for sent, _ in searches.answered_by if sent >= since) >= 20
+    ):
+        if time.monotonic() > deadline:
+            proxies = serve.status().proxies
+            pytest.fail(f"the head's proxy not replaced and healthy 120 s after its kill: {proxies}")
+        await asyncio.sleep(0.5)
 
 
 async def until_replicas_run_on(cluster: RayCluster, nodes: list[int], timeout: float = 600) -> None:
@@ -89,6 +135,8 @@ async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_repli
         proxy = httpx.AsyncClient(base_url=f"http://{settings.api_host}:{settings.api_port}")
         searches = RetryingClient(proxy)
         searching = asyncio.create_task(steady_searches(searches, stop_searching, per_second=5))
+        proxy_killed_at = await kill_the_heads_proxy(cluster, searches)
+        await until_the_heads_proxy_is_replaced(cluster, searches, proxy_killed_at)
         publishing = asyncio.create_task(
             scenario.publish(event_stream(11, DOCUMENTS, EVENTS, "node-loss"), slice_size=20, pause=0.3)
         )
@@ -113,7 +161,11 @@ async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_repli
         await asyncio.to_thread(scenario.stop)
 
     after_loss = sum(1 for sent, _ in searches.answered_by if sent >= killed_at)
+    after_proxy = sum(1 for sent, _ in searches.answered_by if proxy_killed_at <= sent < killed_at)
+    first_failures_after_proxy = [f for f in searches.first_failures if proxy_killed_at <= f[0] < killed_at]
     print(
+        f"head's proxy killed: {after_proxy} searches answered before the node loss, "
+        f"{len(first_failures_after_proxy)} failed at the first try; "
         f"worker node lost: both replicas on the head after {replicas_back_s:.0f} s; "
         f"{len(searches.answered_by)} searches answered, {after_loss} after the loss; failed at the "
         f"first try: {len(searches.first_failures)}, after one retry: {len(searches.failures)} "
@@ -122,5 +174,8 @@ async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_repli
     # Mid-stream: the consumers had work in hand and events were waiting for them.
     scenario.faults.assert_mid_stream("publish more events (EVENTS), or faster")
     assert nodes_after == [HEAD, HEAD]
+    assert after_proxy > 0, "no search was answered between the proxy's death and the node's"
     assert after_loss > 0, "no search was answered after the loss"
+    # A proxy's death costs a client that retries once nothing: the other node's proxy listens on
+    # the same port, and the retry's new connection reaches it.
     assert searches.failures == []
