@@ -22,6 +22,7 @@ __all__ = [
     "environment_of",
     "one",
     "pod_templates",
+    "quantity",
     "render",
 ]
 
@@ -42,6 +43,29 @@ def _rendered(folder: Path) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"kubectl kustomize {folder} failed:\n{done.stderr}")
     return done.stdout
+
+
+#: Kubernetes' quantity suffixes: binary first, so that "Mi" is not read as "M".
+_SUFFIXES = {
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "m": 1e-3,
+}
+
+
+def quantity(value: str | float) -> float:
+    """A Kubernetes quantity as a number: "5Gi" is 5 * 2**30 (bytes), "500m" 0.5 (cores)."""
+    text = str(value)
+    for suffix, factor in _SUFFIXES.items():
+        if text.endswith(suffix):
+            return float(text.removesuffix(suffix)) * factor
+    return float(text)
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
