@@ -128,8 +128,17 @@ def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -
     if not ray.is_initialized():
         # Without RAY_ADDRESS a cluster of its own: Ray alone would join the last one any
         # `ray start` on this host left.
-        address = os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, namespace=APP_NAME, include_dashboard=False, logging_level=logging.WARNING)
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(
+            address=address or "local",
+            namespace=APP_NAME,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            # Ray nices its workers (15) to keep its daemons responsive; here the workers are the
+            # proxy and the replicas, which must not yield to the consumers' embedding. (A
+            # cluster's own settings hold where one is joined.)
+            _system_config=None if address else {"worker_niceness": 0},
+        )
     started = time.monotonic()
     deploy_api_replicas(settings, replicas)
     log.info("%d API replicas ready in %.1f s", replicas, time.monotonic() - started)
