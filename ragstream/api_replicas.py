@@ -45,9 +45,15 @@ DEPLOYMENT_NAME = "query-api"
 HEALTH_CHECK_PERIOD_S = 5.0
 HEALTH_CHECK_TIMEOUT_S = 15.0
 #: Serve's controller checks its proxy every 10 s and replaces it after 3 failed checks: a dead
-#: proxy, the one door to every replica, went unnoticed for ~30 s. Checked every second, it is
-#: replaced a few seconds after it dies.
-CONTROLLER_ENV = {"RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "2"}
+#: proxy went unnoticed for ~30 s. Checked every second, it is replaced a few seconds after it
+#: dies. And each proxy routes to every replica alike, not to its own node's first: once one
+#: proxy takes all the traffic (the other died), preferring its node's replica kept that one at
+#: its request limit, rejecting, while the other idled; searches then waited for seconds.
+CONTROLLER_ENV = {
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "2",
+    "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
+}
 
 
 def controller_env(environ: Mapping[str, str]) -> dict[str, str]:
