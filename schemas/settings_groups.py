@@ -434,10 +434,11 @@ class ApiSettings(SettingsGroup):
         description="memory Ray reserves per API replica, in bytes: a replica's resident size",
     )
     api_replica_max_ongoing_requests: int = Field(
-        default=5,
+        default=32,
         ge=1,
-        description="searches Serve's proxy lets one replica work on at once (Serve's own default); "
-        "the rest wait at the proxy",
+        description="searches Serve's proxy lets one replica work on at once; the rest wait at the "
+        "proxy. Serve's own 5 made a lone replica reject and the proxies retry in a loop after the "
+        "other died",
     )
     api_max_view_lag: int = Field(
         default=10_000,
