@@ -9,10 +9,9 @@ text (Wikipedia lead sections) loaded as the consumers write them. Per scenario,
 afresh as ``make up`` starts it (``ragstream.stack.LocalStack``): a Ray cluster of two raylets on
 this host, the changes stage with its two workers, one consumer actor, and the API as 2 replicas
 behind Serve's proxies (one per node, sharing the port), starting from view snapshots once one is
-written. Then an
-open loop of ``--rate`` hybrid searches/s (Poisson arrivals; bench/_query_load.py, in a process of
-its own) runs for ``--seconds`` while ``--ingest-rate`` documents/s are published, and at
-``--kill-at`` seconds one part gets SIGKILL:
+written. Then an open loop of ``--rate`` hybrid searches/s (Poisson arrivals; bench/_query_load.py,
+in a process of its own) runs for ``--seconds`` while ``--ingest-rate`` documents/s are published,
+and at ``--kill-at`` seconds one part gets SIGKILL:
 
 - ``replica``: one replica's process; Serve starts another.
 - ``proxy``: the head node's Serve proxy actor; the worker node's proxy takes every new
