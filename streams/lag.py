@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from schemas.kafka_connection import KafkaConnection
 from streams.kafka_clients import client_options
@@ -111,12 +111,11 @@ class LagReader:
 
     async def read(self, topic: str, group: str) -> list[PartitionLag]:
         """Lag of ``group`` on each partition of ``topic``, in partition order; [] without the topic."""
-        admin, consumer = self._started_admin(), self._consumer
-        assert consumer is not None
+        admin = self._started_admin()
         partitions = await self._partitions(admin, topic)
-        if not partitions:
+        ends = await self._end_offsets(admin, partitions)
+        if ends is None:
             return []
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         committed = await self._committed(admin, group, partitions)
         lags = []
         for tp in partitions:
@@ -128,12 +127,10 @@ class LagReader:
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition of ``topic``, the offset the next record will get; {} without the topic."""
-        admin, consumer = self._started_admin(), self._consumer
-        assert consumer is not None
-        partitions = await self._partitions(admin, topic)
-        if not partitions:
+        admin = self._started_admin()
+        ends = await self._end_offsets(admin, await self._partitions(admin, topic))
+        if ends is None:
             return {}
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return {tp.partition: int(end) for tp, end in ends.items()}
 
     async def resume_offset(self, topic: str, group: str, partition: int) -> int:
@@ -158,6 +155,23 @@ class LagReader:
             # The broker answers -1 for a partition the group never committed.
             committed[tp] = int(meta.offset) if meta is not None and meta.offset >= 0 else None
         return committed
+
+    async def _end_offsets(
+        self, admin: AIOKafkaAdminClient, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int] | None:
+        """The partitions' end offsets; None when the topic does not exist (any more)."""
+        consumer = self._consumer
+        assert consumer is not None
+        if not partitions:
+            return None
+        try:
+            return dict(await consumer.end_offsets(partitions))
+        except KafkaTimeoutError:
+            # A topic deleted after its metadata was read (an aborted or dropped index generation)
+            # makes the consumer wait for metadata that never comes, until its timeout.
+            if await self._partitions(admin, partitions[0].topic):
+                raise
+            return None
 
     def _started_admin(self) -> AIOKafkaAdminClient:
         if self._admin is None:

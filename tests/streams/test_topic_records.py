@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas import Settings
 from schemas.kafka_connection import KafkaConnection
@@ -80,3 +81,34 @@ async def test_a_group_resumes_at_its_committed_offset_else_at_the_first_record(
         finally:
             await consumer.stop()
         assert await reader.resume_offset(topic, group, 0) == 4
+
+
+class _StaleLagReader(LagReader):
+    """Sees the topic's partitions as they were before it was deleted, once: the race between
+    reading a topic's metadata and asking for its end offsets."""
+
+    def __init__(self, *args, stale: list[TopicPartition], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._stale: list[TopicPartition] | None = stale
+
+    async def _partitions(self, admin, topic):
+        stale, self._stale = self._stale, None
+        return stale if stale is not None else await super()._partitions(admin, topic)
+
+
+async def test_a_topic_deleted_while_its_end_offsets_are_read_reads_as_no_topic(kafka_broker):
+    servers = kafka_broker.bootstrap_servers
+    topic = await one_partition_topic(servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+    stale = [TopicPartition(topic, 0)]
+    kafka = KafkaConnection(servers)
+    # Without the fix each call waited out the consumer's request timeout and raised KafkaTimeoutError.
+    async with _StaleLagReader(kafka, stale=stale, request_timeout_ms=3000) as reader:
+        assert await reader.end_offsets(topic) == {}
+    async with _StaleLagReader(kafka, stale=stale, request_timeout_ms=3000) as reader:
+        assert await reader.read(topic, "any-group") == []
