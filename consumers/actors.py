@@ -15,6 +15,7 @@ from consumers.consumer import IndexingConsumer
 from consumers.priority import SearchYieldingEncoder
 from consumers.search_activity import SearchActivity
 from engines.embedder import EMBEDDING_MEMORY_ENV, Embedder
+from engines.local_ray import join_or_start_ray
 from schemas import Settings
 from schemas.fault_injection import fault_injection_env
 from schemas.logs import configure_logging
@@ -111,26 +112,8 @@ def _yielding_to_searches(embedder: Embedder, settings: Settings) -> Embedder | 
 
 
 def init_ray(consumers: int) -> None:
-    """Join the cluster named by ``RAY_ADDRESS``, or start a local one-node cluster."""
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, namespace=RAY_NAMESPACE)
-    else:
-        ray.init(
-            # Never a cluster that another `ray start` on this host left: without an address,
-            # Ray would join the last one started, whoever started it.
-            address="local",
-            namespace=RAY_NAMESPACE,
-            num_cpus=max(os.cpu_count() or 1, consumers),
-            include_dashboard=False,
-            configure_logging=True,
-            logging_level=logging.WARNING,
-            # Ray nices its workers (15) to keep its own daemons responsive; here the workers
-            # are the consumers, and the broker and Chroma beside them must not outrank them.
-            _system_config={"worker_niceness": 0},
-        )
+    """Join the cluster named by ``RAY_ADDRESS``, or start a local one with a CPU per consumer at least."""
+    join_or_start_ray(RAY_NAMESPACE, num_cpus=max(os.cpu_count() or 1, consumers))
 
 
 class ConsumerGroup:

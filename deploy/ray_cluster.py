@@ -187,7 +187,7 @@ class RayNode:
         if self.head:
             # Ray nices its workers (15) to keep its daemons responsive; here the workers are the
             # consumers and API replicas, which the broker and Chroma beside them must not outrank
-            # (as consumers.actors.init_ray does for a one-node cluster).
+            # (as engines.local_ray does for a one-node cluster).
             command += ["--head", "--include-dashboard", "false"]
             command += ["--system-config", json.dumps({"worker_niceness": 0})]
         else:

@@ -18,11 +18,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import ray
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.schema import ReplicaState
 
+from engines.local_ray import join_or_start_ray
 from query_api import create_app
 from query_api.replica_health import ReplicaHealth
 from schemas import Settings
@@ -131,20 +131,7 @@ def run_api_replicas(settings: Settings, replicas: int, stop: threading.Event) -
     """Deploy ``replicas`` replicas behind Serve's proxy on the API's address, serve until
     ``stop`` is set, then take the application down. Joins the Ray cluster in ``RAY_ADDRESS``, or
     starts a local one that lives as long as this process."""
-    if not ray.is_initialized():
-        # Without RAY_ADDRESS a cluster of its own: Ray alone would join the last one any
-        # `ray start` on this host left.
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(
-            address=address or "local",
-            namespace=APP_NAME,
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            # Ray nices its workers (15) to keep its daemons responsive; here the workers are the
-            # proxy and the replicas, which must not yield to the consumers' embedding. (A
-            # cluster's own settings hold where one is joined.)
-            _system_config=None if address else {"worker_niceness": 0},
-        )
+    join_or_start_ray(APP_NAME)
     started = time.monotonic()
     deploy_api_replicas(settings, replicas)
     log.info("%d API replicas ready in %.1f s", replicas, time.monotonic() - started)
