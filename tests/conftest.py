@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from second_model import save_second_model
 from unavailable import skip_or_fail
 
 from deploy import ChromaServer, DeployError, KafkaBroker
@@ -102,6 +103,12 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaSe
     """A Chroma server; its address is `chroma_server.url`."""
     with _private_stack_or_skip("Chroma server", tmp_path_factory.mktemp("chroma"), kafka=False) as stack:
         yield stack.chroma
+
+
+@pytest.fixture(scope="session")
+def second_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The path of a second real embedding model, of another dimension (tests/second_model.py)."""
+    return save_second_model(tmp_path_factory.mktemp("second-model"))
 
 
 @pytest.fixture(scope="module")

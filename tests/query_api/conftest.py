@@ -50,7 +50,7 @@ def index_chunks(embedder: Embedder) -> Callable[..., Awaitable[None]]:
     """A writer: ``await index_chunks(settings, ids, texts, metadatas)`` puts the chunks into the
     settings' Chroma collection with real embeddings and then onto its chunk log, the way the
     consumers write both; ``chunk_log=False`` writes Chroma only, ``vectors_in_log=False`` logs the
-    chunks without their vectors (as an older version did)."""
+    chunks without their vectors (as an older version did), ``encoder`` embeds with another model."""
 
     async def write(
         settings: Settings,
@@ -60,12 +60,13 @@ def index_chunks(embedder: Embedder) -> Callable[..., Awaitable[None]]:
         *,
         chunk_log: bool = True,
         vectors_in_log: bool = True,
+        encoder: Embedder | None = None,
     ) -> None:
         client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
         collection = await client.get_or_create_collection(
             settings.collection, embedding_function=None, configuration={"hnsw": {"space": "cosine"}}
         )
-        vectors = embedder.encode(texts)
+        vectors = (encoder or embedder).encode(texts)
         await collection.add(
             ids=ids,
             documents=texts,

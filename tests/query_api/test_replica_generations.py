@@ -87,8 +87,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
         await asyncio.sleep(0.2)
 
 
-async def index_generation(index_chunks: IndexChunks, settings: Settings) -> set[str]:
-    """The document chunked and written as ``settings``' generation's consumers would; its texts."""
+async def index_generation(
+    index_chunks: IndexChunks, settings: Settings, encoder: Embedder | None = None
+) -> set[str]:
+    """The document chunked and written as ``settings``' generation's consumers would (embedded by
+    ``encoder``, the generation's model, when it is not the default one); its texts."""
     await ensure_topics(settings)  # the generation's chunk log, beside the topics that exist
     chunks = Chunker(settings.chunk_size, settings.chunk_overlap).split("garden/notes", DOCUMENT)
     metadatas = [
@@ -101,7 +104,7 @@ async def index_generation(index_chunks: IndexChunks, settings: Settings) -> set
         }
         for chunk in chunks
     ]
-    await index_chunks(settings, [c.id for c in chunks], [c.text for c in chunks], metadatas)
+    await index_chunks(settings, [c.id for c in chunks], [c.text for c in chunks], metadatas, encoder=encoder)
     return {chunk.text for chunk in chunks}
 
 
@@ -265,3 +268,42 @@ async def test_a_dropped_generation_is_closed_and_no_longer_reported(replica: Re
     stats = await replica.stats()
     assert (stats["generation"], stats["generations_ready"]) == (0, [0])
     assert_answered_by(await replica.search("kafka consumer groups"), 0, replica.texts[0])
+
+
+async def test_a_generation_of_another_model_and_dimension_is_searched_with_its_own_model(
+    replica: Replica, index_chunks: IndexChunks, second_model: str
+) -> None:
+    base = replica.settings
+    other = Generation(2, IndexShape.of(base.model_copy(update={"model": second_model})))
+    encoder = Embedder(second_model, "fp32")
+    assert encoder.dimension != 384
+    await publish_control(base, [(generation_key(2), other.to_json())])
+    replica.texts[2] = await index_generation(index_chunks, other.settings(base), encoder)
+
+    async def heartbeat_holds_2() -> bool:
+        report = await replica.heartbeat()
+        return report is not None and report.ready == (0, 2)
+
+    await eventually(heartbeat_holds_2, "the heartbeat lists generation 2 (another model) as ready")
+    await publish_control(
+        base, [(ACTIVE_KEY, ActiveGeneration(2, previous=0, switched_at=time.time()).to_json())]
+    )
+
+    async def answers_from_2() -> bool:
+        return (await replica.search("how long to bake sourdough"))["generation"] == 2
+
+    await eventually(answers_from_2, "searches answer from generation 2", timeout=30)
+    # A query embedded by generation 0's model would not even fit generation 2's vectors: each
+    # generation embeds queries with its own model.
+    for mode in ("vector", "hybrid"):
+        found = await replica.search("how long to bake sourdough", mode)
+        assert_answered_by(found, 2, replica.texts[2])
+    # Generation 0, of the other dimension, is kept beside it and answers again on a rollback.
+    await publish_control(
+        base, [(ACTIVE_KEY, ActiveGeneration(0, previous=2, switched_at=time.time()).to_json())]
+    )
+
+    async def answers_from_0() -> bool:
+        return (await replica.search("kafka consumer groups", "vector"))["generation"] == 0
+
+    await eventually(answers_from_0, "vector searches answer from generation 0 again", timeout=30)
