@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
+
+from deploy.ports import free_port
 
 __all__ = ["DeployError", "ManagedProcess", "ServiceStartError", "free_port", "tail"]
 
@@ -36,28 +36,6 @@ class ServiceStartError(DeployError):
         if log_tail:
             message += f"\n--- log tail ---\n{log_tail}"
         super().__init__(message)
-
-
-#: Where ``free_port`` looks: below Linux's ephemeral range (32768-60999), which the kernel hands
-#: to every ``bind(0)`` (Ray picks its metrics and object-manager ports there, at random, at any
-#: time), and above the worker ports of Ray's defaults (10002-19999) and of our Ray launcher
-#: (20000-28000, ``deploy._ray_ports``). A port chosen from the ephemeral range could be taken by
-#: such a process between our choice and the server's bind.
-FREE_PORT_RANGE = (28_001, 32_767)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago, from ``FREE_PORT_RANGE``."""
-    low, high = FREE_PORT_RANGE
-    for _ in range(200):
-        port = random.randint(low, high)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free TCP port between {low} and {high} on 127.0.0.1 after 200 tries")
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -3,20 +3,16 @@ defaults and none of the API's, so that two clusters run side by side."""
 
 from __future__ import annotations
 
-import random
 import socket
 from dataclasses import dataclass
 
 from deploy._process import DeployError
+from deploy.ports import RAY_WORKER_PORTS, free_port_block
 
 __all__ = ["WORKER_PORTS_PER_NODE", "RayNodePorts", "choose_ports"]
 
 #: Ports each node's workers may bind, one per worker process (tasks, actors, Serve replicas).
 WORKER_PORTS_PER_NODE = 100
-#: Worker port ranges are drawn from here: below Linux's ephemeral ports (32768+), so that no
-#: outgoing connection takes one, above Ray's own defaults (10002-19999), and below the ports
-#: ``free_port`` hands to the other services (``FREE_PORT_RANGE``).
-_WORKER_PORT_FLOOR, _WORKER_PORT_CEILING = 20_000, 28_000
 
 
 @dataclass(frozen=True)
@@ -68,25 +64,13 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
 def _free_port_range(size: int, taken: set[int]) -> int:
-    """The first port of `size` consecutive free ports, none of them in `taken`."""
-    rng = random.Random()
-    for _ in range(200):
-        first = rng.randrange(_WORKER_PORT_FLOOR, _WORKER_PORT_CEILING - size)
-        ports = range(first, first + size)
-        if not taken.intersection(ports) and all(_port_is_free(port) for port in ports):
-            return first
-    floor, ceiling = _WORKER_PORT_FLOOR, _WORKER_PORT_CEILING
-    raise DeployError(f"no {size} consecutive free ports between {floor} and {ceiling}")
+    """The first port of ``size`` consecutive free ports, none of them in ``taken``."""
+    first = free_port_block(size, taken)
+    if first is None:
+        low, high = RAY_WORKER_PORTS
+        raise DeployError(f"no {size} consecutive free ports between {low} and {high}")
+    return first
 
 
 def choose_ports(nodes: int) -> list[RayNodePorts]:
