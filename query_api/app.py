@@ -27,6 +27,7 @@ from query_api.request_ids import RequestIdMiddleware
 from query_api.rerank import Reranker, load_reranker
 from query_api.routes import router
 from query_api.services import Services
+from query_api.startup_timeline import StartupTimeline
 from query_api.stats import StatsTail
 from schemas.settings import Settings
 from streams.lag import LagReader
@@ -56,6 +57,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            timeline = StartupTimeline()
             chroma = await open_chroma(settings)
             lag_reader = LagReader(settings.kafka)
             stack.push_async_callback(lag_reader.stop)
@@ -76,6 +78,7 @@ def create_app(
                 # Writes try again to connect when they come.
                 log.warning("no producer for writes, Kafka unreachable: %s", exc)
             stats = await stack.enter_async_context(StatsTail(settings.kafka, settings.stats_topic))
+            timeline.mark("Kafka and Chroma clients")
             metrics = _with_replica_info(
                 PipelineMetrics(stats, lag_reader, settings, replica=replica), replica
             )
@@ -85,12 +88,15 @@ def create_app(
             stack.push_async_callback(generations.stop)
             # The active generation's views start replaying here, while the models load.
             await generations.start(SharedServices(chroma, lag_reader, stats, metrics, None, publisher))
+            timeline.mark("generations and query model (views replaying meanwhile)")
             active_reranker = (
                 reranker if reranker is not None else await asyncio.to_thread(load_reranker, settings)
             )
+            timeline.mark("reranker")
             await _wait_for_lexical(
                 generations.serving.services.chunk_log_view, settings.lexical_startup_timeout_s
             )
+            timeline.mark("views caught up with the chunk log")
 
             def switch(services: Services) -> None:
                 app.state.services = services
@@ -100,6 +106,8 @@ def create_app(
             stack.callback(delattr, app.state, "services")
             stack.callback(delattr, app.state, "generations")
             _freeze_startup_objects(stack)
+            timeline.mark("garbage collection")
+            log.info("serving: %s", timeline.summary())
             yield
 
     app = FastAPI(
