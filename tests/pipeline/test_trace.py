@@ -91,7 +91,10 @@ async def test_a_document_whose_consumers_are_stopped_shows_where_it_waits(pipel
         (published,) = await events.publish_many([event])
     async with EventPublisher(settings.kafka, settings.changes_topic) as changes:
         (changed,) = await changes.publish_many([event])
-    stage = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.streams_app_id)
+    # Auto-commit off: on stop it would commit the consumer's own position over this offset.
+    stage = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=settings.streams_app_id, enable_auto_commit=False
+    )
     await stage.start()
     try:
         stage.assign([TopicPartition(settings.events_topic, published.partition)])

@@ -217,7 +217,10 @@ async def test_after_the_switch_the_metrics_give_the_lag_of_the_serving_generati
     settings = serving.settings(base)
     # Each generation's consumers commit in a group of their own: an offset only generation 1's has.
     partition = TopicPartition(settings.input_topic, 0)
-    consumer = AIOKafkaConsumer(**client_options(settings.kafka), group_id=settings.consumer_group)
+    # Auto-commit off: on stop it would commit the consumer's position (0 on this empty topic) over the 7.
+    consumer = AIOKafkaConsumer(
+        **client_options(settings.kafka), group_id=settings.consumer_group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         consumer.assign([partition])
