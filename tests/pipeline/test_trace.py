@@ -93,7 +93,9 @@ async def test_a_document_whose_consumers_are_stopped_shows_where_it_waits(pipel
         (changed,) = await changes.publish_many([event])
     # Auto-commit off: on stop it would commit the consumer's own position over this offset.
     stage = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=settings.streams_app_id, enable_auto_commit=False
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=settings.streams_app_id,
+        enable_auto_commit=False,
     )
     await stage.start()
     try:
