@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import chromadb
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -24,6 +25,7 @@ from consumers.generation_resources import drop_generation
 from consumers.generations import GenerationSupervisor
 from engines.chroma import open_collection
 from engines.chunking import Chunker
+from engines.embedder import Embedder
 from schemas import DocumentEvent, EventOp, Settings
 from schemas.generations import ACTIVE_KEY, ActiveGeneration, Generation, IndexShape, generation_key
 from streams.control import publish_control, read_control_state
@@ -157,7 +159,8 @@ async def test_the_active_generations_resources_are_never_dropped(base_settings)
 
 # The supervisor: the tests below run in this order on one supervisor, each starting where the
 # one before left off, as a reindex does: build generation 1 beside 0, switch to 1 (0 is kept a
-# few seconds, then dropped), then start generation 2 and abort it.
+# few seconds, then dropped), then start generation 2 and abort it, then build generation 3 with
+# another model.
 
 #: The words the documents are made of.
 WORDS = [
@@ -350,3 +353,31 @@ async def test_tombstoning_a_generation_being_built_stops_its_consumers_and_drop
     await supervised.assert_index(supervised.settings(1, 400, 40))
     assert aborted.collection not in await collection_names(base)
     assert supervised.supervisor.groups.keys() == {1}
+
+
+async def test_a_generation_of_another_model_is_built_with_that_model_s_vectors_of_its_dimension(
+    supervised, second_model
+):
+    base = supervised.base
+    shape = IndexShape(second_model, 400, 40, base.precision)
+    other = Generation(3, shape).settings(base)
+    await publish_control(base, [(generation_key(3), Generation(3, shape).to_json())])
+    await supervised.until(lambda: 3 in supervised.supervisor.groups, "generation 3's consumers")
+
+    await supervised.assert_index(other)
+    vectors = await indexed_vectors(other)
+    reference = Embedder(second_model, "fp32")
+    texts = await indexed_chunks(other)
+    want = reference.encode([texts[chunk_id] for chunk_id in vectors])
+    got = np.array(list(vectors.values()), dtype=np.float32)
+    assert got.shape == (len(texts), reference.dimension) and reference.dimension != 384
+    # The consumers embed in the generation's precision (bf16 where the CPU has it): near, not equal.
+    assert float(np.min(np.sum(got * want, axis=1))) > 0.98
+    # Generation 1, of the first model, indexes on beside it at its own dimension.
+    assert {len(v) for v in (await indexed_vectors(supervised.settings(1, 400, 40))).values()} == {384}
+
+
+async def indexed_vectors(settings: Settings) -> dict[str, list[float]]:
+    client = await chromadb.AsyncHttpClient(host=settings.chroma_host, port=settings.chroma_port)
+    page = await (await client.get_collection(settings.collection)).get(include=["embeddings"])
+    return {chunk_id: list(vector) for chunk_id, vector in zip(page["ids"], page["embeddings"], strict=True)}
