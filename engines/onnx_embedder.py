@@ -6,8 +6,11 @@ ONNX Runtime on one core, with the same vector (fp32 both). Long batches, the co
 are better served by torch in bf16, so ``Embedder`` stays theirs.
 
 The whole sentence-transformers pipeline (transformer, pooling, any dense layer, normalisation)
-is traced to ONNX in memory when the process starts (about a second; nothing is downloaded), and
-checked against torch on sample sentences before it is used. On request its weights are
+is traced to ONNX when the process starts (about a second, after ~7 s of importing torch and
+sentence-transformers; nothing is downloaded), and checked against torch on sample sentences
+before it is used. Given a cache folder, the graphs and torch's vectors of those sentences are
+kept there (``engines.onnx_cache``): the next start loads them with ONNX Runtime and the
+``tokenizers`` library alone, checks them against the kept vectors, and never imports torch. On request its weights are
 quantised to int8: one short query then reads a quarter of the bytes. Two ways:
 
 - ``int8``: one scale per output channel, activations quantised per tensor (ONNX Runtime's
@@ -25,11 +28,14 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.embedder import resolve_model_path
+from engines.onnx_cache import QueryGraphs, forget_graphs, graph_key, load_graphs, save_graphs
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +67,79 @@ class OnnxExportError(Exception):
 class OnnxEmbedder:
     """``encode`` returns L2-normalised float32 vectors, like ``Embedder``, computed by ONNX Runtime."""
 
-    def __init__(self, model: str, threads: int = 1, max_batch: int = 64, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: str,
+        threads: int = 1,
+        max_batch: int = 64,
+        precision: str = "fp32",
+        cache_dir: Path | None = None,
+    ) -> None:
+        """``cache_dir``: where the traced graphs are kept between starts (``engines.onnx_cache``);
+        with an entry there, torch is not even imported."""
         if precision not in _MIN_AGREEMENT:
             raise ValueError(f"precision must be one of {sorted(_MIN_AGREEMENT)}, not {precision!r}")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import onnxruntime
+        self.batch_size = max_batch
+        self.precision = precision
+        path = resolve_model_path(model)
+        key = graph_key(path, {"precision": precision, "block": _BLOCK}) if cache_dir is not None else ""
+        graphs = load_graphs(cache_dir, key) if cache_dir is not None else None
+        if graphs is not None and (Path(path) / "tokenizer.json").is_file():
+            self._tokenizer = _file_tokenizer(path, graphs.max_length)
+            agreement = self._use(graphs, threads)
+            if agreement >= _MIN_AGREEMENT[precision]:
+                self._report(model, threads, agreement, "cached graph")
+                return
+            assert cache_dir is not None
+            log.warning(
+                "the cached ONNX graph of %s embeds unlike torch (cosine %.5f): tracing again",
+                model,
+                agreement,
+            )
+            forget_graphs(cache_dir, key)
+        graphs = self._trace(path, precision)
+        agreement = self._use(graphs, threads)
+        least = _MIN_AGREEMENT[precision]
+        if agreement < least:
+            raise OnnxExportError(
+                f"{model} traced to ONNX ({precision}) embeds unlike torch (cosine {agreement:.5f} < {least})"
+            )
+        if cache_dir is not None:
+            save_graphs(cache_dir, key, graphs)
+        self._report(model, threads, agreement, "traced")
+
+    def _trace(self, path: str, precision: str) -> QueryGraphs:
+        """The model's graphs, traced from torch, and the vectors torch gives the check sentences;
+        sets the tokenizer."""
         import torch
         from sentence_transformers import SentenceTransformer
 
-        self.batch_size = max_batch
-        source = SentenceTransformer(resolve_model_path(model), device="cpu").eval()
-        self._tokenizer = source.tokenizer
+        source = SentenceTransformer(path, device="cpu").eval()
         self._max_length = int(source.max_seq_length or 512)
+        self._tokenizer = _library_tokenizer(source.tokenizer, self._max_length)
         sample = _tokenize(self, ["probe"])
-        self._input_names = [name for name in self._tokenizer.model_input_names if name in sample]
-        graph = _export(source, self._input_names, sample, torch)
-        self.precision = precision
+        input_names = [name for name in source.tokenizer.model_input_names if name in sample]
+        graph = _export(source, input_names, sample, torch)
+        expected = source.encode(
+            list(_CHECK_SENTENCES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return QueryGraphs(
+            main=_quantized(graph) if precision == "int8" else graph,
+            small=_blockwise_quantized(graph) if precision == "int8-blockwise" else None,
+            input_names=input_names,
+            max_length=self._max_length,
+            expected=np.asarray(expected, dtype=np.float32),
+        )
+
+    def _use(self, graphs: QueryGraphs, threads: int) -> float:
+        """Open ONNX Runtime sessions on ``graphs``; the least cosine between their vectors of the
+        check sentences and torch's."""
+        import onnxruntime
+
+        self._max_length = graphs.max_length
+        self._input_names = graphs.input_names
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -89,13 +151,12 @@ class OnnxEmbedder:
         def session(weights: bytes) -> Any:
             return onnxruntime.InferenceSession(weights, options, providers=["CPUExecutionProvider"])
 
-        self._session = session(_quantized(graph) if precision == "int8" else graph)
+        self._session = session(graphs.main)
         #: ``int8-blockwise``'s graph, for calls of at most ``SMALL_CALL_TOKENS``; others use ``_session``.
-        self._small_calls = session(_blockwise_quantized(graph)) if precision == "int8-blockwise" else None
+        self._small_calls = session(graphs.small) if graphs.small is not None else None
         self._output = self._session.get_outputs()[0].name
-        expected = source.encode(
-            list(_CHECK_SENTENCES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        expected = graphs.expected
+        self.dimension = int(expected.shape[1])
         # Together, so that padding is covered; then each graph in use, one sentence a call, as
         # a short query is embedded.
         agreement = float(np.min(np.sum(expected * self.encode(list(_CHECK_SENTENCES)), axis=1)))
@@ -104,15 +165,12 @@ class OnnxEmbedder:
                 for sentence, vector in zip(_CHECK_SENTENCES, expected, strict=True):
                     got = self._run(graph_in_use, _tokenize(self, [sentence]))[0]
                     agreement = min(agreement, float(vector @ (got / np.linalg.norm(got))))
-        least = _MIN_AGREEMENT[precision]
-        if agreement < least:
-            raise OnnxExportError(
-                f"{model} traced to ONNX ({precision}) embeds unlike torch (cosine {agreement:.5f} < {least})"
-            )
-        self.dimension = int(expected.shape[1])
+        return agreement
+
+    def _report(self, model: str, threads: int, agreement: float, origin: str) -> None:
         log.info(
-            "query model %s running in ONNX Runtime (%s, %d thread(s), dim %d; cosine to torch ≥ %.4f)",
-            model, precision, threads, self.dimension, agreement,
+            "query model %s running in ONNX Runtime (%s, %s, %d thread(s), dim %d; cosine to torch ≥ %.4f)",
+            model, origin, self.precision, threads, self.dimension, agreement,
         )  # fmt: skip
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -138,11 +196,47 @@ class OnnxEmbedder:
         return np.asarray(vectors)
 
 
+Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
+
+
 def _tokenize(embedder: OnnxEmbedder, texts: list[str]) -> dict[str, np.ndarray]:
-    encoded = embedder._tokenizer(
-        texts, padding=True, truncation=True, max_length=embedder._max_length, return_tensors="np"
-    )
-    return {name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()}
+    return embedder._tokenizer(texts)
+
+
+def _library_tokenizer(tokenizer: Any, max_length: int) -> Tokenize:
+    """The model's tokenizer as sentence-transformers loaded it: padded to the longest text of a
+    call, truncated at the model's ``max_length``."""
+
+    def tokenize(texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        return {name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()}
+
+    return tokenize
+
+
+def _file_tokenizer(model_path: str, max_length: int) -> Tokenize:
+    """The model's ``tokenizer.json`` run by the ``tokenizers`` library alone (transformers'
+    tokenizer classes import torch), padded and truncated as ``_library_tokenizer`` does; the
+    agreement check on a cached graph would catch any difference."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+    padding = tokenizer.padding or {}
+    pad_token = padding.get("pad_token", "[PAD]")
+    pad_id = padding.get("pad_id", tokenizer.token_to_id(pad_token) or 0)
+    # Padded to the longest text of each call (the file may fix a length), truncated at the model's.
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token, pad_type_id=padding.get("pad_type_id", 0))
+    tokenizer.enable_truncation(max_length)
+
+    def tokenize(texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+
+    return tokenize
 
 
 def _quantized(graph: bytes) -> bytes:

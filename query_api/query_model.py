@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from engines.embedder import Embedder
 from engines.onnx_embedder import OnnxEmbedder, OnnxExportError
@@ -11,19 +12,27 @@ from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_query_model"]
+__all__ = ["load_query_model", "query_graph_cache"]
+
+
+def query_graph_cache(settings: Settings) -> Path:
+    """Where the API keeps its query model's ONNX graphs between starts (``engines.onnx_cache``)."""
+    return settings.state_dir / "query-models"
 
 
 def load_query_model(settings: Settings) -> TextEncoder:
     """The configured model, in ONNX Runtime unless ``query_runtime`` is torch or tracing fails.
 
-    Both give the same vectors (checked when the ONNX graph is made), so the index the consumers
-    built with torch is searched alike either way.
+    Both give the same vectors (checked when the ONNX graph is made, and again when a cached one
+    is loaded), so the index the consumers built with torch is searched alike either way.
     """
     if settings.query_runtime == "onnx":
         try:
             return OnnxEmbedder(
-                settings.model, threads=settings.query_threads, precision=settings.query_precision
+                settings.model,
+                threads=settings.query_threads,
+                precision=settings.query_precision,
+                cache_dir=query_graph_cache(settings),
             )
         except OnnxExportError as exc:
             log.warning("%s; queries are embedded by torch instead", exc)
