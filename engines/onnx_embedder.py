@@ -10,8 +10,10 @@ is traced to ONNX when the process starts (about a second, after ~7 s of importi
 sentence-transformers; nothing is downloaded), and checked against torch on sample sentences
 before it is used. Given a cache folder, the graphs and torch's vectors of those sentences are
 kept there (``engines.onnx_cache``): the next start loads them with ONNX Runtime and the
-``tokenizers`` library alone, checks them against the kept vectors, and never imports torch. On request its weights are
-quantised to int8: one short query then reads a quarter of the bytes. Two ways:
+``tokenizers`` library alone, checks them against the kept vectors, and never imports torch.
+
+On request its weights are quantised to int8: one short query then reads a quarter of the bytes.
+Two ways:
 
 - ``int8``: one scale per output channel, activations quantised per tensor (ONNX Runtime's
   dynamic quantisation). Fastest; cosine ~0.994 to fp32.

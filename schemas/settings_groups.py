@@ -644,8 +644,8 @@ class RuntimeSettings(SettingsGroup):
     )
     state_dir: Path = Field(
         default=Path(".state"),
-        description="folder of the local stack's data, logs and pid files, and of the stage's and the "
-        "watcher's state",
+        description="folder of the local stack's data, logs and pid files, of the stage's and the "
+        "watcher's state, and of the API's query model graphs (query-models/, kept between starts)",
     )
     ray_nodes: int = Field(
         default=1, ge=1, description="raylets of the local Ray cluster that consumers and API replicas share"
