@@ -35,10 +35,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._query_index import BenchCorpus, cached_embeddings, split_corpus
 from bench._query_report import percentiles, save_results
+from bench._stack_sampler import StackSampler
 from bench.query import Phase, ingest_steadily, preloaded_stack, run_phase
 from deploy._process import ManagedProcess
 from engines.chunking import Chunker
@@ -181,16 +184,57 @@ class ChangesTail:
             await consumer.stop()
 
 
+def startup_lines(stack: LocalStack, since_wall: float) -> list[str]:
+    """What each API replica that became ready after ``since_wall`` (epoch seconds) logged about
+    its start-up (query_api.startup_timeline), from the Ray nodes' worker logs."""
+    found = []
+    for node in stack.ray().nodes:
+        for path in node.temp_dir.glob("session_*/logs/worker-*"):
+            with contextlib.suppress(OSError):
+                lines = path.read_text(errors="replace").splitlines()
+                found += [
+                    line.strip()
+                    for line in lines
+                    if "serving: ready" in line and _logged_at(line) >= since_wall
+                ]
+    # A line may be in a worker's .out and .err files alike.
+    return sorted(set(found))
+
+
+def _logged_at(line: str) -> float:
+    """The epoch seconds of a log line's ISO timestamp (UTC), or 0 without one."""
+    stamp = re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?", line)
+    if stamp is None:
+        return 0.0
+    return datetime.fromisoformat(stamp[0]).replace(tzinfo=UTC).timestamp()
+
+
+def cpu_table(sampler: StackSampler, since: float, until: float) -> list[dict[str, Any]]:
+    """Mean CPU cores per part of the stack over [since, until], busiest first."""
+    rows = sampler.summary(since, until)
+    return sorted(
+        ({"part": row["part"], "cpu_cores": row["cpu_cores"]} for row in rows if row["cpu_cores"] >= 0.01),
+        key=lambda row: -row["cpu_cores"],
+    )
+
+
 async def run_scenario(
-    scenario: str, settings: Settings, corpus: BenchCorpus, args: argparse.Namespace, first: int
+    scenario: str,
+    settings: Settings,
+    corpus: BenchCorpus,
+    args: argparse.Namespace,
+    first: int,
+    services: dict[str, int],
 ) -> dict[str, Any]:
     """Start the stack's processes, load it, kill the scenario's part, stop it all again.
-    ``first``: where in the ingestion's sequence of revisions this scenario starts."""
+    ``first``: where in the ingestion's sequence of revisions this scenario starts; ``services``:
+    the broker's and Chroma's pids by name."""
     stack = LocalStack(settings, consumers=1)
     stack.ray().start()
     processes = stack.worker_processes()
     stage, api = processes["changes stage"], processes["API"]
     back: asyncio.Task[float | None] | None = None
+    sampling: asyncio.Task[None] | None = None
     try:
         started = time.monotonic()
         for process in processes.values():
@@ -209,6 +253,14 @@ async def run_scenario(
         await until_snapshot(settings, timeout=300)
         victims = Victims(stack, stage)
         placement = {node: len(pids) for node, pids in victims.replicas().items()}
+        roots = services | {
+            "changes stage supervisor": stage.pid,
+            "driver: ragstream consume": processes["consumers"].pid,
+            "driver: ragstream serve": api.pid,
+        }
+        ray_pids = lambda: set[int]().union(*(node.pids() for node in stack.ray().nodes))  # noqa: E731
+        sampler = StackSampler(roots, stage.pid, ray_pids)
+        sampling = asyncio.create_task(sampler.run())
 
         stop, stop_tail, measuring = asyncio.Event(), asyncio.Event(), asyncio.Event()
         published: dict[tuple[str, int], float] = {}
@@ -222,7 +274,7 @@ async def run_scenario(
         await measuring.wait()
         measured_from = time.monotonic()
         await asyncio.sleep(args.kill_at)
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         killed = await asyncio.to_thread(victims.kill, scenario)
         console.print(f"{scenario}: killed {killed} at {killed_at - measured_from:.1f} s")
         back = asyncio.create_task(replicas_back(killed_at, settings.api_replicas, args.back_timeout))
@@ -237,12 +289,21 @@ async def run_scenario(
         measured = report(
             scenario, result, killed, killed_at - measured_from, measured_from, published, tail.arrived
         )
+        # Where the 2 cores went while the killed part was replaced (or, if it never was, the
+        # failover window).
+        until = killed_at + (replicas_back_s or WINDOW_S)
         return measured | {
             "ready_s": ready_s,
             "replicas_per_node": placement,
             "replicas_running_again_s": replicas_back_s,
+            "cpu_cores_until_back": cpu_table(sampler, killed_at, max(until, killed_at + 2.0)),
+            "cpu_cores_before_kill": cpu_table(sampler, killed_at - 10.0, killed_at),
+            "replacement_startup": startup_lines(stack, killed_wall),
         }
     finally:
+        if sampling is not None:
+            sampler.stop()
+            await sampling
         if back is not None:
             back.cancel()
         # Serve keeps its controller's handle past ray.shutdown(); the next scenario's cluster
@@ -334,6 +395,21 @@ def print_table(results: list[dict[str, Any]]) -> None:
     )
 
 
+def print_where_the_time_went(row: dict[str, Any]) -> None:
+    table = Table(title=f"{row['scenario']}: CPU cores per part, 10 s before the kill and until replaced")
+    table.add_column("part")
+    table.add_column("before the kill", justify="right")
+    table.add_column("until replaced", justify="right")
+    before = {r["part"]: r["cpu_cores"] for r in row["cpu_cores_before_kill"]}
+    after = {r["part"]: r["cpu_cores"] for r in row["cpu_cores_until_back"]}
+    for part in sorted(before.keys() | after.keys(), key=lambda p: -after.get(p, 0.0)):
+        table.add_row(part, f"{before.get(part, 0.0):.2f}", f"{after.get(part, 0.0):.2f}")
+    table.add_row("all", f"{sum(before.values()):.2f}", f"{sum(after.values()):.2f}")
+    console.print(table)
+    for line in row["replacement_startup"]:
+        console.print(f"replica start-up after the kill: {line}")
+
+
 def _seconds(value: float | None) -> str:
     return "never" if value is None or value == float("inf") else f"{value:.1f}"
 
@@ -356,6 +432,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state = Path(folder)
         with preloaded_stack(base, state, corpus, vectors) as stack:
             console.print(f"index of {len(corpus.chunks)} chunks loaded in {stack.load_s:.0f} s")
+            services = {"Kafka broker (JVM)": stack.kafka_pid, "Chroma server": stack.chroma_pid}
             for number, scenario in enumerate(args.scenarios):
                 settings = stack.settings.model_copy(
                     update={
@@ -366,8 +443,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 # Each scenario its own revisions: the stage drops events it has already seen.
                 first = (number + 1) * len(corpus.held_out) * 1000
-                results.append(asyncio.run(run_scenario(scenario, settings, corpus, args, first)))
+                results.append(asyncio.run(run_scenario(scenario, settings, corpus, args, first, services)))
                 print_table(results[-1:])
+                print_where_the_time_went(results[-1])
     return {"args": vars(args), "results": results}
 
 
