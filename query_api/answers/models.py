@@ -23,6 +23,10 @@ class AnswerRequest(BaseModel):
     stream: bool | None = Field(
         default=None, description="server-sent events; if unset, whether Accept names text/event-stream"
     )
+    consistent_with: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+        default=None,
+        description="the token a write returned: retrieve only once the index includes that write",
+    )
 
 
 class Citation(BaseModel):

@@ -14,6 +14,7 @@ from query_api.answers.answerer import Answerer
 from query_api.answers.errors import AnswerError
 from query_api.answers.models import AnswerRequest, AnswerResponse
 from query_api.auth import CallerDep
+from query_api.routes.read_your_writes import wait_for_write
 from query_api.services import ServicesDep
 from query_api.tenancy import TenantScope
 
@@ -45,9 +46,13 @@ async def get_answerer(request: Request, services: ServicesDep) -> Answerer:
     response_model=AnswerResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": _EVENTS_DESCRIPTION},
-        400: {"description": "Unknown template, or a generator that is not configured"},
+        400: {
+            "description": "Unknown template, a generator that is not configured, or a "
+            "consistent_with that is not a token a write returned"
+        },
         502: {"description": "The OpenAI-compatible endpoint failed"},
         503: {"description": "The local model could not be loaded, or the index is unreachable"},
+        504: {"description": "The index did not include the write named by consistent_with in time"},
     },
 )
 async def answer(
@@ -59,6 +64,9 @@ async def answer(
     """Retrieve ``k`` passages, prompt the generator with them, and cite what the answer used."""
     stream = body.stream if body.stream is not None else _accepts_events(request)
     scope = TenantScope(caller.tenant)
+    if body.consistent_with is not None:
+        # The passages come from a vector search: the vectors must include the write.
+        await wait_for_write(answerer.services, body.consistent_with, lexical=False)
     try:
         if not stream:
             return await answerer.answer(body, scope)

@@ -6,16 +6,15 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated
 
-from aiokafka.errors import KafkaError
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from query_api import retrieval
 from query_api.auth import CallerDep
-from query_api.consistency import ConsistencyToken, IndexBehind, InvalidToken, wait_until_indexed
 from query_api.generations import ReplicaGenerations
 from query_api.models import SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
+from query_api.routes.read_your_writes import wait_for_write
 from query_api.search_activity import note_search
 from query_api.services import Services, ServicesDep
 from query_api.tenancy import TenantScope
@@ -90,16 +89,5 @@ async def _wait_for_write(services: Services, body: SearchRequest, from_query: s
     if body.consistent_with and from_query and body.consistent_with != from_query:
         raise HTTPException(status_code=400, detail="consistent_with differs between the query and the body")
     raw = body.consistent_with or from_query
-    if raw is None:
-        return
-    try:
-        token = ConsistencyToken.decode(raw)
-        await wait_until_indexed(services, token, lexical=body.mode != "vector")
-    except InvalidToken as exc:
-        raise HTTPException(status_code=400, detail=str(exc)) from exc
-    except IndexBehind as exc:
-        raise HTTPException(status_code=504, detail=str(exc)) from exc
-    except KafkaError as exc:
-        raise HTTPException(
-            status_code=503, detail=f"Kafka is unreachable, cannot check consistent_with: {exc}"
-        ) from exc
+    if raw is not None:
+        await wait_for_write(services, raw, lexical=body.mode != "vector")

@@ -394,6 +394,18 @@ async def test_an_answer_citing_nothing_says_so(api: httpx.AsyncClient) -> None:
     assert "cites none of the passages" in body["note"]
 
 
+async def test_an_answer_consistent_with_a_token_no_write_returned_is_a_400_that_says_so(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post(
+        "/v1/answer",
+        json={"query": "Where is the mural?", "generator": "extractive", "consistent_with": "not-a-token"},
+    )
+
+    assert response.status_code == 400
+    assert "token" in response.json()["detail"]
+
+
 async def test_openai_client_accepts_a_base_url_with_or_without_v1() -> None:
     assert chat_completions_url("http://h:1") == "http://h:1/v1/chat/completions"
     assert chat_completions_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
