@@ -54,7 +54,7 @@ $(PROMTOOL):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
 
 test: install $(CHROMIUM) $(PROMTOOL)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_FLAGS)
 
 # The bigger fault, churn and stage scenarios (100k Chroma operations, 12k events with 12 kills...).
 test-long: install $(CHROMIUM) $(PROMTOOL)
