@@ -11,8 +11,9 @@ included), each taken by a free client, and latency counts from the arrival, so 
 not hidden by the requests it held back.
 
 With ``retry_once`` a client does what a careful application does behind a load balancer: a
-request that meets a dropped connection or a 503 is sent once more, after ``retry_pause_s``; its
-latency then counts both tries, and the first try's outcome is kept apart.
+request that meets a dropped connection, a 502/503/504 or the 500 of Serve's proxy is sent once
+more, after ``retry_pause_s``; its latency then counts both tries, and the first try's outcome is
+kept apart.
 """
 
 from __future__ import annotations
@@ -102,8 +103,11 @@ class Answer(NamedTuple):
     replica: str
 
 
-#: Outcomes a retry may cure: the connection dropped (0), or the API is unavailable for now.
-RETRIED_STATUSES = frozenset({0, 502, 503, 504})
+#: Outcomes a retry may cure: the connection dropped (0), the API is unavailable for now, or
+#: Serve's proxy answered 500 because the replica it had sent the request to died with it (the
+#: proxy's answer for a lost replica; a 500 of the API's own fails again and still counts). A
+#: search changes nothing, so sending it again is safe. As tests/retrying_client.py does.
+RETRIED_STATUSES = frozenset({0, 500, 502, 503, 504})
 
 
 async def _search(api: aiohttp.ClientSession, body: bytes) -> Answer:

@@ -20,8 +20,9 @@ and at ``--kill-at`` seconds one part gets SIGKILL:
   started again on the head).
 - ``stage``: one of the two changes-stage workers; the other takes its partitions.
 
-The client retries once, 0.2 s later, after a dropped connection or a 503: the least an
-application behind a load balancer does. Failures of first tries are counted too. Per scenario
+The client retries once, 0.2 s later, after a dropped connection, a 502/503/504 or the 500 that
+Serve's proxy answers for a request whose replica died: the least an application behind a load
+balancer does. Failures of first tries are counted too. Per scenario
 it prints the requests, failures without and with the retry, latency over the run and in the 10 s
 after the kill, how long until the killed part served again (a replica not seen before answers;
 for the stage, events reach docs.changes again), and the longest wait of an event published

@@ -35,6 +35,7 @@ from k8s_schemas import CrdSchemas, builtin_errors, to_json_schema
 from unavailable import skip_or_fail
 
 from deploy._process import ManagedProcess, free_port
+from deploy.ray_cluster import NODE_HEALTH_CHECKS
 from ragstream.api_replicas import APP_NAME, CONTROLLER_ENV, DEPLOYMENT_NAME
 
 #: The oldest Kubernetes the manifests are checked against, and the newest schemas bundled.
@@ -381,12 +382,14 @@ def test_the_ray_service_runs_the_serve_app_that_ragstream_serve_builds(
     assert deployment.ray_actor_options["memory"] == settings.api_replica_memory_bytes
 
 
-def test_the_ray_service_uses_the_locked_ray_and_the_proxy_checks_of_ragstream_serve() -> None:
+def test_the_ray_service_uses_the_locked_ray_and_the_proxy_and_node_checks_of_ragstream_serve() -> None:
     ray_service = one(render("prod"), "RayService")
     assert ray_service["spec"]["rayClusterConfig"]["rayVersion"] == ray.__version__
+    node_checks = {f"RAY_{name}": str(value) for name, value in NODE_HEALTH_CHECKS.items()}
     for pod in pod_templates([ray_service]):
         environment = {v["name"]: v.get("value") for v in pod.containers[0]["env"]}
         assert {name: environment.get(name) for name in CONTROLLER_ENV} == CONTROLLER_ENV
+        assert {name: environment.get(name) for name in node_checks} == node_checks
 
 
 def test_each_ray_worker_fits_the_replica_and_consumer_it_is_sized_for() -> None:
