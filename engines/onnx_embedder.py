@@ -121,7 +121,7 @@ class OnnxEmbedder:
         source = SentenceTransformer(path, device="cpu").eval()
         self._max_length = int(source.max_seq_length or 512)
         self._tokenizer = _library_tokenizer(source.tokenizer, self._max_length)
-        sample = _tokenize(self, ["probe"])
+        sample = self._tokenizer(["probe"])
         input_names = [name for name in source.tokenizer.model_input_names if name in sample]
         graph = _export(source, input_names, sample, torch)
         expected = source.encode(
@@ -165,7 +165,7 @@ class OnnxEmbedder:
         for graph_in_use in (self._session, self._small_calls):
             if graph_in_use is not None:
                 for sentence, vector in zip(_CHECK_SENTENCES, expected, strict=True):
-                    got = self._run(graph_in_use, _tokenize(self, [sentence]))[0]
+                    got = self._run(graph_in_use, self._tokenizer([sentence]))[0]
                     agreement = min(agreement, float(vector @ (got / np.linalg.norm(got))))
         return agreement
 
@@ -183,7 +183,7 @@ class OnnxEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), self.batch_size):
             batch = [texts[i] for i in order[start : start + self.batch_size]]
-            features = _tokenize(self, batch)
+            features = self._tokenizer(batch)
             small = self._small_calls is not None and features["input_ids"].size <= SMALL_CALL_TOKENS
             parts.append(self._run(self._small_calls if small else self._session, features))
         stacked = np.concatenate(parts).astype(np.float32, copy=False)
@@ -199,10 +199,6 @@ class OnnxEmbedder:
 
 
 Tokenize = Callable[[list[str]], dict[str, np.ndarray]]
-
-
-def _tokenize(embedder: OnnxEmbedder, texts: list[str]) -> dict[str, np.ndarray]:
-    return embedder._tokenizer(texts)
 
 
 def _library_tokenizer(tokenizer: Any, max_length: int) -> Tokenize:
