@@ -30,6 +30,11 @@ OPERATORS = COMPARISON_OPERATORS + MEMBERSHIP_OPERATORS
 #: ``{"key": value}`` or ``{"key": {"$op": operand}}``, one operator per key.
 MetadataFilter = dict[str, Scalar | dict[str, Scalar | list[Scalar]]]
 
+#: The longest ``consistent_with`` token accepted (a write's token is far shorter).
+CONSISTENCY_TOKEN_MAX_CHARS = 2048
+#: A ``consistent_with`` value, as search and answer requests take it.
+ConsistencyTokenText = Annotated[str, Field(min_length=1, max_length=CONSISTENCY_TOKEN_MAX_CHARS)]
+
 #: Which retrievers answer a search: Chroma's vectors, the BM25 index, or both fused.
 SearchMode = Literal["vector", "lexical", "hybrid"]
 
@@ -89,7 +94,7 @@ class SearchRequest(BaseModel):
         default=None, description="bounds on when the chunk was indexed, unix seconds"
     )
     rerank: bool | None = Field(default=None, description="rerank the top hits; the server decides if unset")
-    consistent_with: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+    consistent_with: ConsistencyTokenText | None = Field(
         default=None,
         description="the token a write returned: answer only once the index includes that write",
     )

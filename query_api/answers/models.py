@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from query_api.answers.generator import GeneratorName
+from query_api.models import ConsistencyTokenText
 from schemas import QueryText
 
 
@@ -23,7 +24,7 @@ class AnswerRequest(BaseModel):
     stream: bool | None = Field(
         default=None, description="server-sent events; if unset, whether Accept names text/event-stream"
     )
-    consistent_with: Annotated[str, Field(min_length=1, max_length=2048)] | None = Field(
+    consistent_with: ConsistencyTokenText | None = Field(
         default=None,
         description="the token a write returned: retrieve only once the index includes that write",
     )

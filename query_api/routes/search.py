@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from query_api import retrieval
 from query_api.auth import CallerDep
 from query_api.generations import ReplicaGenerations
-from query_api.models import SearchRequest, SearchResponse
+from query_api.models import CONSISTENCY_TOKEN_MAX_CHARS, SearchRequest, SearchResponse
 from query_api.rerank import RerankerUnavailable
 from query_api.routes.read_your_writes import wait_for_write
 from query_api.search_activity import note_search
@@ -41,7 +41,8 @@ async def search(
     caller: CallerDep,
     response: Response,
     consistent_with: Annotated[
-        str | None, Query(max_length=2048, description="the same as the body's consistent_with")
+        str | None,
+        Query(max_length=CONSISTENCY_TOKEN_MAX_CHARS, description="the same as the body's consistent_with"),
     ] = None,
 ) -> SearchResponse:
     """The chunks that best match the query by vector, BM25 or both fused, optionally filtered,
