@@ -58,8 +58,9 @@ class ChunkLogView(BackgroundLoop):
 
     With ``snapshot_dir``, the view starts from the newest valid snapshot of this topic's views
     there, and once caught up writes one every ``snapshot_interval_s``, keeping ``snapshot_keep``.
-    A snapshot is taken between two changes on the applying thread (applying pauses for the
-    copy; searches do not), and written on a low-priority thread of its own.
+    A snapshot is taken between two changes on the applying thread (applying pauses for a copy
+    of the BM25 tables and a fork; searches do not), and written on a low-priority thread of its
+    own and, for the vectors, by the forked child (``query_api.forked_write``).
     """
 
     def __init__(

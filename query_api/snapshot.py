@@ -39,6 +39,7 @@ from query_api._snapshot_files import (
     write_integers,
     write_texts,
 )
+from query_api.forked_write import ForkedWrite
 from query_api.lexical import LexicalContents, LexicalIndex, write_index_files
 from query_api.vector_index import GRAPH_PARAMETERS, VectorIndex
 
@@ -88,13 +89,14 @@ class ViewShape:
 
 @dataclass
 class CapturedViews:
-    """The views as of ``offsets``: the vectors already saved in ``folder``, the BM25 index's
-    contents still to be written there."""
+    """The views as of ``offsets``, to be written in ``folder``: the vectors by a forked child
+    (``vectors_written``), the BM25 index's contents by ``finish``."""
 
     folder: Path
     offsets: dict[int, int]
     lexical: LexicalContents
     vectors: dict[str, Any] | None
+    vectors_written: ForkedWrite | None
 
 
 class SnapshotStore:
@@ -117,14 +119,17 @@ class SnapshotStore:
         self, index: LexicalIndex, vectors: VectorIndex | None, offsets: Mapping[int, int]
     ) -> CapturedViews:
         """Take the views as of ``offsets``, on the thread that applies changes, between two
-        changes: saves the graphs (searches go on) and copies the BM25 tables."""
+        changes: forks the child that writes the graphs and copies the BM25 tables (~0.1 s at
+        1M chunks, during which applying waits and searches do not)."""
         self.root.mkdir(parents=True, exist_ok=True)
         folder = self.root / f".tmp-{uuid.uuid4().hex}"
         folder.mkdir()
+        saved, writing = vectors.save_in_child(folder / "vectors") if vectors is not None else (None, None)
         try:
-            saved = vectors.save(folder / "vectors") if vectors is not None else None
-            return CapturedViews(folder, dict(offsets), index.contents(), saved)
+            return CapturedViews(folder, dict(offsets), index.contents(), saved, writing)
         except BaseException:
+            if writing is not None:
+                writing.kill()
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
@@ -135,6 +140,8 @@ class SnapshotStore:
         try:
             write_index_files(captured.lexical, _new_folder(folder / "lexical"), stop)
             _write_contents(folder / "chunks", captured.lexical)
+            if captured.vectors_written is not None:
+                captured.vectors_written.wait(stop)
             files = {
                 str(path.relative_to(folder)): {"bytes": path.stat().st_size, "sha256": file_digest(path)}
                 for path in sorted(folder.rglob("*"))
@@ -158,12 +165,14 @@ class SnapshotStore:
             folder.rename(final)
             fsync_folder(self.root)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            self.discard(captured)
             raise
         self._remove_older_than(final)
         return final
 
     def discard(self, captured: CapturedViews) -> None:
+        if captured.vectors_written is not None:
+            captured.vectors_written.kill()
         shutil.rmtree(captured.folder, ignore_errors=True)
 
     def _remove_older_than(self, newest: Path) -> None:

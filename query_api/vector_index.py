@@ -28,6 +28,7 @@ import hnswlib
 import numpy as np
 
 from query_api._snapshot_files import read_integers, read_texts, write_integers, write_texts
+from query_api.forked_write import ForkedWrite, write_in_child
 from query_api.lexical import RankedChunk
 
 log = logging.getLogger(__name__)
@@ -120,35 +121,43 @@ class VectorIndex:
 
     # --- snapshots ---------------------------------------------------------------------------------
 
-    def save(self, directory: Path) -> dict[str, Any]:
-        """Write the graph, its labels and each tenant's index under ``directory`` (new); returns
-        what ``load`` needs beside the files, as JSON-able values.
+    def save_in_child(self, directory: Path) -> tuple[dict[str, Any], ForkedWrite]:
+        """Write the graph, its labels and each tenant's index under ``directory`` (new) from a
+        child forked now; returns what ``load`` needs beside the files (JSON-able) and the child,
+        whose ``wait`` says when they are whole.
 
-        Searches go on meanwhile: saving only reads the graph, and only ``apply`` changes it,
-        which waits.
+        hnswlib holds the GIL while it writes a graph, seconds at a million chunks, so writing
+        here would stop every search; the child writes the index as it was at the fork while
+        searches and ``apply`` go on.
         """
         with self._write_lock:
-            directory.mkdir(parents=True)
-            if self._index is not None:
-                self._index.save_index(str(directory / "graph.hnsw"))
-            write_texts(directory / "ids", self._label_of)
-            write_integers(directory / "labels", self._label_of.values())
-            write_texts(directory / "without-vector", self._without_vector)
-            tenants = [
-                {"name": tenant, **own.save(directory / f"tenant-{number}")}
-                for number, (tenant, own) in enumerate(self._tenants.items())
-            ]
-            return {
-                "dimension": self.dimension,
-                "next_label": self._next_label,
-                "graph": self._index is not None,
-                "per_tenant": self._per_tenant,
-                "tenants": tenants,
-            }
+            description = self._description()
+            writing = write_in_child(lambda: self._write_files(directory), f"the vector index to {directory}")
+        return description, writing
+
+    def _description(self) -> dict[str, Any]:
+        return {
+            "dimension": self.dimension,
+            "next_label": self._next_label,
+            "graph": self._index is not None,
+            "per_tenant": self._per_tenant,
+            "tenants": [{"name": tenant, **own._description()} for tenant, own in self._tenants.items()],
+        }
+
+    def _write_files(self, directory: Path) -> None:
+        """The files of ``save_in_child``, written by its child."""
+        directory.mkdir(parents=True)
+        if self._index is not None:
+            self._index.save_index(str(directory / "graph.hnsw"))
+        write_texts(directory / "ids", self._label_of)
+        write_integers(directory / "labels", self._label_of.values())
+        write_texts(directory / "without-vector", self._without_vector)
+        for number, own in enumerate(self._tenants.values()):
+            own._write_files(directory / f"tenant-{number}")
 
     @classmethod
     def load(cls, directory: Path, saved: dict[str, Any]) -> VectorIndex:
-        """A new index as ``save`` wrote it into ``directory``."""
+        """A new index as ``save_in_child`` wrote it into ``directory``."""
         loaded = cls(saved["dimension"], per_tenant=saved["per_tenant"])
         if saved["graph"]:
             index = hnswlib.Index(space="ip", dim=saved["dimension"])

@@ -23,7 +23,11 @@ from scale import scaled, scaled_timeout
 
 from consumers.actors import ConsumerGroup
 from deploy import RayCluster, free_port
+from query_api.lexical import LexicalIndex
+from query_api.snapshot import SnapshotStore, ViewShape
+from query_api.vector_index import VectorIndex
 from ragstream.api_replicas import deploy_api_replicas, running_replicas
+from schemas import Settings
 
 pytestmark = [pytest.mark.integration, scaled_timeout()]
 
@@ -117,12 +121,33 @@ async def until_replicas_run_on(cluster: RayCluster, nodes: list[int], timeout: 
         await asyncio.sleep(1)
 
 
+def a_valid_snapshot(settings: Settings) -> Path | None:
+    """The newest snapshot of the replicas' views that loads (checksums and all)."""
+    assert settings.snapshot_dir is not None
+    topic = settings.chunks_topic
+    shape = ViewShape(topic, vectors=True)
+    store = SnapshotStore(settings.snapshot_dir / topic, settings.snapshot_keep, shape)
+    index, vectors = LexicalIndex(), VectorIndex()
+    try:
+        found = store.restore(index, vectors, dict.fromkeys(range(settings.partitions), (0, 2**62)))
+    finally:
+        index.close()
+    return found[0] if found is not None else None
+
+
 async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_replica_on_the_head(
-    kafka_broker, chroma_server, module_namespace, two_node_ray, scenario_factory
+    kafka_broker, chroma_server, module_namespace, two_node_ray, scenario_factory, tmp_path
 ):
     cluster = two_node_ray
+    # The replicas write snapshots of their views while searches run (the vectors from a child
+    # forked by the replica's process), and one lost with its node may be writing one.
     settings = fault_settings(
-        module_namespace, kafka_broker.bootstrap_servers, chroma_server.port, api_port=free_port()
+        module_namespace,
+        kafka_broker.bootstrap_servers,
+        chroma_server.port,
+        api_port=free_port(),
+        snapshot_dir=tmp_path / "snapshots",
+        snapshot_interval_s=5.0,
     )
     scenario = scenario_factory(settings)
     searches, stop_searching = None, asyncio.Event()
@@ -179,3 +204,4 @@ async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_repli
     # A proxy's death costs a client that retries once nothing: the other node's proxy listens on
     # the same port, and the retry's new connection reaches it.
     assert searches.failures == []
+    assert a_valid_snapshot(settings) is not None, "the replicas left no snapshot that loads"

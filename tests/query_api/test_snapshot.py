@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import shutil
 import threading
@@ -308,6 +309,55 @@ def test_an_abandoned_snapshot_leaves_nothing_a_reader_would_see(
     stop.set()
     with pytest.raises(InterruptedError):
         snapshots.finish(captured, stop)
+    assert list(tmp_path.iterdir()) == []
+    assert restored(tmp_path)[0] is None
+
+
+def test_searches_and_changes_go_on_while_the_vectors_are_written_and_miss_the_snapshot(
+    views: tuple[LexicalIndex, VectorIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, vectors = views
+    before = answers(index, vectors)
+    go = tmp_path / "go"
+    write_files = VectorIndex._write_files
+
+    def held_until_go(self: VectorIndex, directory: Path) -> None:
+        while not go.exists():  # in the forked child: holds its write until the parent is done
+            time.sleep(0.01)
+        write_files(self, directory)
+
+    monkeypatch.setattr(VectorIndex, "_write_files", held_until_go)
+    snapshots = store(tmp_path / "snapshots")
+    captured = snapshots.capture(index, vectors, {0: 1})
+    assert captured.vectors_written is not None
+
+    more = history(60, seed=3)
+    apply(index, vectors, more)
+    after = answers(index, vectors)
+    assert after != before
+    assert os.waitpid(captured.vectors_written.pid, os.WNOHANG) == (0, 0)  # still writing
+    go.touch()
+    snapshots.finish(captured)
+
+    assert answers(index, vectors) == after
+    offsets, copy, copy_vectors = restored(tmp_path / "snapshots")
+    assert offsets == {0: 1} and answers(copy, copy_vectors) == before
+    copy.close()
+
+
+def test_a_failed_write_of_the_vectors_leaves_no_snapshot(
+    views: tuple[LexicalIndex, VectorIndex], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, vectors = views
+
+    def disk_full(self: VectorIndex, directory: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VectorIndex, "_write_files", disk_full)
+    snapshots = store(tmp_path)
+    captured = snapshots.capture(index, vectors, {0: 1})
+    with pytest.raises(OSError, match=r"the process writing the vector index to .* ended with status 1"):
+        snapshots.finish(captured)
     assert list(tmp_path.iterdir()) == []
     assert restored(tmp_path)[0] is None
 
