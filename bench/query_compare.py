@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +144,24 @@ async def measure_versions(
                         )
                 finally:
                     api.stop()
+                    # Serve's processes may outlive ``ragstream serve`` by seconds: the next version
+                    # must not be answered by this one's while its own replicas still start.
+                    await asyncio.to_thread(until_nothing_listens, settings.api_port)
     finally:
         stop.set()
         await ingest
     return results
+
+
+def until_nothing_listens(port: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"port {port} still taken {timeout_s:.0f} s after the API stopped")
+        time.sleep(0.2)
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
