@@ -3,6 +3,7 @@ stay meanwhile.
 
     .venv/bin/python bench/reindex.py [--articles 2000] [--rounds 2] [--chunk-size 1100] [--rate 5]
     .venv/bin/python bench/reindex.py --articles 200 --rounds 1   # a quick check
+    .venv/bin/python bench/reindex.py --shares --live-alone 20      # where the cores go
 
 Each round starts its own Kafka broker and Chroma server on free ports, then the system as
 ``make up`` runs it, each part a process of its own: the changes stage (``ragstream streams``),
@@ -29,6 +30,13 @@ chunk as the first ingest's 1,000 (both near all-MiniLM-L6-v2's 256-token limit)
 chunks/s compare; the goal is rebuild ÷ first ingest ≥ 0.9 in every round, with the rebuild at
 ``reindex_niceness`` beside the live events. Rounds repeat the whole sequence on fresh services;
 the table gives each round, then the median and min–max. Saved as JSON under ``bench/results/``.
+
+``--shares`` also reads, every second, each process's CPU time from /proc, and gives the mean cores
+each part of the stack used in each pass (each consumer actor apart, and "outside the stack" for
+other work on the machine), with each consumer's batch timings in the pass read from its log.
+``--live-alone S`` adds two passes after the first ingest: live articles at ``--rate`` with their
+probes for S seconds, then without them for S seconds, to tell what the live articles and the
+probes cost with no rebuild. Their documents join the rebuild's backlog and its chunk count.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -51,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._ingest_figures import Spread
 from bench._ingest_pipeline import WARM_UP_EVENT, publish_and_drain
 from bench._query_report import percentiles, save_results
+from bench._reindex_shares import CoreShares, batch_parts
 from bench.freshness import searchable_after
 from bench.query import api_process, wait_until_serving
 from deploy._process import ManagedProcess, free_port
@@ -89,14 +99,19 @@ def chunk_count(events: list[DocumentEvent], chunk_size: int, chunk_overlap: int
     return sum(len(chunker.split(event.doc_id, event.content)) for event in events)
 
 
-def live_event(held_out: list[DocumentEvent], number: int) -> DocumentEvent:
+def live_event(held_out: list[DocumentEvent], number: int, prefix: str = "live") -> DocumentEvent:
     """The ``number``th live article: a held-out one under a doc_id of its own, new to the index."""
     event = held_out[number % len(held_out)]
-    return event.model_copy(update={"doc_id": f"live/{number}/{event.doc_id}"})
+    return event.model_copy(update={"doc_id": f"{prefix}/{number}/{event.doc_id}"})
 
 
 async def publish_live(
-    settings: Settings, api_url: str, held_out: list[DocumentEvent], rate: float, stop: asyncio.Event
+    settings: Settings,
+    api_url: str,
+    held_out: list[DocumentEvent],
+    rate: float,
+    stop: asyncio.Event,
+    prefix: str = "live",
 ) -> list[float | None]:
     """Publish live articles at ``rate`` per second until ``stop``; each one's publish → searchable s."""
     probes: list[asyncio.Task[float | None]] = []
@@ -114,9 +129,37 @@ async def publish_live(
                     break
                 except TimeoutError:
                     pass
-            event = live_event(held_out, len(probes))
+            event = live_event(held_out, len(probes), prefix)
             probes.append(asyncio.create_task(searchable_after(api, publisher, event, "vector")))
         return list(await asyncio.gather(*probes))
+
+
+async def live_alone(
+    settings: Settings, api_url: str, held_out: list[DocumentEvent], rate: float, seconds: float
+) -> list[float | None]:
+    """Live articles, as during the rebuild, for ``seconds`` with no rebuild: what they cost alone."""
+    stop = asyncio.Event()
+    live = asyncio.create_task(publish_live(settings, api_url, held_out, rate, stop, "live-alone"))
+    await asyncio.sleep(seconds)
+    stop.set()
+    return await live
+
+
+async def publish_unprobed(
+    settings: Settings, held_out: list[DocumentEvent], rate: float, seconds: float
+) -> int:
+    """Live articles as ``live_alone`` publishes them, with no search for them: what indexing
+    them costs without the probes. Returns how many were published."""
+    published = 0
+    async with EventPublisher(settings.kafka, settings.events_topic) as publisher:
+        started = time.perf_counter()
+        while published / rate < seconds:
+            delay = started + published / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await publisher.publish(live_event(held_out, published, "live-unprobed"))
+            published += 1
+    return published
 
 
 @dataclass(frozen=True)
@@ -127,6 +170,8 @@ class Rebuild:
     joined_s: float
     caught_up_s: float
     latencies_s: list[float | None]  # each live article's publish → searchable; None: never
+    #: When its record was written: ``time.monotonic()`` and ``time.time()``.
+    started: tuple[float, float]
 
     @property
     def indexing_s(self) -> float:
@@ -178,7 +223,7 @@ async def rebuild(
     async with LagReader(settings.kafka) as lag:
         backlog = await lag.end_offsets(settings.input_topic)
     stop = asyncio.Event()
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), (time.monotonic(), time.time())
     await start_generation(settings, generation)
     live = asyncio.create_task(publish_live(settings, api_url, held_out, rate, stop))
     try:
@@ -187,7 +232,7 @@ async def rebuild(
     finally:
         stop.set()
         latencies = await live
-    return Rebuild(joined - started, caught_up - started, latencies)
+    return Rebuild(joined - started, caught_up - started, latencies, started_at)
 
 
 async def switch_over(settings: Settings) -> float | None:
@@ -224,15 +269,43 @@ def run_round(
         consumers, stage = stack.consumer_process(), stack.stage_process()
         api = api_process(settings, services.state)
         processes = [consumers, stage, api]
+        shares: CoreShares | None = None
+        where: dict[str, Any] = {}
         try:
             for process in processes:
                 process.start()
             url = f"http://127.0.0.1:{settings.api_port}"
             wait_until_serving(api, url)
             asyncio.run(publish_and_drain(settings, [WARM_UP_EVENT]))
+            if args.shares:
+                shares = CoreShares(
+                    {
+                        "Kafka broker": services.broker.pid,
+                        "Chroma server": services.chroma.pid,
+                        "changes stage": stage.pid,
+                        "query API": api.pid,
+                        "bench (publisher, probes)": os.getpid(),
+                    },
+                    consumers.pid,
+                )
+                shares.start()
             load = os.getloadavg()[0]
             console.print(f"first ingest: {len(events)} articles")
+            first_at = (time.monotonic(), time.time())
             first_s = asyncio.run(publish_and_drain(settings, events))
+            alone: list[float | None] = []
+            unprobed = 0
+            if args.live_alone:
+                console.print(f"live articles alone: {args.live_alone:g} s at {args.rate:g}/s")
+                alone_at = (time.monotonic(), time.time())
+                alone = asyncio.run(live_alone(settings, url, held_out, args.rate, args.live_alone))
+                alone_s = time.monotonic() - alone_at[0]
+                console.print(f"live articles alone, not searched for: {args.live_alone:g} s")
+                unprobed_at = (time.monotonic(), time.time())
+                unprobed = asyncio.run(publish_unprobed(settings, held_out, args.rate, args.live_alone))
+                unprobed_s = time.monotonic() - unprobed_at[0]
+                # All in the changes topic before the rebuild takes its end offsets as its backlog.
+                asyncio.run(publish_and_drain(settings, []))
             shape = requested_shape(
                 IndexShape.of(settings), chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap
             )
@@ -242,13 +315,44 @@ def run_round(
         except BaseException:
             # Their logs go with the round's temporary folder: what they said is shown first.
             for process in processes:
-                console.print(f"[bold]the end of the {process.name}'s log[/bold]\n{process.log_tail(60)}")
+                console.print(
+                    f"[bold]the end of the {process.name}'s log[/bold]\n{escape(process.log_tail(60))}"
+                )
             raise
         finally:
+            if shares is not None:
+                shares.stop()
             for process in reversed(processes):
                 process.stop()
+        if shares is not None:
+            windows = {
+                "first ingest": (first_at, first_s),
+                **(
+                    {"live alone": (alone_at, alone_s), "live alone, unsearched": (unprobed_at, unprobed_s)}
+                    if args.live_alone
+                    else {}
+                ),
+                "rebuild": (
+                    (rebuilt.started[0] + rebuilt.joined_s, rebuilt.started[1] + rebuilt.joined_s),
+                    rebuilt.indexing_s,
+                ),
+            }
+            where = {
+                name: {
+                    "cores": shares.cores(at[0], at[0] + seconds),
+                    "batches": batch_parts(consumers.log_file, at[1], at[1] + seconds),
+                }
+                for name, (at, seconds) in windows.items()
+            }
     first_chunks = chunk_count(events, settings.chunk_size, settings.chunk_overlap)
-    rebuild_chunks = chunk_count([WARM_UP_EVENT, *events], args.chunk_size, args.chunk_overlap)
+    # The rebuild's backlog holds every change published before it: the live articles alone too.
+    published_before = [
+        WARM_UP_EVENT,
+        *(live_event(held_out, n, "live-alone") for n in range(len(alone))),
+        *(live_event(held_out, n, "live-unprobed") for n in range(unprobed)),
+        *events,
+    ]
+    rebuild_chunks = chunk_count(published_before, args.chunk_size, args.chunk_overlap)
     found = [seconds * 1000 for seconds in rebuilt.latencies_s if seconds is not None]
     first_rate, rebuild_rate = first_chunks / first_s, rebuild_chunks / rebuilt.indexing_s
     return {
@@ -268,6 +372,12 @@ def run_round(
         },
         "switch_s": switch_s,
         "load": load,
+        "live_alone": {
+            "published": len(alone),
+            "found": sum(seconds is not None for seconds in alone),
+            "fresh_ms": percentiles([seconds * 1000 for seconds in alone if seconds is not None]),
+        },
+        "shares": where,
     }
 
 
@@ -329,6 +439,40 @@ def report(rounds: list[dict[str, Any]], title: str) -> None:
     console.print(f"goal rebuild ÷ first ingest ≥ 0.9: {verdict}")
 
 
+def report_shares(rounds: list[dict[str, Any]]) -> None:
+    """``--shares``: per round, the mean cores each part used in each pass, and each consumer
+    actor's batches in it, part by part."""
+    for number, figures in enumerate(rounds, 1):
+        alone = figures["live_alone"]
+        if alone["published"]:
+            console.print(
+                f"round {number}, live articles alone: {alone['found']}/{alone['published']} found, "
+                f"fresh p50 {_ms(alone['fresh_ms']['p50'])} ms, p99 {_ms(alone['fresh_ms']['p99'])} ms"
+            )
+        where = figures["shares"]
+        if not where:
+            continue
+        passes = list(where)
+        table = Table(title=f"round {number}: mean cores used, by part")
+        table.add_column("part")
+        for name in passes:
+            table.add_column(name, justify="right")
+        parts = sorted({p for name in passes for p in where[name]["cores"]})
+        parts.sort(key=lambda p: -max(where[name]["cores"].get(p, 0.0) for name in passes))
+        for part in parts:
+            table.add_row(part, *(f"{where[name]['cores'].get(part, 0.0):.2f}" for name in passes))
+        table.add_section()
+        table.add_row("all", *(f"{sum(where[name]['cores'].values()):.2f}" for name in passes))
+        console.print(table)
+        for name in passes:
+            for pid, actor in where[name]["batches"].items():
+                spent = " ".join(f"{part} {s:.1f}" for part, s in actor["parts"].items() if s >= 0.05)
+                console.print(
+                    f"  {name}, consumer pid {pid}: {actor['batches']} batches, {actor['events']} events, "
+                    f"{actor['chunks']} chunks embedded; seconds: {spent}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -339,6 +483,20 @@ def main() -> None:
     parser.add_argument("--chunk-overlap", type=int, default=100, help="the rebuild's chunk overlap")
     parser.add_argument("--rate", type=float, default=5, help="live articles per second during the rebuild")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=Settings().precision)
+    parser.add_argument(
+        "--live-alone",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="after the first ingest, publish live articles for S seconds with no rebuild, to see "
+        "what they cost alone (their documents join the rebuild's backlog and its chunk count)",
+    )
+    parser.add_argument(
+        "--shares",
+        action="store_true",
+        help="also sample each process's CPU every second, and read each consumer's batch timings "
+        "from its log, for each pass (printed, and saved with the results)",
+    )
     args = parser.parse_args()
     # Resolved here as the consumers resolve it, so that the table says what ran.
     if args.precision == "auto":
@@ -367,6 +525,7 @@ def main() -> None:
         f"{args.rounds} round(s)"
     )
     report(rounds, title)
+    report_shares(rounds)
     saved = save_results("reindex", {"args": vars(args), "rounds": rounds})
     console.print(f"saved to {saved}")
 
