@@ -2,20 +2,21 @@
 documents are ingested, and one part of the system killed with -9 in the middle.
 
     .venv/bin/python bench/failover.py [--scenarios replica proxy node stage] [--chunks 100000]
-        [--rate 25] [--seconds 60] [--kill-at 20] [--ingest-rate 5]
+        [--rate 25] [--seconds 60] [--kill-at 20] [--ingest-rate 5] [--ingress replicas|proxy]
 
 One stack for every scenario: bench/query.py's Kafka and Chroma, with ``--chunks`` chunks of real
 text (Wikipedia lead sections) loaded as the consumers write them. Per scenario, the rest starts
 afresh as ``make up`` starts it (``ragstream.stack.LocalStack``): a Ray cluster of two raylets on
-this host, the changes stage with its two workers, one consumer actor, and the API as 2 replicas
-behind Serve's proxies (one per node, sharing the port), starting from view snapshots once one is
-written. Then an open loop of ``--rate`` hybrid searches/s (Poisson arrivals; bench/_query_load.py,
-in a process of its own) runs for ``--seconds`` while ``--ingest-rate`` documents/s are published,
-and at ``--kill-at`` seconds one part gets SIGKILL:
+this host, the changes stage with its two workers, one consumer actor, and the API as 2 replicas,
+listening on the API's port themselves or (``--ingress proxy``) behind Serve's proxies (one per
+node, sharing the port), starting from view snapshots once one is written. Then an open loop of
+``--rate`` hybrid searches/s (Poisson arrivals; bench/_query_load.py, in a process of its own)
+runs for ``--seconds`` while ``--ingest-rate`` documents/s are published, and at ``--kill-at``
+seconds one part gets SIGKILL:
 
 - ``replica``: one replica's process; Serve starts another.
-- ``proxy``: the head node's Serve proxy actor; the worker node's proxy takes every new
-  connection, and Serve's controller starts another on the head.
+- ``proxy`` (with ``--ingress proxy``): the head node's Serve proxy actor; the worker node's proxy
+  takes every new connection, and Serve's controller starts another on the head.
 - ``node``: the worker raylet and every process of its node (replicas and consumers there are
   started again on the head).
 - ``stage``: one of the two changes-stage workers; the other takes its partitions.
@@ -422,6 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         chunk_overlap=0,
         rerank=False,
         api_replicas=2,
+        api_ingress=args.ingress,
         ray_nodes=2,
         lexical_startup_timeout_s=900,
     )
@@ -467,7 +469,15 @@ def main() -> None:
     parser.add_argument(
         "--back-timeout", type=float, default=120, help="longest wait for the replicas to run again"
     )
+    parser.add_argument(
+        "--ingress",
+        choices=["replicas", "proxy"],
+        default=Settings().api_ingress,
+        help="how HTTP reaches the replicas (RAGSTREAM_API_INGRESS)",
+    )
     args = parser.parse_args()
+    if args.ingress != "proxy" and "proxy" in args.scenarios:
+        parser.error("the proxy scenario needs --ingress proxy: replicas serving HTTP run no proxy")
     report_ = run(args)
     print_table(report_["results"])
     path = save_results("failover", report_)

@@ -244,7 +244,7 @@ def api_process(
     settings: Settings, state: Path, replicas: int = 0, extra_env: dict[str, str] | None = None
 ) -> ManagedProcess:
     """The API as ``make up`` runs it (``ragstream serve``), configured through its environment:
-    one uvicorn process, or with ``replicas`` that many on Ray Serve behind its proxy."""
+    one uvicorn process, or with ``replicas`` that many on Ray Serve."""
     env = {
         "RAGSTREAM_API_REPLICAS": str(replicas),
         "RAGSTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,

@@ -4,10 +4,11 @@
     .venv/bin/python bench/query_compare.py HEAD~1 .     # the last commit against the working tree
     .venv/bin/python bench/query_compare.py . .@2        # one uvicorn process against 2 Serve replicas
 
-A version is a revision, or ``REV@N``: that revision's API as N replicas on Ray Serve behind its
-HTTP proxy (``ragstream serve --replicas N``, on a local Ray the API process starts), instead of
-one uvicorn process. ``+NAME=VALUE`` after it sets a variable in the API's environment (e.g.
-``.@2+RAY_SERVE_PROXY_USE_GRPC=1``, which ``ragstream serve`` hands on to Serve's processes).
+A version is a revision, or ``REV@N``: that revision's API as N replicas on Ray Serve
+(``ragstream serve --replicas N``, on a local Ray the API process starts), instead of one uvicorn
+process. ``+NAME=VALUE`` after it sets a variable in the API's environment (e.g.
+``.@2+RAGSTREAM_API_INGRESS=proxy``: the replicas behind Serve's HTTP proxy; ``RAY_SERVE_*``
+variables ``ragstream serve`` hands on to Serve's processes).
 
 Latency on a shared 2-core machine moves more between runs, even between phases of one run, than
 most changes move it. So this starts the stack of ``bench/query.py`` once (Kafka, Chroma, 100k

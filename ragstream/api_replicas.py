@@ -1,12 +1,14 @@
-"""The query API as a Ray Serve application: ``api_replicas`` copies of the FastAPI app behind
-Serve's HTTP proxy, each with its own views of the chunk log, so that one replica's death costs
-only its requests in flight.
+"""The query API as a Ray Serve application: ``api_replicas`` copies of the FastAPI app, each with
+its own views of the chunk log, so that one replica's death costs only its requests in flight.
+HTTP reaches them through Serve's proxy on every node, or (``api_ingress = "replicas"``) each
+replica listens on the API's port itself (``ragstream.replica_http``).
 
 Each replica builds its app inside its own process (``__serve_build_asgi_app__``), so the app's
 lifespan opens and closes every client there, as under uvicorn; Serve routes to a replica only
 once that lifespan has run, which waits for the views to replay the chunk log. Afterwards
 ``check_health`` takes a replica out (Serve replaces it) when its views fall behind or it loses
-Kafka or Chroma for longer than a grace period (see ``query_api.replica_health``).
+Kafka or Chroma for longer than a grace period (see ``query_api.replica_health``); a replica
+serving HTTP itself stops accepting connections first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ray.serve.schema import ReplicaState
 from engines.local_ray import join_or_start_ray
 from query_api import create_app
 from query_api.replica_health import ReplicaHealth
+from ragstream.replica_http import ReplicaHttpServer, serving_in_lifespan
 from schemas import Settings
 from schemas.logs import configure_logging
 
@@ -76,10 +79,17 @@ class QueryApiReplica:
         self._settings = settings
         self._health = ReplicaHealth(settings.api_max_view_lag, settings.api_health_grace_s)
         self._app: FastAPI | None = None
+        self._http: ReplicaHttpServer | None = None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         replica = serve.get_replica_context().replica_id.unique_id
         self._app = create_app(self._settings, replica=replica)
+        if self._settings.api_ingress == "replicas":
+            settings = self._settings
+            self._http = ReplicaHttpServer(
+                self._app, settings.api_host, settings.api_port, access_log=settings.api_access_log
+            )
+            serving_in_lifespan(self._app, self._http)
         return self._app
 
     async def check_health(self) -> None:
@@ -87,8 +97,12 @@ class QueryApiReplica:
         if services is None:
             return  # still starting: Serve waits for the lifespan before routing here
         problem = await self._health.problem(services)
+        if problem is None and self._http is not None:
+            problem = self._http.problem()
         if problem is not None:
             log.warning("leaving the load balancer: %s", problem)
+            if self._http is not None:
+                self._http.stop_accepting()
             raise RuntimeError(problem)
 
 
@@ -118,9 +132,10 @@ def deploy_api_replicas(settings: Settings, replicas: int) -> None:
     serve. The application lives on in the cluster until ``serve.shutdown()``."""
     # A proxy on every node, so that no single process is the door. Nodes may share a host: Serve's
     # proxies bind with SO_REUSEPORT, so the kernel spreads new connections over every live one
-    # and stops handing any to a proxy the moment it dies.
+    # and stops handing any to a proxy the moment it dies. With ingress "replicas", the replicas
+    # bind the port so themselves and Serve runs no proxy (see ragstream.replica_http).
     serve.start(
-        proxy_location="EveryNode",
+        proxy_location="EveryNode" if settings.api_ingress == "proxy" else "Disabled",
         http_options={"host": settings.api_host, "port": settings.api_port},
         controller_options={"runtime_env": {"env_vars": controller_env(os.environ)}},
     )

@@ -291,7 +291,7 @@ def serve(
     replicas: Annotated[
         int | None,
         typer.Option(
-            help="API replicas on Ray Serve behind its HTTP proxy (RAY_ADDRESS, or a local Ray); "
+            help="API replicas on Ray Serve, on the API's port (RAY_ADDRESS, or a local Ray); "
             "0 = one plain uvicorn process; default RAGSTREAM_API_REPLICAS"
         ),
     ] = None,

@@ -425,6 +425,12 @@ class ApiSettings(SettingsGroup):
         description="query API replicas as a Ray Serve deployment behind Serve's HTTP proxy; "
         "0 = one plain uvicorn process (development)",
     )
+    api_ingress: Literal["replicas", "proxy"] = Field(
+        default="replicas",
+        description="how HTTP reaches the API replicas: `replicas`, each listens on the API's port "
+        "itself (SO_REUSEPORT: the kernel spreads connections over a host's replicas); `proxy`, "
+        "through Serve's HTTP proxy on every node, a hop that doubled search latency on 2 cores",
+    )
     api_replica_num_cpus: float = Field(
         default=0.5, ge=0, description="Ray CPUs reserved per API replica (a scheduling figure)"
     )

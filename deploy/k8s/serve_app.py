@@ -26,5 +26,7 @@ def build_app(args: dict[str, Any]) -> Application:
         # One place configures the API: the RAGSTREAM_* variables. Arguments here would be a
         # second one that `ragstream serve` never reads.
         raise ValueError(f"build_app takes no arguments; set RAGSTREAM_* variables instead: {sorted(args)}")
-    settings = Settings()
+    # On Kubernetes the RayService's proxies are the door, behind its Service: a replica that bound
+    # the API's port itself would listen inside its pod, where no Service sends anything.
+    settings = Settings().model_copy(update={"api_ingress": "proxy"})
     return replica_deployment(settings, settings.api_replicas)

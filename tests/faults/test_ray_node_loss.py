@@ -146,6 +146,8 @@ async def test_losing_the_worker_node_mid_stream_restarts_its_consumer_and_repli
         kafka_broker.bootstrap_servers,
         chroma_server.port,
         api_port=free_port(),
+        # Serve's proxies, one per node: the first fault is the head's proxy.
+        api_ingress="proxy",
         snapshot_dir=tmp_path / "snapshots",
         snapshot_interval_s=5.0,
     )

@@ -1,7 +1,9 @@
-"""The query API as users run it in production: `ragstream serve --replicas 2`, Ray Serve's proxy in
-front of two replicas, each with its own views of the chunk log, on the real pipeline.
+"""The query API as users run it in production: `ragstream serve --replicas 2`, two replicas behind
+one address, each with its own views of the chunk log, on the real pipeline; HTTP reaching them
+each way there is (`RAGSTREAM_API_INGRESS`): the replicas listening on the port themselves, and
+Ray Serve's proxy in front of them.
 
-Everything an application relies on must hold through the proxy: writes and read-your-writes
+Everything an application relies on must hold behind that address: writes and read-your-writes
 tokens, tenant keys, streamed answers, Server-Timing and metrics that say which replica answered.
 """
 
@@ -33,11 +35,12 @@ KEYS = {"admin": new_api_key(), "acme": new_api_key(), "globex": new_api_key()}
 REPLICAS = 2
 
 
-@pytest.fixture(scope="module")
-async def replicas_settings(pipeline_settings: Settings, consumer_group) -> Settings:
+@pytest.fixture(scope="module", params=["replicas", "proxy"])
+async def replicas_settings(request, pipeline_settings: Settings, consumer_group) -> Settings:
     """The pipeline's topics, served by replicas on a port of their own, with keys for two tenants."""
     return pipeline_settings.model_copy(
         update={
+            "api_ingress": request.param,
             "api_port": free_port(),
             "api_replicas": REPLICAS,
             "answer_generator": "extractive",
@@ -52,7 +55,7 @@ async def replicas_settings(pipeline_settings: Settings, consumer_group) -> Sett
 
 @pytest.fixture(scope="module")
 async def serve_process(replicas_settings: Settings) -> AsyncIterator[ManagedProcess]:
-    """`ragstream serve` as `make up` runs it, once Serve's proxy answers for both replicas."""
+    """`ragstream serve` as `make up` runs it, once both replicas answer on its address."""
     stack = LocalStack(replicas_settings)
     process = stack.api_process()
     process.start()
@@ -74,12 +77,12 @@ async def serve_process(replicas_settings: Settings) -> AsyncIterator[ManagedPro
 
 
 @pytest.fixture(scope="module")
-async def proxy(
-    replicas_settings: Settings, serve_process: ManagedProcess
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of Serve's proxy."""
+async def api(replicas_settings: Settings, serve_process: ManagedProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the API's address that opens a connection per request: replicas listening on
+    the port themselves are chosen per connection, Serve's proxy chooses per request."""
     url = LocalStack(replicas_settings).api_url
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    fresh_connections = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=fresh_connections) as client:
         yield client
 
 
@@ -87,59 +90,57 @@ def key(name: str) -> dict[str, str]:
     return {"authorization": f"Bearer {KEYS[name]}"}
 
 
-async def write(proxy: httpx.AsyncClient, tenant: str, doc_id: str, text: str) -> str:
-    response = await proxy.put(f"/v1/documents/{doc_id}", json={"content": text}, headers=key(tenant))
+async def write(api: httpx.AsyncClient, tenant: str, doc_id: str, text: str) -> str:
+    response = await api.put(f"/v1/documents/{doc_id}", json={"content": text}, headers=key(tenant))
     assert response.status_code == 202, response.text
     return response.json()["token"]
 
 
-async def search(proxy: httpx.AsyncClient, tenant: str, query: str, **body) -> httpx.Response:
-    response = await proxy.post("/v1/search", json={"query": query, "k": 5, **body}, headers=key(tenant))
+async def search(api: httpx.AsyncClient, tenant: str, query: str, **body) -> httpx.Response:
+    response = await api.post("/v1/search", json={"query": query, "k": 5, **body}, headers=key(tenant))
     assert response.status_code == 200, response.text
     return response
 
 
-async def test_two_replicas_answer_searches_behind_one_address(proxy: httpx.AsyncClient) -> None:
+async def test_two_replicas_answer_searches_behind_one_address(api: httpx.AsyncClient) -> None:
     answered_by = set()
     for _ in range(40):
-        response = await search(proxy, "admin", "anything at all")
+        response = await search(api, "admin", "anything at all")
         answered_by.add(response.headers["x-ragstream-replica"])
         assert "embed;dur=" in response.headers["server-timing"]
     assert len(answered_by) == REPLICAS
 
 
-async def test_a_write_through_the_proxy_is_found_with_its_token_by_whichever_replica_answers(
-    proxy: httpx.AsyncClient,
+async def test_a_write_is_found_with_its_token_by_whichever_replica_answers(
+    api: httpx.AsyncClient,
 ) -> None:
     marker = uuid.uuid4().hex[:10]
-    token = await write(proxy, "admin", f"replicas/{marker}", f"The lighthouse keeper {marker} logs storms.")
+    token = await write(api, "admin", f"replicas/{marker}", f"The lighthouse keeper {marker} logs storms.")
     answered_by = set()
     # Each search lands on either replica; each must have indexed the write before answering.
     for _ in range(6):
-        response = await search(proxy, "admin", f"lighthouse keeper {marker}", consistent_with=token)
+        response = await search(api, "admin", f"lighthouse keeper {marker}", consistent_with=token)
         answered_by.add(response.headers["x-ragstream-replica"])
         assert [hit["doc_id"] for hit in response.json()["hits"]][:1] == [f"replicas/{marker}"]
     assert answered_by, "no search was answered"
 
 
-async def test_a_tenants_key_sees_only_its_documents_through_the_proxy(proxy: httpx.AsyncClient) -> None:
+async def test_a_tenants_key_sees_only_its_documents_behind_one_address(api: httpx.AsyncClient) -> None:
     marker = uuid.uuid4().hex[:10]
-    acme = await write(proxy, "acme", "plans", f"Acme plans {marker}: rocket skates.")
-    globex = await write(proxy, "globex", "plans", f"Globex plans {marker}: a doomsday device.")
+    acme = await write(api, "acme", "plans", f"Acme plans {marker}: rocket skates.")
+    globex = await write(api, "globex", "plans", f"Globex plans {marker}: a doomsday device.")
     for tenant, token in (("globex", globex), ("acme", acme), ("acme", acme), ("globex", globex)):
-        response = await search(proxy, tenant, f"plans {marker}", consistent_with=token, mode="lexical")
+        response = await search(api, tenant, f"plans {marker}", consistent_with=token, mode="lexical")
         texts = [hit["text"] for hit in response.json()["hits"]]
         assert texts and all(text.startswith(tenant.title()) for text in texts), texts
-    no_key = await proxy.post("/v1/search", json={"query": "plans"})
+    no_key = await api.post("/v1/search", json={"query": "plans"})
     assert no_key.status_code == 401
 
 
-async def test_an_answer_streams_as_server_sent_events_through_the_proxy(proxy: httpx.AsyncClient) -> None:
+async def test_an_answer_streams_as_server_sent_events_behind_one_address(api: httpx.AsyncClient) -> None:
     marker = uuid.uuid4().hex[:10]
-    token = await write(
-        proxy, "admin", f"answers/{marker}", f"The ferry {marker} leaves the harbour at nine."
-    )
-    await search(proxy, "admin", f"ferry {marker}", consistent_with=token)
+    token = await write(api, "admin", f"answers/{marker}", f"The ferry {marker} leaves the harbour at nine.")
+    await search(api, "admin", f"ferry {marker}", consistent_with=token)
     # The token: the answer may come from the other replica, which must include the write first.
     body = {
         "query": f"When does the ferry {marker} leave?",
@@ -148,7 +149,7 @@ async def test_an_answer_streams_as_server_sent_events_through_the_proxy(proxy: 
         "consistent_with": token,
     }
     events = []
-    async with proxy.stream("POST", "/v1/answer", json=body, headers=key("admin")) as response:
+    async with api.stream("POST", "/v1/answer", json=body, headers=key("admin")) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         async for line in response.aiter_lines():
@@ -160,10 +161,10 @@ async def test_an_answer_streams_as_server_sent_events_through_the_proxy(proxy: 
     assert any(citation["doc_id"] == f"answers/{marker}" for citation in answer["citations"])
 
 
-async def test_metrics_through_the_proxy_say_which_replica_they_come_from(proxy: httpx.AsyncClient) -> None:
+async def test_metrics_behind_one_address_say_which_replica_they_come_from(api: httpx.AsyncClient) -> None:
     replicas = set()
     for _ in range(20):
-        response = await proxy.get("/metrics", params={"name[]": "ragstream_api_replica_info"})
+        response = await api.get("/metrics", params={"name[]": "ragstream_api_replica_info"})
         assert response.status_code == 200
         lines = [
             line for line in response.text.splitlines() if line.startswith("ragstream_api_replica_info{")
@@ -199,9 +200,9 @@ def replica_processes(ancestor: int) -> dict[int, str]:
 
 
 async def test_a_replica_killed_under_load_is_replaced_and_a_client_that_retries_once_sees_no_failure(
-    proxy: httpx.AsyncClient, serve_process: ManagedProcess
+    api: httpx.AsyncClient, serve_process: ManagedProcess
 ) -> None:
-    client = RetryingClient(proxy, headers=key("admin"))
+    client = RetryingClient(api, headers=key("admin"))
     stop = asyncio.Event()
     loading = asyncio.create_task(steady_searches(client, stop))
     await asyncio.sleep(5)
